@@ -1,0 +1,162 @@
+//! `make demo`: the daemon against the simulated kubelet, told in plain words.
+//!
+//! Starts a simulated kubelet in a temporary device-plugin directory, runs
+//! the real daemon binary with a demo config whose host path is a temporary
+//! directory, then shows registration, the device list, health flipping when
+//! the path is removed and restored, one Allocate answer, and a clean stop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+use std::{env, fs, process};
+
+use k8s_hostpath_device_plugin::sim::SimKubelet;
+
+const RESOURCE: &str = "hostpath-device.k8s.io/sample";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn say(msg: &str) {
+    println!("\n==> {msg}");
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("demo failed: {msg}");
+    process::exit(1);
+}
+
+fn daemon_binary() -> PathBuf {
+    if let Some(p) = env::var_os("DAEMON_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = env::current_exe().unwrap_or_else(|e| fail(&format!("cannot find myself: {e}")));
+    // target/<triple>/release/examples/demo -> target/<triple>/release/<binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("k8s-hostpath-device-plugin"))
+        .unwrap_or_else(|| fail("cannot locate the daemon binary; set DAEMON_BIN"))
+}
+
+struct Cleanup(PathBuf, Option<Child>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.1.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn main() {
+    let mode = env::var("MODE").unwrap_or_else(|_| "kubelet-socket".into());
+    if mode != "kubelet-socket" {
+        fail(&format!("MODE={mode}: only kubelet-socket is available in this version"));
+    }
+    let root = env::temp_dir().join(format!("hpdp-demo-{}", process::id()));
+    let mut guard = Cleanup(root.clone(), None);
+    let dp_dir = root.join("device-plugins");
+    let host_path = root.join("sample");
+    fs::create_dir_all(&host_path).unwrap_or_else(|e| fail(&e.to_string()));
+    fs::write(host_path.join("hello"), "hello from the host\n").unwrap_or_else(|e| fail(&e.to_string()));
+    let config = root.join("config.yaml");
+    let config_text = format!(
+        "resourceName: {RESOURCE}\nsocketName: hostpath-device.k8s.io-sample.sock\nnumDevices: 3\n\
+         hostPath:\n  path: {}\n  type: Directory\nvolumeMount:\n  mountPath: /sample\n  readOnly: false\n\
+         healthCheckInterval: 200ms\n",
+        host_path.display()
+    );
+    fs::write(&config, &config_text).unwrap_or_else(|e| fail(&e.to_string()));
+
+    say(&format!("Demo config ({}):", config.display()));
+    print!("{config_text}");
+
+    say(&format!("Starting the simulated kubelet on {}", dp_dir.join("kubelet.sock").display()));
+    let kubelet = SimKubelet::start(&dp_dir).unwrap_or_else(|e| fail(&format!("simulated kubelet: {e}")));
+
+    let bin = daemon_binary();
+    say(&format!("Starting the daemon: {} --config {} --device-plugin-dir {}", bin.display(), config.display(), dp_dir.display()));
+    let child = Command::new(&bin)
+        .arg("--config")
+        .arg(&config)
+        .arg("--device-plugin-dir")
+        .arg(&dp_dir)
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("cannot start {}: {e}", bin.display())));
+    let pid = child.id();
+    guard.1 = Some(child);
+    let started = Instant::now();
+
+    let reg = kubelet
+        .wait_for(WAIT, |r| r.registrations.first().cloned())
+        .unwrap_or_else(|| fail("the daemon did not register"));
+    say(&format!("The kubelet received a registration after {:?}:", started.elapsed()));
+    println!("    resource name: {}", reg.resource_name);
+    println!("    endpoint:      {} (in {})", reg.endpoint, dp_dir.display());
+    println!("    API version:   {}", reg.version);
+
+    let devices = kubelet
+        .wait_for(WAIT, |r| r.devices.get(RESOURCE).filter(|d| !d.is_empty()).cloned())
+        .unwrap_or_else(|| fail("no device list arrived"));
+    say("ListAndWatch delivered the device list:");
+    for (id, health) in &devices {
+        println!("    device {id}: {health}");
+    }
+
+    say(&format!("Removing {} from the host ...", host_path.display()));
+    fs::remove_dir_all(&host_path).unwrap_or_else(|e| fail(&e.to_string()));
+    let t = Instant::now();
+    kubelet
+        .wait_for(WAIT, |r| r.counts(RESOURCE).filter(|(h, _)| *h == 0).map(|_| ()))
+        .unwrap_or_else(|| fail("devices did not turn Unhealthy"));
+    println!("    after {:?} every device is Unhealthy: the scheduler stops placing pods here", t.elapsed());
+
+    say(&format!("Restoring {} ...", host_path.display()));
+    fs::create_dir_all(&host_path).unwrap_or_else(|e| fail(&e.to_string()));
+    fs::write(host_path.join("hello"), "hello from the host\n").unwrap_or_else(|e| fail(&e.to_string()));
+    let t = Instant::now();
+    kubelet
+        .wait_for(WAIT, |r| r.counts(RESOURCE).filter(|(h, n)| h == n && *n > 0).map(|_| ()))
+        .unwrap_or_else(|| fail("devices did not turn Healthy again"));
+    println!("    after {:?} every device is Healthy again", t.elapsed());
+
+    say("A pod asks for `hostpath-device.k8s.io/sample: 1`; the kubelet calls Allocate([\"0\"]):");
+    let resp = kubelet.allocate(RESOURCE, &[&["0"]]).unwrap_or_else(|e| fail(&format!("Allocate: {e}")));
+    for m in &resp.container_responses[0].mounts {
+        println!(
+            "    mount {} (host) -> {} (container), {}",
+            m.host_path,
+            m.container_path,
+            if m.read_only { "read-only" } else { "read-write" }
+        );
+    }
+    println!("    the container would see {}/hello", resp.container_responses[0].mounts[0].container_path);
+    match kubelet.allocate(RESOURCE, &[&["7"]]) {
+        Err(e) => println!("    and an unknown device ID is refused: {e}"),
+        Ok(_) => fail("an unknown device ID was accepted"),
+    }
+
+    say("Sending SIGTERM to the daemon ...");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let t = Instant::now();
+    let mut child = guard.1.take().unwrap_or_else(|| fail("child vanished"));
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if t.elapsed() > WAIT {
+            fail("the daemon did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let sock = dp_dir.join(&reg.endpoint);
+    println!(
+        "    exited with {status} after {:?}; its socket {} {}; kubelet.sock {}",
+        t.elapsed(),
+        sock.display(),
+        if sock.exists() { "is still there (BUG)" } else { "is gone" },
+        if kubelet.socket_path().exists() { "is untouched" } else { "is gone (BUG)" }
+    );
+    say("Demo finished.");
+}

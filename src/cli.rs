@@ -1,0 +1,230 @@
+//! Command line (DESIGN.md §2): a small hand-written parser.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// What the user asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run the daemon (`run`, `deviceplugin`, or no subcommand).
+    Run,
+    /// Validate the config and print the resolved resources.
+    Check,
+    /// Exit 0 when every configured resource answers on its socket.
+    Probe,
+    Version,
+    Help,
+}
+
+/// How the daemon announces itself to the kubelet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// Classic `Register` call on `kubelet.sock`.
+    KubeletSocket,
+    /// Sockets in the kubelet's plugins_registry directory (B14).
+    PluginWatcher,
+}
+
+impl Registration {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Registration::KubeletSocket => "kubelet-socket",
+            Registration::PluginWatcher => "plugin-watcher",
+        }
+    }
+}
+
+/// Every option, with the documented defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub command: Command,
+    pub config: PathBuf,
+    pub device_plugin_dir: PathBuf,
+    pub plugins_registry_dir: PathBuf,
+    pub registration: Registration,
+    pub host_root: PathBuf,
+    pub debug: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            command: Command::Run,
+            config: PathBuf::from("/k8s-hostpath-device-plugin/config.yaml"),
+            device_plugin_dir: PathBuf::from("/var/lib/kubelet/device-plugins"),
+            plugins_registry_dir: PathBuf::from("/var/lib/kubelet/plugins_registry"),
+            registration: Registration::KubeletSocket,
+            host_root: PathBuf::from("/"),
+            debug: false,
+        }
+    }
+}
+
+impl Options {
+    /// Where the DevicePlugin sockets live for the chosen registration mode.
+    pub fn socket_dir(&self) -> &std::path::Path {
+        match self.registration {
+            Registration::KubeletSocket => &self.device_plugin_dir,
+            Registration::PluginWatcher => &self.plugins_registry_dir,
+        }
+    }
+}
+
+/// A command line that cannot be understood (exit code 2).
+#[derive(Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}\nRun with --help for usage.", self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+pub const USAGE: &str = "\
+k8s-hostpath-device-plugin: advertise host paths as Kubernetes extended resources
+
+Usage:
+  k8s-hostpath-device-plugin [run|deviceplugin] [OPTIONS]   run the daemon (the default)
+  k8s-hostpath-device-plugin check [--config PATH]           validate a config, print the resolved resources
+  k8s-hostpath-device-plugin probe [OPTIONS]                 exit 0 when every resource is serving
+  k8s-hostpath-device-plugin --version | --help
+
+Options:
+  --config PATH                 YAML config [default: /k8s-hostpath-device-plugin/config.yaml]
+  --device-plugin-dir DIR       kubelet.sock and plugin sockets [default: /var/lib/kubelet/device-plugins]
+  --plugins-registry-dir DIR    used with --registration plugin-watcher [default: /var/lib/kubelet/plugins_registry]
+  --registration MODE           kubelet-socket (default) or plugin-watcher
+  --host-root DIR               where the host's / is visible, to inspect host paths [default: /]
+  --debug                       debug logging (RUST_LOG wins when set)
+  --log-pretty[=BOOL]           accepted for compatibility; no effect
+
+Exit codes: 0 success, 1 runtime failure or failing probe, 2 bad usage or invalid config.
+";
+
+/// Parses the arguments after the program name.
+///
+/// # Errors
+///
+/// A [`UsageError`] naming the argument that is wrong.
+pub fn parse<I, S>(args: I) -> Result<Options, UsageError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut opts = Options::default();
+    let mut command: Option<Command> = None;
+    let mut args = args.into_iter().map(Into::into);
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |what: &str| -> Result<String, UsageError> {
+            match inline.clone().or_else(|| args.next()) {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(UsageError(format!("{name} needs a value ({what})"))),
+            }
+        };
+        match name.as_str() {
+            "--help" | "-h" => command = Some(Command::Help),
+            "--version" | "-V" => command = Some(Command::Version),
+            "--config" => opts.config = PathBuf::from(value("a file path")?),
+            "--device-plugin-dir" => opts.device_plugin_dir = PathBuf::from(value("a directory")?),
+            "--plugins-registry-dir" => opts.plugins_registry_dir = PathBuf::from(value("a directory")?),
+            "--host-root" => opts.host_root = PathBuf::from(value("a directory")?),
+            "--registration" => {
+                opts.registration = match value("kubelet-socket or plugin-watcher")?.as_str() {
+                    "kubelet-socket" => Registration::KubeletSocket,
+                    "plugin-watcher" => Registration::PluginWatcher,
+                    other => {
+                        return Err(UsageError(format!(
+                            "--registration: unknown mode `{other}`; use kubelet-socket or plugin-watcher"
+                        )))
+                    }
+                }
+            }
+            "--debug" => {
+                opts.debug = match inline.as_deref() {
+                    None => true,
+                    Some(v) => parse_bool(&name, v)?,
+                }
+            }
+            "--log-pretty" => {
+                if let Some(v) = inline.as_deref() {
+                    parse_bool(&name, v)?;
+                }
+            }
+            "run" | "deviceplugin" | "check" | "probe" if command.is_none() => {
+                command = Some(match name.as_str() {
+                    "check" => Command::Check,
+                    "probe" => Command::Probe,
+                    _ => Command::Run,
+                });
+            }
+            other if other.starts_with('-') => {
+                return Err(UsageError(format!("unknown option `{other}`")));
+            }
+            other => return Err(UsageError(format!("unexpected argument `{other}`"))),
+        }
+    }
+    opts.command = command.unwrap_or(Command::Run);
+    Ok(opts)
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, UsageError> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(UsageError(format!("{name}: expected true or false, got `{v}`"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_original_args() {
+        let o = parse(["deviceplugin", "--debug"]).unwrap();
+        assert_eq!(o.command, Command::Run);
+        assert!(o.debug);
+        assert_eq!(o.config, PathBuf::from("/k8s-hostpath-device-plugin/config.yaml"));
+        assert_eq!(parse(Vec::<String>::new()).unwrap().command, Command::Run);
+        assert_eq!(parse(["--log-pretty"]).unwrap().command, Command::Run);
+        assert_eq!(parse(["--log-pretty=false"]).unwrap().command, Command::Run);
+    }
+
+    #[test]
+    fn options_both_spellings() {
+        let o = parse([
+            "check",
+            "--config=/c.yaml",
+            "--device-plugin-dir",
+            "/dp",
+            "--registration",
+            "plugin-watcher",
+            "--plugins-registry-dir=/pr",
+            "--host-root",
+            "/host",
+        ])
+        .unwrap();
+        assert_eq!(o.command, Command::Check);
+        assert_eq!(o.config, PathBuf::from("/c.yaml"));
+        assert_eq!(o.device_plugin_dir, PathBuf::from("/dp"));
+        assert_eq!(o.socket_dir(), std::path::Path::new("/pr"));
+        assert_eq!(o.host_root, PathBuf::from("/host"));
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(parse(["--config"]).unwrap_err().0.contains("--config needs a value"));
+        assert!(parse(["--bogus"]).unwrap_err().0.contains("unknown option `--bogus`"));
+        assert!(parse(["check", "probe"]).unwrap_err().0.contains("unexpected argument `probe`"));
+        assert!(parse(["--registration", "x"]).unwrap_err().0.contains("unknown mode"));
+        assert!(parse(["--debug=maybe"]).unwrap_err().0.contains("expected true or false"));
+        assert_eq!(parse(["--version"]).unwrap().command, Command::Version);
+        assert_eq!(parse(["probe", "--help"]).unwrap().command, Command::Help);
+    }
+}

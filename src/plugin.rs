@@ -1,0 +1,461 @@
+//! The gRPC services a resource serves: `v1beta1.DevicePlugin` (B5, B7, B8)
+//! and, in plugin-watcher mode, `pluginregistration.Registration` (B14).
+//!
+//! Handlers run on grpcio's completion-queue thread: they never block and
+//! never panic. Each resource has one [`ResourceState`], versioned: health
+//! changes and config updates bump the version and wake every open
+//! ListAndWatch stream, which then sends the current full list.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
+use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink, WriteFlags};
+
+use crate::api::pluginregistration::{
+    InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse,
+};
+use crate::api::pluginregistration_grpc::Registration;
+use crate::api::v1beta1::{
+    AllocateRequest, AllocateResponse, ContainerAllocateResponse,
+    ContainerPreferredAllocationResponse, Device, DevicePluginOptions, DeviceSpec, Empty,
+    ListAndWatchResponse, Mount, PreStartContainerRequest, PreStartContainerResponse,
+    PreferredAllocationRequest, PreferredAllocationResponse,
+};
+use crate::api::v1beta1_grpc::DevicePlugin;
+use crate::config::Resource;
+
+pub const HEALTHY: &str = "Healthy";
+pub const UNHEALTHY: &str = "Unhealthy";
+/// The only device-plugin API version there is.
+pub const API_VERSION: &str = "v1beta1";
+
+/// Where a resource is in its life, as its streams see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Retired by a reload: streams send an empty list, then end (B5).
+    Retiring,
+    /// Daemon shutdown: streams end cleanly.
+    Stopping,
+}
+
+struct State {
+    resource: Arc<Resource>,
+    healthy: bool,
+    /// Bumped on every change a stream must send.
+    version: u64,
+    /// Bumped when the resource is served on a fresh socket: streams of an
+    /// older epoch end, so the kubelet has let go of them before the new
+    /// registration (kubelets up to 1.36 let a late end cut the new stream).
+    epoch: u64,
+    phase: Phase,
+    /// One waker per open stream; capacity-1 channels, so a stream that is
+    /// not reading holds at most one pending wake-up, never a queue.
+    watchers: Vec<mpsc::Sender<()>>,
+    open_streams: usize,
+}
+
+/// Per-resource state shared by the gRPC handlers, the health thread and
+/// the supervisor. Survives re-serving on a new socket.
+pub struct ResourceState {
+    state: Mutex<State>,
+}
+
+enum Step {
+    Send(ListAndWatchResponse, u64),
+    Wait,
+    End { empty_first: bool },
+}
+
+impl ResourceState {
+    pub fn new(resource: Arc<Resource>, healthy: bool) -> Arc<ResourceState> {
+        Arc::new(ResourceState {
+            state: Mutex::new(State {
+                resource,
+                healthy,
+                version: 1,
+                epoch: 0,
+                phase: Phase::Serving,
+                watchers: Vec::new(),
+                open_streams: 0,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half
+        // written (every update is a plain field store), so keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn resource(&self) -> Arc<Resource> {
+        self.lock().resource.clone()
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.lock().healthy
+    }
+
+    pub fn open_streams(&self) -> usize {
+        self.lock().open_streams
+    }
+
+    /// Records a health result; returns true when it changed (and streams
+    /// were woken).
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        let mut s = self.lock();
+        if s.healthy == healthy {
+            return false;
+        }
+        s.healthy = healthy;
+        s.version += 1;
+        Self::wake(&mut s);
+        true
+    }
+
+    /// Replaces the resource's settings in place (a reload that keeps the
+    /// resource and socket name): new Allocate answers at once, and a new
+    /// list on the streams if the device count changed.
+    pub fn update_resource(&self, resource: Arc<Resource>) {
+        let mut s = self.lock();
+        let devices_changed = s.resource.num_devices != resource.num_devices;
+        s.resource = resource;
+        if devices_changed {
+            s.version += 1;
+            Self::wake(&mut s);
+        }
+    }
+
+    /// Ends every stream opened before now; later streams are unaffected.
+    pub fn new_epoch(&self) {
+        let mut s = self.lock();
+        s.epoch += 1;
+        Self::wake(&mut s);
+    }
+
+    /// Retire (reload removed the resource): empty list, then end.
+    pub fn retire(&self) {
+        let mut s = self.lock();
+        s.phase = Phase::Retiring;
+        Self::wake(&mut s);
+    }
+
+    /// Daemon shutdown: end every stream.
+    pub fn stop(&self) {
+        let mut s = self.lock();
+        s.phase = Phase::Stopping;
+        Self::wake(&mut s);
+    }
+
+    fn wake(s: &mut State) {
+        s.watchers.retain_mut(|w| match w.try_send(()) {
+            Ok(()) => true,
+            Err(e) => e.is_full(),
+        });
+    }
+
+    /// The full device list as it stands.
+    pub fn device_list(&self) -> ListAndWatchResponse {
+        let s = self.lock();
+        build_list(s.resource.num_devices, s.healthy)
+    }
+
+    fn next_step(&self, epoch: u64, last_sent: u64) -> Step {
+        let s = self.lock();
+        match s.phase {
+            Phase::Stopping => return Step::End { empty_first: false },
+            Phase::Retiring => return Step::End { empty_first: true },
+            Phase::Serving => {}
+        }
+        if s.epoch != epoch {
+            return Step::End { empty_first: false };
+        }
+        if s.version == last_sent {
+            return Step::Wait;
+        }
+        Step::Send(build_list(s.resource.num_devices, s.healthy), s.version)
+    }
+}
+
+fn build_list(n: u32, healthy: bool) -> ListAndWatchResponse {
+    let health = if healthy { HEALTHY } else { UNHEALTHY };
+    let mut resp = ListAndWatchResponse::new();
+    resp.devices.reserve(n as usize);
+    for i in 0..n {
+        let mut d = Device::new();
+        d.ID = i.to_string();
+        d.health = health.to_string();
+        resp.devices.push(d);
+    }
+    resp
+}
+
+/// Parses a device ID we issued: the canonical decimal form of `0..n`.
+fn known_id(id: &str, n: u32) -> Option<u32> {
+    let v: u32 = id.parse().ok()?;
+    (v < n && v.to_string() == id).then_some(v)
+}
+
+/// Builds the Allocate answer (B7), or the INVALID_ARGUMENT message naming
+/// unknown IDs.
+pub fn allocate(r: &Resource, req: &AllocateRequest) -> Result<AllocateResponse, String> {
+    let mut resp = AllocateResponse::new();
+    for (i, creq) in req.container_requests.iter().enumerate() {
+        let unknown: Vec<&str> = creq
+            .devices_ids
+            .iter()
+            .filter(|id| known_id(id, r.num_devices).is_none())
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            const SHOWN: usize = 10;
+            let mut names: Vec<String> = unknown.iter().take(SHOWN).map(|s| format!("{s:?}")).collect();
+            if unknown.len() > SHOWN {
+                names.push(format!("and {} more", unknown.len() - SHOWN));
+            }
+            return Err(format!(
+                "{}: unknown device IDs in container request {i}: {} (known IDs are \"0\"..\"{}\")",
+                r.resource_name,
+                names.join(", "),
+                r.num_devices - 1
+            ));
+        }
+        let mut c = ContainerAllocateResponse::new();
+        if r.path_type.is_device() {
+            let mut d = DeviceSpec::new();
+            d.container_path = r.mount_path.clone();
+            d.host_path = r.host_path.clone();
+            d.permissions = r.permissions.clone();
+            c.devices.push(d);
+        } else {
+            let mut m = Mount::new();
+            m.container_path = r.mount_path.clone();
+            m.host_path = r.host_path.clone();
+            m.read_only = r.read_only;
+            c.mounts.push(m);
+        }
+        c.envs = r.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        resp.container_responses.push(c);
+    }
+    Ok(resp)
+}
+
+/// A valid preferred allocation (B8): must-include IDs first, then the
+/// lowest available IDs, up to the requested size.
+pub fn preferred(req: &PreferredAllocationRequest) -> PreferredAllocationResponse {
+    let mut resp = PreferredAllocationResponse::new();
+    for creq in &req.container_requests {
+        let size = usize::try_from(creq.allocation_size.max(0)).unwrap_or(0);
+        let mut chosen: Vec<String> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for id in &creq.must_include_deviceIDs {
+            if chosen.len() < size && seen.insert(id.clone()) {
+                chosen.push(id.clone());
+            }
+        }
+        let mut available: Vec<&String> = creq
+            .available_deviceIDs
+            .iter()
+            .filter(|id| !seen.contains(*id))
+            .collect();
+        // Numeric order for our IDs, text order for anything else.
+        available.sort_by(|a, b| match (a.parse::<u64>(), b.parse::<u64>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+            (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+            (Err(_), Err(_)) => a.cmp(b),
+        });
+        for id in available {
+            if chosen.len() >= size {
+                break;
+            }
+            if seen.insert(id.clone()) {
+                chosen.push(id.clone());
+            }
+        }
+        let mut c = ContainerPreferredAllocationResponse::new();
+        c.deviceIDs = chosen;
+        resp.container_responses.push(c);
+    }
+    resp
+}
+
+/// The DevicePlugin service of one resource.
+#[derive(Clone)]
+pub struct DevicePluginService {
+    pub state: Arc<ResourceState>,
+}
+
+fn reply<T: 'static + Send>(ctx: &RpcContext<'_>, sink: UnarySink<T>, result: Result<T, RpcStatus>, what: &'static str, resource: String) {
+    let f = async move {
+        let sent = match result {
+            Ok(v) => sink.success(v).await,
+            Err(status) => sink.fail(status).await,
+        };
+        if let Err(e) = sent {
+            log::debug!("{resource}: {what}: reply not delivered: {e}");
+        }
+    };
+    ctx.spawn(f);
+}
+
+impl DevicePlugin for DevicePluginService {
+    fn get_device_plugin_options(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<DevicePluginOptions>) {
+        let name = self.state.resource().resource_name.clone();
+        log::debug!("{name}: GetDevicePluginOptions from {}", ctx.peer());
+        reply(&ctx, sink, Ok(DevicePluginOptions::new()), "GetDevicePluginOptions", name);
+    }
+
+    fn list_and_watch(&mut self, ctx: RpcContext, _req: Empty, mut sink: ServerStreamingSink<ListAndWatchResponse>) {
+        let state = self.state.clone();
+        let (tx, mut rx) = mpsc::channel(1);
+        let (name, epoch) = {
+            let mut s = state.lock();
+            s.watchers.push(tx);
+            s.open_streams += 1;
+            (s.resource.resource_name.clone(), s.epoch)
+        };
+        log::debug!("{name}: ListAndWatch opened by {}", ctx.peer());
+        let f = async move {
+            let mut last_sent = 0;
+            let mut clean = true;
+            loop {
+                match state.next_step(epoch, last_sent) {
+                    Step::Send(list, version) => {
+                        let n = list.devices.len();
+                        if let Err(e) = sink.send((list, WriteFlags::default())).await {
+                            log::debug!("{name}: ListAndWatch stream gone: {e}");
+                            clean = false;
+                            break;
+                        }
+                        log::debug!("{name}: ListAndWatch sent {n} devices (version {version})");
+                        last_sent = version;
+                    }
+                    Step::Wait => {
+                        if rx.next().await.is_none() {
+                            break;
+                        }
+                    }
+                    Step::End { empty_first } => {
+                        if empty_first {
+                            let _ = sink.send((ListAndWatchResponse::new(), WriteFlags::default())).await;
+                        }
+                        break;
+                    }
+                }
+            }
+            if clean {
+                if let Err(e) = sink.close().await {
+                    log::debug!("{name}: ListAndWatch close: {e}");
+                }
+            }
+            state.lock().open_streams -= 1;
+            log::debug!("{name}: ListAndWatch ended");
+        };
+        ctx.spawn(f);
+    }
+
+    fn get_preferred_allocation(&mut self, ctx: RpcContext, req: PreferredAllocationRequest, sink: UnarySink<PreferredAllocationResponse>) {
+        let name = self.state.resource().resource_name.clone();
+        log::debug!("{name}: GetPreferredAllocation for {} container(s)", req.container_requests.len());
+        reply(&ctx, sink, Ok(preferred(&req)), "GetPreferredAllocation", name);
+    }
+
+    fn allocate(&mut self, ctx: RpcContext, req: AllocateRequest, sink: UnarySink<AllocateResponse>) {
+        let resource = self.state.resource();
+        let name = resource.resource_name.clone();
+        let result = allocate(&resource, &req).map_err(|msg| {
+            log::warn!("{msg}");
+            RpcStatus::with_message(RpcStatusCode::INVALID_ARGUMENT, msg)
+        });
+        if result.is_ok() {
+            log::debug!(
+                "{name}: Allocate {:?}",
+                req.container_requests.iter().map(|c| c.devices_ids.len()).collect::<Vec<_>>()
+            );
+        }
+        reply(&ctx, sink, result, "Allocate", name);
+    }
+
+    fn pre_start_container(&mut self, ctx: RpcContext, req: PreStartContainerRequest, sink: UnarySink<PreStartContainerResponse>) {
+        let name = self.state.resource().resource_name.clone();
+        log::debug!("{name}: PreStartContainer for {} device(s)", req.devices_ids.len());
+        reply(&ctx, sink, Ok(PreStartContainerResponse::new()), "PreStartContainer", name);
+    }
+}
+
+/// The plugin-watcher registration service of one resource (B14).
+#[derive(Clone)]
+pub struct RegistrationService {
+    pub state: Arc<ResourceState>,
+}
+
+/// The `PluginInfo` type for device plugins.
+pub const DEVICE_PLUGIN_TYPE: &str = "DevicePlugin";
+
+impl Registration for RegistrationService {
+    fn get_info(&mut self, ctx: RpcContext, _req: InfoRequest, sink: UnarySink<PluginInfo>) {
+        let name = self.state.resource().resource_name.clone();
+        log::debug!("{name}: GetInfo");
+        let mut info = PluginInfo::new();
+        info.type_ = DEVICE_PLUGIN_TYPE.to_string();
+        info.name = name.clone();
+        info.supported_versions = vec![API_VERSION.to_string()];
+        reply(&ctx, sink, Ok(info), "GetInfo", name);
+    }
+
+    fn notify_registration_status(&mut self, ctx: RpcContext, req: RegistrationStatus, sink: UnarySink<RegistrationStatusResponse>) {
+        let name = self.state.resource().resource_name.clone();
+        if req.plugin_registered {
+            log::info!("{name}: registered (plugin watcher)");
+        } else {
+            log::warn!("{name}: the kubelet refused the registration: {}", req.error);
+        }
+        reply(&ctx, sink, Ok(RegistrationStatusResponse::new()), "NotifyRegistrationStatus", name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::v1beta1::{ContainerAllocateRequest, ContainerPreferredAllocationRequest};
+
+    #[test]
+    fn known_ids_are_canonical() {
+        assert_eq!(known_id("0", 3), Some(0));
+        assert_eq!(known_id("2", 3), Some(2));
+        assert_eq!(known_id("3", 3), None);
+        assert_eq!(known_id("01", 3), None);
+        assert_eq!(known_id("+1", 3), None);
+        assert_eq!(known_id("", 3), None);
+    }
+
+    #[test]
+    fn preferred_puts_must_include_first_then_lowest() {
+        let mut req = PreferredAllocationRequest::new();
+        let mut c = ContainerPreferredAllocationRequest::new();
+        c.available_deviceIDs = ["10", "3", "2", "7", "1"].map(String::from).to_vec();
+        c.must_include_deviceIDs = vec!["7".into()];
+        c.allocation_size = 3;
+        req.container_requests.push(c);
+        assert_eq!(preferred(&req).container_responses[0].deviceIDs, ["7", "1", "2"]);
+    }
+
+    #[test]
+    fn allocate_lists_unknown_ids_and_caps_the_message() {
+        let r = crate::config::parse("resourceName: example.com/x\nhostPath: {path: /x}\nnumDevices: 2\n", "c", std::path::Path::new("/d"))
+            .unwrap()
+            .config
+            .resources
+            .remove(0);
+        let mut req = AllocateRequest::new();
+        let mut c = ContainerAllocateRequest::new();
+        c.devices_ids = (0..100).map(|i| i.to_string()).collect();
+        req.container_requests.push(c);
+        let msg = allocate(&r, &req).unwrap_err();
+        assert!(msg.contains("\"2\", \"3\""), "{msg}");
+        assert!(msg.contains("and 88 more"), "{msg}");
+    }
+}

@@ -1,0 +1,37 @@
+//! `probe` (B11): is every configured resource answering on its socket?
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpcio::{CallOption, ChannelBuilder, EnvBuilder};
+
+use crate::api::v1beta1::Empty;
+use crate::api::v1beta1_grpc::DevicePluginClient;
+use crate::config::Config;
+
+/// Per-call deadline of the probe.
+pub const PROBE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Calls GetDevicePluginOptions on each resource's socket in `socket_dir`.
+/// Returns the resources that did not answer, each with the reason.
+pub fn probe(config: &Config, socket_dir: &Path) -> Vec<(String, String)> {
+    let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("probe").build());
+    let mut failed = Vec::new();
+    for r in &config.resources {
+        let path = socket_dir.join(&r.socket_name);
+        if !path.exists() {
+            failed.push((r.resource_name.clone(), format!("{} does not exist", path.display())));
+            continue;
+        }
+        let channel = ChannelBuilder::new(env.clone())
+            .default_authority("localhost")
+            .connect(&format!("unix:{}", path.display()));
+        let client = DevicePluginClient::new(channel);
+        let opt = CallOption::default().timeout(PROBE_DEADLINE);
+        if let Err(e) = client.get_device_plugin_options(&Empty::new(), opt) {
+            failed.push((r.resource_name.clone(), format!("{}: {e}", path.display())));
+        }
+    }
+    failed
+}

@@ -1,0 +1,167 @@
+//! Small synchronous helpers shared by the daemon, the simulated kubelet and tests.
+
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+struct ThreadWaker(Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Drives `fut` on the calling thread until it completes or `timeout` passes.
+///
+/// For plain threads only: never call it on a gRPC completion-queue thread.
+pub fn block_on_timeout<F: Future>(fut: F, timeout: Duration) -> Option<F::Output> {
+    let deadline = Instant::now() + timeout;
+    let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return Some(v);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        thread::park_timeout(deadline - now);
+    }
+}
+
+/// A self-pipe: any thread (or a signal handler) writes a byte to wake the
+/// thread that polls the read end.
+#[derive(Debug)]
+pub struct WakePipe {
+    read: UnixStream,
+    write: UnixStream,
+}
+
+impl WakePipe {
+    /// # Errors
+    ///
+    /// When the socket pair cannot be created.
+    pub fn new() -> io::Result<WakePipe> {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        Ok(WakePipe { read, write })
+    }
+
+    /// A handle that can wake the reader from anywhere.
+    ///
+    /// # Errors
+    ///
+    /// When the descriptor cannot be duplicated.
+    pub fn notifier(&self) -> io::Result<Notifier> {
+        Ok(Notifier(Arc::new(self.write.try_clone()?)))
+    }
+
+    /// A clone of the write end (for signal-hook's pipe registration).
+    ///
+    /// # Errors
+    ///
+    /// When the descriptor cannot be duplicated.
+    pub fn writer(&self) -> io::Result<UnixStream> {
+        self.write.try_clone()
+    }
+
+    /// Empties the pipe; returns whether anything was in it.
+    pub fn drain(&self) -> bool {
+        let mut buf = [0u8; 64];
+        let mut any = false;
+        loop {
+            match (&self.read).read(&mut buf) {
+                Ok(0) => return any,
+                Ok(_) => any = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return any,
+            }
+        }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+}
+
+/// Wakes a [`WakePipe`] reader. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Notifier(Arc<UnixStream>);
+
+impl Notifier {
+    /// Writes one byte; a full pipe already means "wake up".
+    pub fn notify(&self) {
+        let _ = (&*self.0).write(&[1]);
+    }
+}
+
+/// Waits until one of `fds` is readable or `timeout` passes (`None`: forever).
+/// Returns the readiness of each descriptor, in order.
+///
+/// # Errors
+///
+/// When `poll(2)` fails for a reason other than a signal.
+pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = match timeout {
+        None => -1,
+        Some(d) => i32::try_from(d.as_millis().max(u128::from(!d.is_zero()))).unwrap_or(i32::MAX),
+    };
+    // SAFETY: `pfds` is a valid, exclusively borrowed array of pollfd.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(err);
+    }
+    Ok(pfds
+        .iter()
+        .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_on_timeout_completes_and_times_out() {
+        assert_eq!(block_on_timeout(async { 7 }, Duration::from_millis(10)), Some(7));
+        let never = futures::future::pending::<()>();
+        let start = Instant::now();
+        assert_eq!(block_on_timeout(never, Duration::from_millis(50)), None);
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn wake_pipe_wakes_poll() {
+        let pipe = WakePipe::new().unwrap();
+        assert_eq!(poll_readable(&[pipe.fd()], Some(Duration::ZERO)).unwrap(), vec![false]);
+        pipe.notifier().unwrap().notify();
+        assert_eq!(poll_readable(&[pipe.fd()], Some(Duration::from_secs(5))).unwrap(), vec![true]);
+        assert!(pipe.drain());
+        assert!(!pipe.drain());
+    }
+}

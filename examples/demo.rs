@@ -51,14 +51,17 @@ impl Drop for Cleanup {
 fn main() {
     let mode = env::var("MODE").unwrap_or_else(|_| "kubelet-socket".into());
     if mode != "kubelet-socket" {
-        fail(&format!("MODE={mode}: only kubelet-socket is available in this version"));
+        fail(&format!(
+            "MODE={mode}: only kubelet-socket is available in this version"
+        ));
     }
     let root = env::temp_dir().join(format!("hpdp-demo-{}", process::id()));
     let mut guard = Cleanup(root.clone(), None);
     let dp_dir = root.join("device-plugins");
     let host_path = root.join("sample");
     fs::create_dir_all(&host_path).unwrap_or_else(|e| fail(&e.to_string()));
-    fs::write(host_path.join("hello"), "hello from the host\n").unwrap_or_else(|e| fail(&e.to_string()));
+    fs::write(host_path.join("hello"), "hello from the host\n")
+        .unwrap_or_else(|e| fail(&e.to_string()));
     let config = root.join("config.yaml");
     let config_text = format!(
         "resourceName: {RESOURCE}\nsocketName: hostpath-device.k8s.io-sample.sock\nnumDevices: 3\n\
@@ -71,11 +74,20 @@ fn main() {
     say(&format!("Demo config ({}):", config.display()));
     print!("{config_text}");
 
-    say(&format!("Starting the simulated kubelet on {}", dp_dir.join("kubelet.sock").display()));
-    let kubelet = SimKubelet::start(&dp_dir).unwrap_or_else(|e| fail(&format!("simulated kubelet: {e}")));
+    say(&format!(
+        "Starting the simulated kubelet on {}",
+        dp_dir.join("kubelet.sock").display()
+    ));
+    let kubelet =
+        SimKubelet::start(&dp_dir).unwrap_or_else(|e| fail(&format!("simulated kubelet: {e}")));
 
     let bin = daemon_binary();
-    say(&format!("Starting the daemon: {} --config {} --device-plugin-dir {}", bin.display(), config.display(), dp_dir.display()));
+    say(&format!(
+        "Starting the daemon: {} --config {} --device-plugin-dir {}",
+        bin.display(),
+        config.display(),
+        dp_dir.display()
+    ));
     let child = Command::new(&bin)
         .arg("--config")
         .arg(&config)
@@ -90,47 +102,78 @@ fn main() {
     let reg = kubelet
         .wait_for(WAIT, |r| r.registrations.first().cloned())
         .unwrap_or_else(|| fail("the daemon did not register"));
-    say(&format!("The kubelet received a registration after {:?}:", started.elapsed()));
+    say(&format!(
+        "The kubelet received a registration after {:?}:",
+        started.elapsed()
+    ));
     println!("    resource name: {}", reg.resource_name);
-    println!("    endpoint:      {} (in {})", reg.endpoint, dp_dir.display());
+    println!(
+        "    endpoint:      {} (in {})",
+        reg.endpoint,
+        dp_dir.display()
+    );
     println!("    API version:   {}", reg.version);
 
     let devices = kubelet
-        .wait_for(WAIT, |r| r.devices.get(RESOURCE).filter(|d| !d.is_empty()).cloned())
+        .wait_for(WAIT, |r| {
+            r.devices.get(RESOURCE).filter(|d| !d.is_empty()).cloned()
+        })
         .unwrap_or_else(|| fail("no device list arrived"));
     say("ListAndWatch delivered the device list:");
     for (id, health) in &devices {
         println!("    device {id}: {health}");
     }
 
-    say(&format!("Removing {} from the host ...", host_path.display()));
+    say(&format!(
+        "Removing {} from the host ...",
+        host_path.display()
+    ));
     fs::remove_dir_all(&host_path).unwrap_or_else(|e| fail(&e.to_string()));
     let t = Instant::now();
     kubelet
-        .wait_for(WAIT, |r| r.counts(RESOURCE).filter(|(h, _)| *h == 0).map(|_| ()))
+        .wait_for(WAIT, |r| {
+            r.counts(RESOURCE).filter(|(h, _)| *h == 0).map(|_| ())
+        })
         .unwrap_or_else(|| fail("devices did not turn Unhealthy"));
-    println!("    after {:?} every device is Unhealthy: the scheduler stops placing pods here", t.elapsed());
+    println!(
+        "    after {:?} every device is Unhealthy: the scheduler stops placing pods here",
+        t.elapsed()
+    );
 
     say(&format!("Restoring {} ...", host_path.display()));
     fs::create_dir_all(&host_path).unwrap_or_else(|e| fail(&e.to_string()));
-    fs::write(host_path.join("hello"), "hello from the host\n").unwrap_or_else(|e| fail(&e.to_string()));
+    fs::write(host_path.join("hello"), "hello from the host\n")
+        .unwrap_or_else(|e| fail(&e.to_string()));
     let t = Instant::now();
     kubelet
-        .wait_for(WAIT, |r| r.counts(RESOURCE).filter(|(h, n)| h == n && *n > 0).map(|_| ()))
+        .wait_for(WAIT, |r| {
+            r.counts(RESOURCE)
+                .filter(|(h, n)| h == n && *n > 0)
+                .map(|_| ())
+        })
         .unwrap_or_else(|| fail("devices did not turn Healthy again"));
     println!("    after {:?} every device is Healthy again", t.elapsed());
 
     say("A pod asks for `hostpath-device.k8s.io/sample: 1`; the kubelet calls Allocate([\"0\"]):");
-    let resp = kubelet.allocate(RESOURCE, &[&["0"]]).unwrap_or_else(|e| fail(&format!("Allocate: {e}")));
+    let resp = kubelet
+        .allocate(RESOURCE, &[&["0"]])
+        .unwrap_or_else(|e| fail(&format!("Allocate: {e}")));
     for m in &resp.container_responses[0].mounts {
         println!(
             "    mount {} (host) -> {} (container), {}",
             m.host_path,
             m.container_path,
-            if m.read_only { "read-only" } else { "read-write" }
+            if m.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            }
         );
     }
-    println!("    the container would see {}/hello", resp.container_responses[0].mounts[0].container_path);
+    println!(
+        "    the container would see {}/hello",
+        resp.container_responses[0].mounts[0].container_path
+    );
     match kubelet.allocate(RESOURCE, &[&["7"]]) {
         Err(e) => println!("    and an unknown device ID is refused: {e}"),
         Ok(_) => fail("an unknown device ID was accepted"),
@@ -155,8 +198,16 @@ fn main() {
         "    exited with {status} after {:?}; its socket {} {}; kubelet.sock {}",
         t.elapsed(),
         sock.display(),
-        if sock.exists() { "is still there (BUG)" } else { "is gone" },
-        if kubelet.socket_path().exists() { "is untouched" } else { "is gone (BUG)" }
+        if sock.exists() {
+            "is still there (BUG)"
+        } else {
+            "is gone"
+        },
+        if kubelet.socket_path().exists() {
+            "is untouched"
+        } else {
+            "is gone (BUG)"
+        }
     );
     say("Demo finished.");
 }

@@ -132,7 +132,9 @@ where
             "--version" | "-V" => command = Some(Command::Version),
             "--config" => opts.config = PathBuf::from(value("a file path")?),
             "--device-plugin-dir" => opts.device_plugin_dir = PathBuf::from(value("a directory")?),
-            "--plugins-registry-dir" => opts.plugins_registry_dir = PathBuf::from(value("a directory")?),
+            "--plugins-registry-dir" => {
+                opts.plugins_registry_dir = PathBuf::from(value("a directory")?)
+            }
             "--host-root" => opts.host_root = PathBuf::from(value("a directory")?),
             "--registration" => {
                 opts.registration = match value("kubelet-socket or plugin-watcher")?.as_str() {
@@ -140,8 +142,8 @@ where
                     "plugin-watcher" => Registration::PluginWatcher,
                     other => {
                         return Err(UsageError(format!(
-                            "--registration: unknown mode `{other}`; use kubelet-socket or plugin-watcher"
-                        )))
+                    "--registration: unknown mode `{other}`; use kubelet-socket or plugin-watcher"
+                )))
                     }
                 }
             }
@@ -177,7 +179,9 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, UsageError> {
     match v {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => Err(UsageError(format!("{name}: expected true or false, got `{v}`"))),
+        _ => Err(UsageError(format!(
+            "{name}: expected true or false, got `{v}`"
+        ))),
     }
 }
 
@@ -190,7 +194,10 @@ mod tests {
         let o = parse(["deviceplugin", "--debug"]).unwrap();
         assert_eq!(o.command, Command::Run);
         assert!(o.debug);
-        assert_eq!(o.config, PathBuf::from("/k8s-hostpath-device-plugin/config.yaml"));
+        assert_eq!(
+            o.config,
+            PathBuf::from("/k8s-hostpath-device-plugin/config.yaml")
+        );
         assert_eq!(parse(Vec::<String>::new()).unwrap().command, Command::Run);
         assert_eq!(parse(["--log-pretty"]).unwrap().command, Command::Run);
         assert_eq!(parse(["--log-pretty=false"]).unwrap().command, Command::Run);
@@ -219,11 +226,26 @@ mod tests {
 
     #[test]
     fn usage_errors() {
-        assert!(parse(["--config"]).unwrap_err().0.contains("--config needs a value"));
-        assert!(parse(["--bogus"]).unwrap_err().0.contains("unknown option `--bogus`"));
-        assert!(parse(["check", "probe"]).unwrap_err().0.contains("unexpected argument `probe`"));
-        assert!(parse(["--registration", "x"]).unwrap_err().0.contains("unknown mode"));
-        assert!(parse(["--debug=maybe"]).unwrap_err().0.contains("expected true or false"));
+        assert!(parse(["--config"])
+            .unwrap_err()
+            .0
+            .contains("--config needs a value"));
+        assert!(parse(["--bogus"])
+            .unwrap_err()
+            .0
+            .contains("unknown option `--bogus`"));
+        assert!(parse(["check", "probe"])
+            .unwrap_err()
+            .0
+            .contains("unexpected argument `probe`"));
+        assert!(parse(["--registration", "x"])
+            .unwrap_err()
+            .0
+            .contains("unknown mode"));
+        assert!(parse(["--debug=maybe"])
+            .unwrap_err()
+            .0
+            .contains("expected true or false"));
         assert_eq!(parse(["--version"]).unwrap().command, Command::Version);
         assert_eq!(parse(["probe", "--help"]).unwrap().command, Command::Help);
     }

@@ -374,7 +374,10 @@ impl Validator {
         match v {
             Value::String(s) => Some(s.clone()),
             other => {
-                self.error(field, format!("expected a string, found {}", kind_of(other)));
+                self.error(
+                    field,
+                    format!("expected a string, found {}", kind_of(other)),
+                );
                 None
             }
         }
@@ -430,12 +433,18 @@ impl Validator {
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(n) if n >= 1 => n,
                 _ => {
-                    self.error(&num_field, format!("must be a whole number of at least 1, found {n}"));
+                    self.error(
+                        &num_field,
+                        format!("must be a whole number of at least 1, found {n}"),
+                    );
                     DEFAULT_NUM_DEVICES
                 }
             },
             Some(other) => {
-                self.error(&num_field, format!("expected a number, found {}", kind_of(other)));
+                self.error(
+                    &num_field,
+                    format!("expected a number, found {}", kind_of(other)),
+                );
                 DEFAULT_NUM_DEVICES
             }
         };
@@ -495,7 +504,10 @@ impl Validator {
             Some(v) => match parse_interval(v) {
                 Ok(d) if d >= MIN_HEALTH_INTERVAL => d,
                 Ok(d) => {
-                    self.error(&interval_field, format!("{d:?} is too short: the minimum is 100ms"));
+                    self.error(
+                        &interval_field,
+                        format!("{d:?} is too short: the minimum is 100ms"),
+                    );
                     DEFAULT_HEALTH_INTERVAL
                 }
                 Err(msg) => {
@@ -544,7 +556,10 @@ impl Validator {
         } else if s.contains('/') || s.contains('\0') {
             self.error(field, "must be a plain file name, without `/`");
         } else if s.starts_with('.') {
-            self.error(field, "must not start with `.` (the kubelet's plugin watcher ignores such files)");
+            self.error(
+                field,
+                "must not start with `.` (the kubelet's plugin watcher ignores such files)",
+            );
         } else if s == "kubelet.sock" || s == "kubelet_internal_checkpoint" {
             self.error(field, format!("`{s}` belongs to the kubelet"));
         } else {
@@ -595,13 +610,17 @@ impl Validator {
             Some(v) => self.string(v, &type_field).and_then(|t| {
                 let parsed = HostPathType::parse(&t);
                 if parsed.is_none() {
-                    let names: Vec<&str> = HostPathType::ALL[1..].iter().map(|t| t.as_str()).collect();
+                    let names: Vec<&str> =
+                        HostPathType::ALL[1..].iter().map(|t| t.as_str()).collect();
                     let hint = suggest(&t, &names)
                         .map(|s| format!(" (did you mean `{s}`?)"))
                         .unwrap_or_default();
                     self.error(
                         &type_field,
-                        format!("unknown type `{t}`{hint}; one of: \"\", {}", names.join(", ")),
+                        format!(
+                            "unknown type `{t}`{hint}; one of: \"\", {}",
+                            names.join(", ")
+                        ),
                     );
                 }
                 parsed
@@ -666,7 +685,10 @@ impl Validator {
         for (k, val) in m {
             let f = join(&field, &k);
             if k.is_empty() || k.contains('=') || k.contains('\0') {
-                self.error(&f, "an environment variable name must be non-empty, without `=`");
+                self.error(
+                    &f,
+                    "an environment variable name must be non-empty, without `=`",
+                );
                 continue;
             }
             let text = match val {
@@ -674,7 +696,10 @@ impl Validator {
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
                 other => {
-                    self.error(&f, format!("expected a string value, found {}", kind_of(&other)));
+                    self.error(
+                        &f,
+                        format!("expected a string value, found {}", kind_of(&other)),
+                    );
                     continue;
                 }
             };
@@ -718,7 +743,10 @@ impl Validator {
             if let Some(first) = names.insert(&r.resource_name, i) {
                 self.error(
                     &field(i, "resourceName"),
-                    format!("`{}` is already used by resources[{first}]", r.resource_name),
+                    format!(
+                        "`{}` is already used by resources[{first}]",
+                        r.resource_name
+                    ),
                 );
                 names.insert(&r.resource_name, first);
             }
@@ -762,7 +790,11 @@ pub fn list_and_watch_size(n: u64, health_len: usize) -> usize {
     // Group IDs by digit count: all IDs in a group encode to the same size.
     while start < n {
         let d = digits(start);
-        let end = if d >= 19 { n } else { (10u64.pow(d as u32)).min(n) };
+        let end = if d >= 19 {
+            n
+        } else {
+            (10u64.pow(d as u32)).min(n)
+        };
         let device = 1 + varint_len(d) + d + 1 + varint_len(health_len) + health_len;
         let entry = 1 + varint_len(device) + device;
         total = total.saturating_add(entry.saturating_mul((end - start) as usize));
@@ -816,7 +848,15 @@ pub fn normalize_path(p: &str) -> Result<String, String> {
 /// Why a path is sensitive, or `None`.
 pub fn sensitive_rule(path: &str) -> Option<&'static str> {
     const EXACT: &[&str] = &[
-        "/", "/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/var/run/docker.sock", "/run/docker.sock",
+        "/",
+        "/etc",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/boot",
+        "/root",
+        "/var/run/docker.sock",
+        "/run/docker.sock",
     ];
     const TREES: &[&str] = &[
         "/var/lib/kubelet",
@@ -832,7 +872,11 @@ pub fn sensitive_rule(path: &str) -> Option<&'static str> {
         });
     }
     for tree in TREES {
-        if path == *tree || path.strip_prefix(tree).is_some_and(|rest| rest.starts_with('/')) {
+        if path == *tree
+            || path
+                .strip_prefix(tree)
+                .is_some_and(|rest| rest.starts_with('/'))
+        {
             return Some(if tree.ends_with("kubelet") {
                 "under /var/lib/kubelet"
             } else {
@@ -868,7 +912,8 @@ fn is_dns_subdomain(s: &str) -> bool {
         && s.split('.').all(|label| {
             let b = label.as_bytes();
             !b.is_empty()
-                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
                 && b[0] != b'-'
                 && b[b.len() - 1] != b'-'
         })
@@ -878,7 +923,8 @@ fn is_qualified_name_part(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -890,7 +936,11 @@ fn is_qualified_name_part(s: &str) -> bool {
 ///
 /// A message naming the rule the name breaks.
 pub fn validate_extended_resource_name(name: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("`{name}` is not a valid extended resource name: {why}"));
+    let bad = |why: &str| {
+        Err(format!(
+            "`{name}` is not a valid extended resource name: {why}"
+        ))
+    };
     let Some((domain, part)) = name.split_once('/') else {
         return bad("it needs a domain prefix, e.g. `example.com/disk`");
     };
@@ -938,7 +988,8 @@ fn parse_interval(v: &Value) -> Result<Duration, String> {
 ///
 /// A message naming the bad duration.
 pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("`{s}` is not a duration: use a number with a unit, e.g. `500ms`, `10s`, `1m`");
+    let bad =
+        || format!("`{s}` is not a duration: use a number with a unit, e.g. `500ms`, `10s`, `1m`");
     let mut rest = s.trim();
     if let Some(r) = rest.strip_prefix('+') {
         rest = r;
@@ -1013,16 +1064,29 @@ impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}", self.resource_name)?;
         writeln!(f, "  socket:       {}", self.socket_name)?;
-        writeln!(f, "  devices:      {} (IDs 0..{})", self.num_devices, self.num_devices - 1)?;
+        writeln!(
+            f,
+            "  devices:      {} (IDs 0..{})",
+            self.num_devices,
+            self.num_devices - 1
+        )?;
         writeln!(f, "  host path:    {} ({})", self.host_path, self.path_type)?;
         if self.path_type.is_device() {
-            writeln!(f, "  device:       {} in the container, permissions {}", self.mount_path, self.permissions)?;
+            writeln!(
+                f,
+                "  device:       {} in the container, permissions {}",
+                self.mount_path, self.permissions
+            )?;
         } else {
             writeln!(
                 f,
                 "  mount:        {} in the container, {}",
                 self.mount_path,
-                if self.read_only { "read-only" } else { "read-write" }
+                if self.read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                }
             )?;
         }
         for (k, v) in &self.envs {
@@ -1074,7 +1138,9 @@ mod tests {
         assert_eq!(r.num_devices, 100);
         assert_eq!(r.mount_path, "/dev/kvm");
         assert_eq!(r.permissions, "rw");
-        let c = ok("resourceName: example.com/x\nhostPath: {path: /x}\nvolumeMount: {readOnly: true}\n");
+        let c = ok(
+            "resourceName: example.com/x\nhostPath: {path: /x}\nvolumeMount: {readOnly: true}\n",
+        );
         assert_eq!(c.resources[0].permissions, "r");
         assert_eq!(c.resources[0].path_type, HostPathType::Unset);
     }
@@ -1121,10 +1187,22 @@ mod tests {
              - resourceName: example.com/b\n  hostPath: {path: /b, type: Dir}\n  numDevces: 3\n",
         );
         let all = e.join("\n");
-        assert!(all.contains("c.yaml: resources[0].resourceName: `foo` is not a valid"), "{all}");
-        assert!(all.contains("resources[0].hostPath.path: `relative` must be an absolute path"), "{all}");
-        assert!(all.contains("resources[1].hostPath.type: unknown type `Dir`"), "{all}");
-        assert!(all.contains("resources[1].numDevces: unknown key; did you mean `numDevices`?"), "{all}");
+        assert!(
+            all.contains("c.yaml: resources[0].resourceName: `foo` is not a valid"),
+            "{all}"
+        );
+        assert!(
+            all.contains("resources[0].hostPath.path: `relative` must be an absolute path"),
+            "{all}"
+        );
+        assert!(
+            all.contains("resources[1].hostPath.type: unknown type `Dir`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("resources[1].numDevces: unknown key; did you mean `numDevices`?"),
+            "{all}"
+        );
         assert_eq!(e.len(), 4, "{all}");
     }
 
@@ -1134,7 +1212,12 @@ mod tests {
         assert_eq!(normalize_path("/").unwrap(), "/");
         assert!(normalize_path("/a/../etc").unwrap_err().contains(".."));
         assert!(normalize_path("a/b").unwrap_err().contains("absolute"));
-        let l = parse("resourceName: example.com/x\nhostPath: {path: /data//x/}\n", "c", Path::new("/d")).unwrap();
+        let l = parse(
+            "resourceName: example.com/x\nhostPath: {path: /data//x/}\n",
+            "c",
+            Path::new("/d"),
+        )
+        .unwrap();
         assert_eq!(l.config.resources[0].host_path, "/data/x");
         assert_eq!(l.warnings.len(), 1);
     }
@@ -1151,38 +1234,77 @@ mod tests {
                 d.health = UNHEALTHY.to_string();
                 resp.devices.push(d);
             }
-            assert_eq!(resp.compute_size() as usize, list_and_watch_size(n, UNHEALTHY.len()), "n={n}");
+            assert_eq!(
+                resp.compute_size() as usize,
+                list_and_watch_size(n, UNHEALTHY.len()),
+                "n={n}"
+            );
         }
         let max = max_devices();
         assert!((200_000..210_000).contains(&max), "{max}");
         assert!(list_and_watch_size(max + 1, UNHEALTHY.len()) > MAX_MESSAGE_BYTES);
-        let e = errs(&format!("resourceName: example.com/x\nhostPath: {{path: /x}}\nnumDevices: {}\n", max + 1));
-        assert!(e[0].contains("over the kubelet's limit of 4194304 bytes"), "{e:?}");
-        ok(&format!("resourceName: example.com/x\nhostPath: {{path: /x}}\nnumDevices: {max}\n"));
+        let e = errs(&format!(
+            "resourceName: example.com/x\nhostPath: {{path: /x}}\nnumDevices: {}\n",
+            max + 1
+        ));
+        assert!(
+            e[0].contains("over the kubelet's limit of 4194304 bytes"),
+            "{e:?}"
+        );
+        ok(&format!(
+            "resourceName: example.com/x\nhostPath: {{path: /x}}\nnumDevices: {max}\n"
+        ));
     }
 
     #[test]
     fn durations() {
-        assert_eq!(parse_go_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_go_duration("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
         assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
         assert!(parse_go_duration("10").is_err());
         assert!(parse_go_duration("-1s").is_err());
         assert!(parse_go_duration("1x").is_err());
-        let c = ok("resourceName: example.com/x\nhostPath: {path: /x}\nhealthCheckInterval: 2000000000\n");
+        let c = ok(
+            "resourceName: example.com/x\nhostPath: {path: /x}\nhealthCheckInterval: 2000000000\n",
+        );
         assert_eq!(c.resources[0].health_check_interval, Duration::from_secs(2));
-        let e = errs("resourceName: example.com/x\nhostPath: {path: /x}\nhealthCheckInterval: 50ms\n");
+        let e =
+            errs("resourceName: example.com/x\nhostPath: {path: /x}\nhealthCheckInterval: 50ms\n");
         assert!(e[0].contains("minimum is 100ms"), "{e:?}");
     }
 
     #[test]
     fn sensitive_paths() {
-        for p in ["/", "/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/var/lib/kubelet", "/var/lib/kubelet/pods",
-                  "/run/containerd", "/run/containerd/containerd.sock", "/var/run/docker.sock", "/run/docker.sock", "/var/run/crio"] {
+        for p in [
+            "/",
+            "/etc",
+            "/proc",
+            "/sys",
+            "/dev",
+            "/boot",
+            "/root",
+            "/var/lib/kubelet",
+            "/var/lib/kubelet/pods",
+            "/run/containerd",
+            "/run/containerd/containerd.sock",
+            "/var/run/docker.sock",
+            "/run/docker.sock",
+            "/var/run/crio",
+        ] {
             assert!(sensitive_rule(p).is_some(), "{p}");
-            let e = errs(&format!("resourceName: example.com/x\nhostPath: {{path: {p}}}\n"));
+            let e = errs(&format!(
+                "resourceName: example.com/x\nhostPath: {{path: {p}}}\n"
+            ));
             assert!(e[0].contains("allowSensitivePath"), "{e:?}");
-            ok(&format!("resourceName: example.com/x\nhostPath: {{path: {p}}}\nallowSensitivePath: true\n"));
+            ok(&format!(
+                "resourceName: example.com/x\nhostPath: {{path: {p}}}\nallowSensitivePath: true\n"
+            ));
         }
         for p in ["/dev/kvm", "/etc2", "/var/lib/kubelet2", "/data", "/sys2"] {
             assert!(sensitive_rule(p).is_none(), "{p}");
@@ -1194,16 +1316,32 @@ mod tests {
         let e = errs("resources:\n- {resourceName: example.com/a, hostPath: {path: /a}}\n\
                       - {resourceName: example.com/a, socketName: example.com-a.sock, hostPath: {path: /b}}\n");
         let all = e.join("\n");
-        assert!(all.contains("resources[1].resourceName: `example.com/a` is already used by resources[0]"), "{all}");
-        assert!(all.contains("resources[1].socketName: `example.com-a.sock` is already used by resources[0]"), "{all}");
+        assert!(
+            all.contains(
+                "resources[1].resourceName: `example.com/a` is already used by resources[0]"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "resources[1].socketName: `example.com-a.sock` is already used by resources[0]"
+            ),
+            "{all}"
+        );
         let e = errs("resourceName: example.com/a\nresources: []\n");
-        assert!(e.iter().any(|m| m.contains("resourceName: cannot be mixed")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("resourceName: cannot be mixed")),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn volume_mount_rules() {
         let l = parse("resourceName: example.com/x\nhostPath: {path: /x}\nvolumeMount: {name: v, mountPath: /y}\n", "c", Path::new("/d")).unwrap();
-        assert!(l.warnings[0].to_string().contains("volumeMount.name: is ignored"));
+        assert!(l.warnings[0]
+            .to_string()
+            .contains("volumeMount.name: is ignored"));
         assert_eq!(l.config.resources[0].mount_path, "/y");
         let e = errs("resourceName: example.com/x\nhostPath: {path: /x}\nvolumeMount: {subPath: a, mountPropagation: Bidirectional}\n");
         assert_eq!(e.len(), 2);
@@ -1213,14 +1351,29 @@ mod tests {
     #[test]
     fn socket_and_permission_rules() {
         let long = "a".repeat(100);
-        let e = errs(&format!("resourceName: example.com/x\nsocketName: {long}.sock\nhostPath: {{path: /x}}\n"));
+        let e = errs(&format!(
+            "resourceName: example.com/x\nsocketName: {long}.sock\nhostPath: {{path: /x}}\n"
+        ));
         assert!(e[0].contains("over the 107-byte limit"), "{e:?}");
-        for bad in ["a/b.sock", ".hidden.sock", "kubelet.sock", "kubelet_internal_checkpoint", ""] {
-            let e = errs(&format!("resourceName: example.com/x\nsocketName: \"{bad}\"\nhostPath: {{path: /x}}\n"));
+        for bad in [
+            "a/b.sock",
+            ".hidden.sock",
+            "kubelet.sock",
+            "kubelet_internal_checkpoint",
+            "",
+        ] {
+            let e = errs(&format!(
+                "resourceName: example.com/x\nsocketName: \"{bad}\"\nhostPath: {{path: /x}}\n"
+            ));
             assert!(e[0].contains("socketName"), "{bad}: {e:?}");
         }
-        let e = errs("resourceName: example.com/x\nhostPath: {path: /x, type: Directory}\npermissions: rw\n");
-        assert!(e[0].contains("applies only to hostPath.type CharDevice or BlockDevice"), "{e:?}");
+        let e = errs(
+            "resourceName: example.com/x\nhostPath: {path: /x, type: Directory}\npermissions: rw\n",
+        );
+        assert!(
+            e[0].contains("applies only to hostPath.type CharDevice or BlockDevice"),
+            "{e:?}"
+        );
         let e = errs("resourceName: example.com/x\nhostPath: {path: /dev/x, type: CharDevice}\npermissions: rx\n");
         assert!(e[0].contains("only the letters r, w and m"), "{e:?}");
     }
@@ -1228,10 +1381,21 @@ mod tests {
     #[test]
     fn type_errors_and_empty() {
         let e = errs("");
-        assert!(e[0].contains("expected a mapping") || e[0].contains("empty"), "{e:?}");
+        assert!(
+            e[0].contains("expected a mapping") || e[0].contains("empty"),
+            "{e:?}"
+        );
         let e = errs("resourceName: example.com/x\nhostPath: {path: /x}\nnumDevices: many\nrequireMountPoint: yes\n");
-        assert!(e.iter().any(|m| m.contains("numDevices: expected a number, found a string")), "{e:?}");
-        assert!(e.iter().any(|m| m.contains("requireMountPoint: expected true or false")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("numDevices: expected a number, found a string")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("requireMountPoint: expected true or false")),
+            "{e:?}"
+        );
         let e = errs("resourceName: example.com/x\nhostPath: {path: /x}\nnumDevices: 0\n");
         assert!(e[0].contains("at least 1"), "{e:?}");
         let e = errs("resources: [\n");

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::future::{select, Either};
-use grpcio::{CallOption, ChannelBuilder, Environment, EnvBuilder, Server, ServerBuilder, ServerCredentials};
+use grpcio::{
+    CallOption, ChannelBuilder, EnvBuilder, Environment, Server, ServerBuilder, ServerCredentials,
+};
 use inotify::{EventMask, Inotify, WatchMask};
 
 use crate::api::pluginregistration_grpc::create_registration;
@@ -51,8 +53,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
 /// Errors that stop the daemon (exit code 1).
 #[derive(Debug)]
 pub enum DaemonError {
-    Setup { what: &'static str, source: io::Error },
-    Directory { path: PathBuf, source: io::Error },
+    Setup {
+        what: &'static str,
+        source: io::Error,
+    },
+    Directory {
+        path: PathBuf,
+        source: io::Error,
+    },
     /// Not a single resource could be served.
     NothingServed,
 }
@@ -62,7 +70,9 @@ impl fmt::Display for DaemonError {
         match self {
             DaemonError::Setup { what, source } => write!(f, "cannot set up {what}: {source}"),
             DaemonError::Directory { path, source } => write!(f, "{}: {source}", path.display()),
-            DaemonError::NothingServed => f.write_str("no resource could be served; see the errors above"),
+            DaemonError::NothingServed => {
+                f.write_str("no resource could be served; see the errors above")
+            }
         }
     }
 }
@@ -70,7 +80,9 @@ impl fmt::Display for DaemonError {
 impl std::error::Error for DaemonError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            DaemonError::Setup { source, .. } | DaemonError::Directory { source, .. } => Some(source),
+            DaemonError::Setup { source, .. } | DaemonError::Directory { source, .. } => {
+                Some(source)
+            }
             DaemonError::NothingServed => None,
         }
     }
@@ -105,14 +117,20 @@ impl Control {
     ///
     /// When the pipes cannot be created.
     pub fn new() -> io::Result<Control> {
-        Ok(Control { term: WakePipe::new()?, hup: WakePipe::new()? })
+        Ok(Control {
+            term: WakePipe::new()?,
+            hup: WakePipe::new()?,
+        })
     }
 
     /// # Errors
     ///
     /// When a descriptor cannot be duplicated.
     pub fn handle(&self) -> io::Result<ControlHandle> {
-        Ok(ControlHandle { term: self.term.notifier()?, hup: self.hup.notifier()? })
+        Ok(ControlHandle {
+            term: self.term.notifier()?,
+            hup: self.hup.notifier()?,
+        })
     }
 
     /// SIGTERM/SIGINT/SIGQUIT request a clean stop; a second one exits at
@@ -139,7 +157,11 @@ impl Control {
 
 /// What the completion-queue thread reports back to the supervisor.
 enum Event {
-    RegisterDone { name: String, generation: u64, result: Result<(), String> },
+    RegisterDone {
+        name: String,
+        generation: u64,
+        result: Result<(), String>,
+    },
 }
 
 /// Registration results, filled by grpcio's threads, drained by the supervisor.
@@ -150,7 +172,10 @@ struct Events {
 
 impl Events {
     fn push(&self, e: Event) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(e);
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(e);
         self.notifier.notify();
     }
     fn take(&self) -> VecDeque<Event> {
@@ -226,18 +251,30 @@ pub fn run(opts: &Options, config: Config, control: &Control) -> Result<(), Daem
     let socket_dir = opts.socket_dir().to_path_buf();
     ensure_dir(&socket_dir)?;
     if opts.registration == Registration::PluginWatcher {
-        log::info!("registration mode: plugin watcher, sockets in {}", socket_dir.display());
+        log::info!(
+            "registration mode: plugin watcher, sockets in {}",
+            socket_dir.display()
+        );
     }
 
-    let wake = WakePipe::new().map_err(|source| DaemonError::Setup { what: "the wake pipe", source })?;
+    let wake = WakePipe::new().map_err(|source| DaemonError::Setup {
+        what: "the wake pipe",
+        source,
+    })?;
     let events = Arc::new(Events {
         queue: Mutex::new(VecDeque::new()),
-        notifier: wake.notifier().map_err(|source| DaemonError::Setup { what: "the wake pipe", source })?,
+        notifier: wake.notifier().map_err(|source| DaemonError::Setup {
+            what: "the wake pipe",
+            source,
+        })?,
     });
     let inotify = watch_dir(&opts.device_plugin_dir);
     let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
     let health = Arc::new(HealthShared {
-        inner: Mutex::new(HealthInner { entries: Vec::new(), stop: false }),
+        inner: Mutex::new(HealthInner {
+            entries: Vec::new(),
+            stop: false,
+        }),
         cv: Condvar::new(),
     });
 
@@ -262,7 +299,10 @@ pub fn run(opts: &Options, config: Config, control: &Control) -> Result<(), Daem
     let health_thread = thread::Builder::new()
         .name("health".into())
         .spawn(move || health_loop(&health, &host_root))
-        .map_err(|source| DaemonError::Setup { what: "the health thread", source })?;
+        .map_err(|source| DaemonError::Setup {
+            what: "the health thread",
+            source,
+        })?;
 
     let result = sup.event_loop(control);
     sup.stop();
@@ -284,7 +324,10 @@ fn ensure_dir(dir: &Path) -> Result<(), DaemonError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .create(dir)
-        .map_err(|source| DaemonError::Directory { path: dir.into(), source })?;
+        .map_err(|source| DaemonError::Directory {
+            path: dir.into(),
+            source,
+        })?;
     Ok(())
 }
 
@@ -303,7 +346,10 @@ fn watch_dir(dir: &Path) -> Option<Inotify> {
         | WatchMask::DELETE_SELF
         | WatchMask::MOVE_SELF;
     if let Err(e) = inotify.watches().add(dir, mask) {
-        log::warn!("{}: cannot watch the directory ({e}); kubelet restarts will not be noticed", dir.display());
+        log::warn!(
+            "{}: cannot watch the directory ({e}); kubelet restarts will not be noticed",
+            dir.display()
+        );
         return None;
     }
     Some(inotify)
@@ -322,7 +368,11 @@ impl Supervisor {
     /// health, serve, then schedule registration.
     fn add(&mut self, resource: Arc<Resource>) {
         if let Some(e) = health::create_missing(&self.opts.host_root, &resource) {
-            log::warn!("{}: cannot create {}: {e}", resource.resource_name, resource.host_path);
+            log::warn!(
+                "{}: cannot create {}: {e}",
+                resource.resource_name,
+                resource.host_path
+            );
         }
         let h = health::check(&self.opts.host_root, &resource);
         log::info!("{}: {} is {h}", resource.resource_name, resource.host_path);
@@ -367,7 +417,9 @@ impl Supervisor {
                 s.socket = Some(owned);
                 s.reg = match self.opts.registration {
                     Registration::PluginWatcher => Reg::NotNeeded,
-                    Registration::KubeletSocket if self.kubelet_present() => Reg::Due(Instant::now()),
+                    Registration::KubeletSocket if self.kubelet_present() => {
+                        Reg::Due(Instant::now())
+                    }
                     Registration::KubeletSocket => {
                         log::info!(
                             "{}: waiting for {} to register",
@@ -384,12 +436,21 @@ impl Supervisor {
 
     fn event_loop(&mut self, control: &Control) -> Result<(), DaemonError> {
         let inotify_fd = self.inotify.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-        let fds = [control.term.fd(), control.hup.fd(), self.wake.fd(), inotify_fd];
+        let fds = [
+            control.term.fd(),
+            control.hup.fd(),
+            self.wake.fd(),
+            inotify_fd,
+        ];
         loop {
             self.start_due_registrations();
-            let timeout = self.next_due().map(|t| t.saturating_duration_since(Instant::now()));
-            let ready = poll_readable(&fds, timeout)
-                .map_err(|source| DaemonError::Setup { what: "poll", source })?;
+            let timeout = self
+                .next_due()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            let ready = poll_readable(&fds, timeout).map_err(|source| DaemonError::Setup {
+                what: "poll",
+                source,
+            })?;
             if ready[0] && control.term.drain() {
                 log::info!("stop requested: shutting down");
                 return Ok(());
@@ -454,7 +515,10 @@ impl Supervisor {
                 let (cancel_tx, cancel_rx) = oneshot::channel();
                 let events = self.events.clone();
                 let keep = client.clone();
-                log::debug!("{name}: Register sent to {}", self.kubelet_socket().display());
+                log::debug!(
+                    "{name}: Register sent to {}",
+                    self.kubelet_socket().display()
+                );
                 client.spawn(async move {
                     let _keep_channel = keep;
                     let result = match select(&mut receiver, cancel_rx).await {
@@ -464,21 +528,37 @@ impl Supervisor {
                             Err("cancelled".to_string())
                         }
                     };
-                    events.push(Event::RegisterDone { name, generation, result });
+                    events.push(Event::RegisterDone {
+                        name,
+                        generation,
+                        result,
+                    });
                 });
                 Reg::InFlight(cancel_tx)
             }
             Err(e) => {
-                self.events.push(Event::RegisterDone { name, generation, result: Err(e.to_string()) });
+                self.events.push(Event::RegisterDone {
+                    name,
+                    generation,
+                    result: Err(e.to_string()),
+                });
                 Reg::WaitingForKubelet
             }
         }
     }
 
     fn handle(&mut self, event: Event) {
-        let Event::RegisterDone { name, generation, result } = event;
+        let Event::RegisterDone {
+            name,
+            generation,
+            result,
+        } = event;
         let kubelet_present = self.kubelet_present();
-        let Some(s) = self.served.iter_mut().find(|s| s.generation == generation && s.name() == name) else {
+        let Some(s) = self
+            .served
+            .iter_mut()
+            .find(|s| s.generation == generation && s.name() == name)
+        else {
             return; // a result for a server that has since been replaced
         };
         if !matches!(s.reg, Reg::InFlight(_) | Reg::WaitingForKubelet) {
@@ -487,7 +567,11 @@ impl Supervisor {
         match result {
             Ok(()) => {
                 let r = s.state.resource();
-                log::info!("{}: registered with the kubelet (endpoint {})", r.resource_name, r.socket_name);
+                log::info!(
+                    "{}: registered with the kubelet (endpoint {})",
+                    r.resource_name,
+                    r.socket_name
+                );
                 s.reg = Reg::Registered;
                 s.backoff = BACKOFF_START;
                 s.last_error = None;
@@ -502,7 +586,11 @@ impl Supervisor {
                 }
                 s.last_error = Some(e);
                 s.backoff = (s.backoff * 2).min(BACKOFF_MAX);
-                s.reg = if kubelet_present { Reg::Due(Instant::now() + retry) } else { Reg::WaitingForKubelet };
+                s.reg = if kubelet_present {
+                    Reg::Due(Instant::now() + retry)
+                } else {
+                    Reg::WaitingForKubelet
+                };
             }
         }
     }
@@ -513,19 +601,27 @@ impl Supervisor {
         let mut socket_events: Vec<String> = Vec::new();
         let mut dir_gone = false;
         {
-            let Some(inotify) = self.inotify.as_mut() else { return };
+            let Some(inotify) = self.inotify.as_mut() else {
+                return;
+            };
             loop {
                 match inotify.read_events(&mut buf) {
                     Ok(events) => {
                         let mut any = false;
                         for e in events {
                             any = true;
-                            if e.mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED) {
+                            if e.mask.intersects(
+                                EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED,
+                            ) {
                                 dir_gone = true;
                             }
-                            let Some(name) = e.name.and_then(OsStr::to_str) else { continue };
+                            let Some(name) = e.name.and_then(OsStr::to_str) else {
+                                continue;
+                            };
                             log::debug!("inotify: {:?} {name}", e.mask);
-                            if name == KUBELET_SOCKET && e.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+                            if name == KUBELET_SOCKET
+                                && e.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO)
+                            {
                                 kubelet_created = true;
                             } else if name != KUBELET_SOCKET {
                                 socket_events.push(name.to_string());
@@ -551,7 +647,10 @@ impl Supervisor {
             self.inotify = None;
         }
         if kubelet_created && self.opts.registration == Registration::KubeletSocket {
-            log::info!("kubelet restart seen ({} created): serving afresh and registering again", KUBELET_SOCKET);
+            log::info!(
+                "kubelet restart seen ({} created): serving afresh and registering again",
+                KUBELET_SOCKET
+            );
             let mut served = std::mem::take(&mut self.served);
             for s in &mut served {
                 self.serve(s);
@@ -567,7 +666,11 @@ impl Supervisor {
             }
             if let Some(sock) = &s.socket {
                 if !sock.intact() {
-                    log::warn!("{}: our socket {} was removed; serving again", s.name(), sock.path().display());
+                    log::warn!(
+                        "{}: our socket {} was removed; serving again",
+                        s.name(),
+                        sock.path().display()
+                    );
                     self.serve(s);
                 }
             }
@@ -612,19 +715,29 @@ fn start_server(
     mode: Registration,
 ) -> Result<(Server, OwnedSocket), SocketError> {
     socket::prepare(path)?;
-    let mut builder = ServerBuilder::new(env.clone())
-        .register_service(create_device_plugin(DevicePluginService { state: state.clone() }));
+    let mut builder = ServerBuilder::new(env.clone()).register_service(create_device_plugin(
+        DevicePluginService {
+            state: state.clone(),
+        },
+    ));
     if mode == Registration::PluginWatcher {
-        builder = builder.register_service(create_registration(RegistrationService { state: state.clone() }));
+        builder = builder.register_service(create_registration(RegistrationService {
+            state: state.clone(),
+        }));
     }
     let io_err = |action: &'static str, e: grpcio::Error| SocketError::Io {
         path: path.into(),
         action,
         source: io::Error::other(e.to_string()),
     };
-    let mut server = builder.build().map_err(|e| io_err("build the gRPC server", e))?;
+    let mut server = builder
+        .build()
+        .map_err(|e| io_err("build the gRPC server", e))?;
     server
-        .add_listening_port(format!("unix:{}", path.display()), ServerCredentials::insecure())
+        .add_listening_port(
+            format!("unix:{}", path.display()),
+            ServerCredentials::insecure(),
+        )
         .map_err(|e| io_err("bind", e))?;
     server.start();
     let owned = OwnedSocket::record(path)?;
@@ -674,7 +787,11 @@ fn health_loop(shared: &HealthShared, host_root: &Path) {
             .map(|(_, next)| next.saturating_duration_since(now))
             .min()
             .unwrap_or(Duration::from_secs(3600));
-        inner = shared.cv.wait_timeout(inner, wait).unwrap_or_else(|p| p.into_inner()).0;
+        inner = shared
+            .cv
+            .wait_timeout(inner, wait)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
     }
 }
 
@@ -688,7 +805,11 @@ pub fn check_and_publish(host_root: &Path, state: &ResourceState) -> Health {
         match &h {
             Health::Healthy => log::info!("{}: {} {old} -> Healthy", r.resource_name, r.host_path),
             Health::Unhealthy(why) => {
-                log::warn!("{}: {} {old} -> Unhealthy: {why}", r.resource_name, r.host_path);
+                log::warn!(
+                    "{}: {} {old} -> Unhealthy: {why}",
+                    r.resource_name,
+                    r.host_path
+                );
             }
         }
     }

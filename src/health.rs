@@ -84,12 +84,19 @@ pub fn check(host_root: &Path, r: &Resource) -> Health {
         Err(e) if e.kind() == io::ErrorKind::NotFound => match create(&full, r.path_type) {
             Some(Ok(())) => match fs::metadata(&full) {
                 Ok(m) => {
-                    log::info!("{}: created missing {} {}", r.resource_name, r.path_type, r.host_path);
+                    log::info!(
+                        "{}: created missing {} {}",
+                        r.resource_name,
+                        r.path_type,
+                        r.host_path
+                    );
                     m
                 }
                 Err(e) => return Health::Unhealthy(format!("cannot stat after creating it: {e}")),
             },
-            Some(Err(e)) => return Health::Unhealthy(format!("missing, and creating it failed: {e}")),
+            Some(Err(e)) => {
+                return Health::Unhealthy(format!("missing, and creating it failed: {e}"))
+            }
             None => return Health::Unhealthy("missing".into()),
         },
         Err(e) => return Health::Unhealthy(format!("cannot stat: {e}")),
@@ -174,7 +181,10 @@ pub fn is_mount_point(full: &Path, host_root: &Path) -> bool {
             return true;
         }
     }
-    match (fs::metadata(&canonical), canonical.parent().map(fs::metadata)) {
+    match (
+        fs::metadata(&canonical),
+        canonical.parent().map(fs::metadata),
+    ) {
         (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
         _ => false,
     }
@@ -194,7 +204,10 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -211,14 +224,24 @@ mod tests {
 
     #[test]
     fn inspect_path_joins_under_root() {
-        assert_eq!(inspect_path(Path::new("/host"), "/a/b"), PathBuf::from("/host/a/b"));
-        assert_eq!(inspect_path(Path::new("/host"), "/"), PathBuf::from("/host"));
-        assert_eq!(inspect_path(Path::new("/"), "/dev/null"), PathBuf::from("/dev/null"));
+        assert_eq!(
+            inspect_path(Path::new("/host"), "/a/b"),
+            PathBuf::from("/host/a/b")
+        );
+        assert_eq!(
+            inspect_path(Path::new("/host"), "/"),
+            PathBuf::from("/host")
+        );
+        assert_eq!(
+            inspect_path(Path::new("/"), "/dev/null"),
+            PathBuf::from("/dev/null")
+        );
     }
 
     #[test]
     fn mountinfo_parsing() {
-        let info = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n30 22 0:5 / /mnt/my\\040disk rw - tmpfs t rw\n";
+        let info =
+            "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n30 22 0:5 / /mnt/my\\040disk rw - tmpfs t rw\n";
         assert!(mountinfo_has(info, Path::new("/mnt/my disk")));
         assert!(mountinfo_has(info, Path::new("/")));
         assert!(!mountinfo_has(info, Path::new("/mnt")));

@@ -110,7 +110,11 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
         }
         Command::Check => {
             let config = load_config(opts)?;
-            println!("{}: valid, {} resource(s)", opts.config.display(), config.resources.len());
+            println!(
+                "{}: valid, {} resource(s)",
+                opts.config.display(),
+                config.resources.len()
+            );
             for r in &config.resources {
                 println!("\n{r}");
             }

@@ -211,7 +211,11 @@ pub fn allocate(r: &Resource, req: &AllocateRequest) -> Result<AllocateResponse,
             .collect();
         if !unknown.is_empty() {
             const SHOWN: usize = 10;
-            let mut names: Vec<String> = unknown.iter().take(SHOWN).map(|s| format!("{s:?}")).collect();
+            let mut names: Vec<String> = unknown
+                .iter()
+                .take(SHOWN)
+                .map(|s| format!("{s:?}"))
+                .collect();
             if unknown.len() > SHOWN {
                 names.push(format!("and {} more", unknown.len() - SHOWN));
             }
@@ -288,7 +292,13 @@ pub struct DevicePluginService {
     pub state: Arc<ResourceState>,
 }
 
-fn reply<T: 'static + Send>(ctx: &RpcContext<'_>, sink: UnarySink<T>, result: Result<T, RpcStatus>, what: &'static str, resource: String) {
+fn reply<T: 'static + Send>(
+    ctx: &RpcContext<'_>,
+    sink: UnarySink<T>,
+    result: Result<T, RpcStatus>,
+    what: &'static str,
+    resource: String,
+) {
     let f = async move {
         let sent = match result {
             Ok(v) => sink.success(v).await,
@@ -302,13 +312,29 @@ fn reply<T: 'static + Send>(ctx: &RpcContext<'_>, sink: UnarySink<T>, result: Re
 }
 
 impl DevicePlugin for DevicePluginService {
-    fn get_device_plugin_options(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<DevicePluginOptions>) {
+    fn get_device_plugin_options(
+        &mut self,
+        ctx: RpcContext,
+        _req: Empty,
+        sink: UnarySink<DevicePluginOptions>,
+    ) {
         let name = self.state.resource().resource_name.clone();
         log::debug!("{name}: GetDevicePluginOptions from {}", ctx.peer());
-        reply(&ctx, sink, Ok(DevicePluginOptions::new()), "GetDevicePluginOptions", name);
+        reply(
+            &ctx,
+            sink,
+            Ok(DevicePluginOptions::new()),
+            "GetDevicePluginOptions",
+            name,
+        );
     }
 
-    fn list_and_watch(&mut self, ctx: RpcContext, _req: Empty, mut sink: ServerStreamingSink<ListAndWatchResponse>) {
+    fn list_and_watch(
+        &mut self,
+        ctx: RpcContext,
+        _req: Empty,
+        mut sink: ServerStreamingSink<ListAndWatchResponse>,
+    ) {
         let state = self.state.clone();
         let (tx, mut rx) = mpsc::channel(1);
         let (name, epoch) = {
@@ -340,7 +366,9 @@ impl DevicePlugin for DevicePluginService {
                     }
                     Step::End { empty_first } => {
                         if empty_first {
-                            let _ = sink.send((ListAndWatchResponse::new(), WriteFlags::default())).await;
+                            let _ = sink
+                                .send((ListAndWatchResponse::new(), WriteFlags::default()))
+                                .await;
                         }
                         break;
                     }
@@ -357,13 +385,32 @@ impl DevicePlugin for DevicePluginService {
         ctx.spawn(f);
     }
 
-    fn get_preferred_allocation(&mut self, ctx: RpcContext, req: PreferredAllocationRequest, sink: UnarySink<PreferredAllocationResponse>) {
+    fn get_preferred_allocation(
+        &mut self,
+        ctx: RpcContext,
+        req: PreferredAllocationRequest,
+        sink: UnarySink<PreferredAllocationResponse>,
+    ) {
         let name = self.state.resource().resource_name.clone();
-        log::debug!("{name}: GetPreferredAllocation for {} container(s)", req.container_requests.len());
-        reply(&ctx, sink, Ok(preferred(&req)), "GetPreferredAllocation", name);
+        log::debug!(
+            "{name}: GetPreferredAllocation for {} container(s)",
+            req.container_requests.len()
+        );
+        reply(
+            &ctx,
+            sink,
+            Ok(preferred(&req)),
+            "GetPreferredAllocation",
+            name,
+        );
     }
 
-    fn allocate(&mut self, ctx: RpcContext, req: AllocateRequest, sink: UnarySink<AllocateResponse>) {
+    fn allocate(
+        &mut self,
+        ctx: RpcContext,
+        req: AllocateRequest,
+        sink: UnarySink<AllocateResponse>,
+    ) {
         let resource = self.state.resource();
         let name = resource.resource_name.clone();
         let result = allocate(&resource, &req).map_err(|msg| {
@@ -373,16 +420,33 @@ impl DevicePlugin for DevicePluginService {
         if result.is_ok() {
             log::debug!(
                 "{name}: Allocate {:?}",
-                req.container_requests.iter().map(|c| c.devices_ids.len()).collect::<Vec<_>>()
+                req.container_requests
+                    .iter()
+                    .map(|c| c.devices_ids.len())
+                    .collect::<Vec<_>>()
             );
         }
         reply(&ctx, sink, result, "Allocate", name);
     }
 
-    fn pre_start_container(&mut self, ctx: RpcContext, req: PreStartContainerRequest, sink: UnarySink<PreStartContainerResponse>) {
+    fn pre_start_container(
+        &mut self,
+        ctx: RpcContext,
+        req: PreStartContainerRequest,
+        sink: UnarySink<PreStartContainerResponse>,
+    ) {
         let name = self.state.resource().resource_name.clone();
-        log::debug!("{name}: PreStartContainer for {} device(s)", req.devices_ids.len());
-        reply(&ctx, sink, Ok(PreStartContainerResponse::new()), "PreStartContainer", name);
+        log::debug!(
+            "{name}: PreStartContainer for {} device(s)",
+            req.devices_ids.len()
+        );
+        reply(
+            &ctx,
+            sink,
+            Ok(PreStartContainerResponse::new()),
+            "PreStartContainer",
+            name,
+        );
     }
 }
 
@@ -406,14 +470,28 @@ impl Registration for RegistrationService {
         reply(&ctx, sink, Ok(info), "GetInfo", name);
     }
 
-    fn notify_registration_status(&mut self, ctx: RpcContext, req: RegistrationStatus, sink: UnarySink<RegistrationStatusResponse>) {
+    fn notify_registration_status(
+        &mut self,
+        ctx: RpcContext,
+        req: RegistrationStatus,
+        sink: UnarySink<RegistrationStatusResponse>,
+    ) {
         let name = self.state.resource().resource_name.clone();
         if req.plugin_registered {
             log::info!("{name}: registered (plugin watcher)");
         } else {
-            log::warn!("{name}: the kubelet refused the registration: {}", req.error);
+            log::warn!(
+                "{name}: the kubelet refused the registration: {}",
+                req.error
+            );
         }
-        reply(&ctx, sink, Ok(RegistrationStatusResponse::new()), "NotifyRegistrationStatus", name);
+        reply(
+            &ctx,
+            sink,
+            Ok(RegistrationStatusResponse::new()),
+            "NotifyRegistrationStatus",
+            name,
+        );
     }
 }
 
@@ -440,16 +518,23 @@ mod tests {
         c.must_include_deviceIDs = vec!["7".into()];
         c.allocation_size = 3;
         req.container_requests.push(c);
-        assert_eq!(preferred(&req).container_responses[0].deviceIDs, ["7", "1", "2"]);
+        assert_eq!(
+            preferred(&req).container_responses[0].deviceIDs,
+            ["7", "1", "2"]
+        );
     }
 
     #[test]
     fn allocate_lists_unknown_ids_and_caps_the_message() {
-        let r = crate::config::parse("resourceName: example.com/x\nhostPath: {path: /x}\nnumDevices: 2\n", "c", std::path::Path::new("/d"))
-            .unwrap()
-            .config
-            .resources
-            .remove(0);
+        let r = crate::config::parse(
+            "resourceName: example.com/x\nhostPath: {path: /x}\nnumDevices: 2\n",
+            "c",
+            std::path::Path::new("/d"),
+        )
+        .unwrap()
+        .config
+        .resources
+        .remove(0);
         let mut req = AllocateRequest::new();
         let mut c = ContainerAllocateRequest::new();
         c.devices_ids = (0..100).map(|i| i.to_string()).collect();

@@ -21,7 +21,10 @@ pub fn probe(config: &Config, socket_dir: &Path) -> Vec<(String, String)> {
     for r in &config.resources {
         let path = socket_dir.join(&r.socket_name);
         if !path.exists() {
-            failed.push((r.resource_name.clone(), format!("{} does not exist", path.display())));
+            failed.push((
+                r.resource_name.clone(),
+                format!("{} does not exist", path.display()),
+            ));
             continue;
         }
         let channel = ChannelBuilder::new(env.clone())

@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use grpcio::{
-    CallOption, ChannelBuilder, EnvBuilder, Environment, RpcContext, RpcStatus, RpcStatusCode, Server,
-    ServerBuilder, ServerCredentials, UnarySink,
+    CallOption, ChannelBuilder, EnvBuilder, Environment, RpcContext, RpcStatus, RpcStatusCode,
+    Server, ServerBuilder, ServerCredentials, UnarySink,
 };
 
 use crate::api::v1beta1::{
-    AllocateRequest, AllocateResponse, ContainerAllocateRequest, DevicePluginOptions, Empty, RegisterRequest,
+    AllocateRequest, AllocateResponse, ContainerAllocateRequest, DevicePluginOptions, Empty,
+    RegisterRequest,
 };
 use crate::api::v1beta1_grpc::{create_registration, DevicePluginClient, Registration};
 use crate::daemon::KUBELET_SOCKET;
@@ -56,7 +57,10 @@ impl Recorded {
     }
 
     pub fn registrations_of(&self, resource: &str) -> usize {
-        self.registrations.iter().filter(|r| r.resource_name == resource).count()
+        self.registrations
+            .iter()
+            .filter(|r| r.resource_name == resource)
+            .count()
     }
 }
 
@@ -86,13 +90,20 @@ struct RegistrationServer {
 impl Registration for RegistrationServer {
     fn register(&mut self, ctx: RpcContext, req: RegisterRequest, sink: UnarySink<Empty>) {
         let refuse = |msg: String| {
-            self.shared.record(|r| r.rejected.push((req.clone(), msg.clone())));
+            self.shared
+                .record(|r| r.rejected.push((req.clone(), msg.clone())));
             RpcStatus::with_message(RpcStatusCode::UNKNOWN, msg)
         };
         let early = if req.version != API_VERSION {
-            Some(refuse(format!("requested API version {:?} is not supported by kubelet", req.version)))
+            Some(refuse(format!(
+                "requested API version {:?} is not supported by kubelet",
+                req.version
+            )))
         } else if let Err(e) = crate::config::validate_extended_resource_name(&req.resource_name) {
-            Some(refuse(format!("the ResourceName {:?} is invalid: {e}", req.resource_name)))
+            Some(refuse(format!(
+                "the ResourceName {:?} is invalid: {e}",
+                req.resource_name
+            )))
         } else {
             None
         };
@@ -109,7 +120,10 @@ impl Registration for RegistrationServer {
             .connect(&format!("unix:{}", endpoint.display()));
         let client = DevicePluginClient::new(channel);
         let shared = self.shared.clone();
-        let call = client.get_device_plugin_options_async(&Empty::new(), CallOption::default().timeout(Duration::from_secs(10)));
+        let call = client.get_device_plugin_options_async(
+            &Empty::new(),
+            CallOption::default().timeout(Duration::from_secs(10)),
+        );
         ctx.spawn(async move {
             let options = match call {
                 Ok(receiver) => receiver.await,
@@ -122,14 +136,20 @@ impl Registration for RegistrationServer {
                         r.registrations.push(req.clone());
                         r.options.insert(name.clone(), opts);
                     });
-                    shared.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), client.clone());
+                    shared
+                        .clients
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.clone(), client.clone());
                     let _ = sink.success(Empty::new()).await;
                     spawn_list_and_watch(shared, name, client);
                 }
                 Err(e) => {
                     let msg = format!("failed to get device plugin options: {e}");
                     shared.record(|r| r.rejected.push((req.clone(), msg.clone())));
-                    let _ = sink.fail(RpcStatus::with_message(RpcStatusCode::UNKNOWN, msg)).await;
+                    let _ = sink
+                        .fail(RpcStatus::with_message(RpcStatusCode::UNKNOWN, msg))
+                        .await;
                 }
             }
         });
@@ -140,37 +160,43 @@ impl Registration for RegistrationServer {
 /// recording each list; the end of the stream marks every device unhealthy,
 /// as the kubelet does.
 fn spawn_list_and_watch(shared: Arc<Shared>, name: String, client: DevicePluginClient) {
-    let spawned = thread::Builder::new().name("sim-watch".into()).spawn(move || {
-        let mut stream = match client.list_and_watch(&Empty::new(), CallOption::default()) {
-            Ok(s) => s,
-            Err(_) => return,
-        };
-        loop {
-            if shared.stopping.load(Ordering::SeqCst) {
-                stream.cancel();
-                return;
-            }
-            match block_on_timeout(stream.next(), Duration::from_millis(50)) {
-                None => continue,
-                Some(Some(Ok(list))) => shared.record(|r| {
-                    let devices = list.devices.iter().map(|d| (d.ID.clone(), d.health.clone())).collect();
-                    r.devices.insert(name.clone(), devices);
-                    *r.lists.entry(name.clone()).or_default() += 1;
-                }),
-                Some(_) => {
-                    shared.record(|r| {
-                        *r.streams_ended.entry(name.clone()).or_default() += 1;
-                        if let Some(devs) = r.devices.get_mut(&name) {
-                            for d in devs.iter_mut() {
-                                d.1 = "Unhealthy".into();
-                            }
-                        }
-                    });
+    let spawned = thread::Builder::new()
+        .name("sim-watch".into())
+        .spawn(move || {
+            let mut stream = match client.list_and_watch(&Empty::new(), CallOption::default()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+            loop {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    stream.cancel();
                     return;
                 }
+                match block_on_timeout(stream.next(), Duration::from_millis(50)) {
+                    None => continue,
+                    Some(Some(Ok(list))) => shared.record(|r| {
+                        let devices = list
+                            .devices
+                            .iter()
+                            .map(|d| (d.ID.clone(), d.health.clone()))
+                            .collect();
+                        r.devices.insert(name.clone(), devices);
+                        *r.lists.entry(name.clone()).or_default() += 1;
+                    }),
+                    Some(_) => {
+                        shared.record(|r| {
+                            *r.streams_ended.entry(name.clone()).or_default() += 1;
+                            if let Some(devs) = r.devices.get_mut(&name) {
+                                for d in devs.iter_mut() {
+                                    d.1 = "Unhealthy".into();
+                                }
+                            }
+                        });
+                        return;
+                    }
+                }
             }
-        }
-    });
+        });
     if let Err(e) = spawned {
         log::error!("simulated kubelet: cannot start a ListAndWatch thread: {e}");
     }
@@ -190,7 +216,12 @@ impl SimKubelet {
     /// When the directory or the socket cannot be created.
     pub fn start(dir: &Path) -> std::io::Result<SimKubelet> {
         std::fs::create_dir_all(dir)?;
-        let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("sim-kubelet").build());
+        let env = Arc::new(
+            EnvBuilder::new()
+                .cq_count(1)
+                .name_prefix("sim-kubelet")
+                .build(),
+        );
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             recorded: Mutex::new(Recorded::default()),
@@ -198,7 +229,10 @@ impl SimKubelet {
             clients: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
         });
-        let service = create_registration(RegistrationServer { shared: shared.clone(), env: env.clone() });
+        let service = create_registration(RegistrationServer {
+            shared: shared.clone(),
+            env: env.clone(),
+        });
         let sock = dir.join(KUBELET_SOCKET);
         let _ = std::fs::remove_file(&sock);
         let mut server = ServerBuilder::new(env)
@@ -206,10 +240,16 @@ impl SimKubelet {
             .build()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         server
-            .add_listening_port(format!("unix:{}", sock.display()), ServerCredentials::insecure())
+            .add_listening_port(
+                format!("unix:{}", sock.display()),
+                ServerCredentials::insecure(),
+            )
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         server.start();
-        Ok(SimKubelet { shared, server: Some(server) })
+        Ok(SimKubelet {
+            shared,
+            server: Some(server),
+        })
     }
 
     pub fn socket_path(&self) -> PathBuf {
@@ -218,13 +258,25 @@ impl SimKubelet {
 
     /// A copy of everything recorded so far.
     pub fn recorded(&self) -> Recorded {
-        self.shared.recorded.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Waits until `pred` returns `Some`, or `timeout` passes (`None`).
-    pub fn wait_for<T>(&self, timeout: Duration, mut pred: impl FnMut(&Recorded) -> Option<T>) -> Option<T> {
+    pub fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Recorded) -> Option<T>,
+    ) -> Option<T> {
         let deadline = Instant::now() + timeout;
-        let mut r: MutexGuard<'_, Recorded> = self.shared.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r: MutexGuard<'_, Recorded> = self
+            .shared
+            .recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(v) = pred(&r) {
                 return Some(v);
@@ -233,7 +285,12 @@ impl SimKubelet {
             if now >= deadline {
                 return None;
             }
-            r = self.shared.cv.wait_timeout(r, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            r = self
+                .shared
+                .cv
+                .wait_timeout(r, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -243,8 +300,18 @@ impl SimKubelet {
     /// # Errors
     ///
     /// The gRPC error, or `NOT_FOUND` when the resource never registered.
-    pub fn allocate(&self, resource: &str, containers: &[&[&str]]) -> grpcio::Result<AllocateResponse> {
-        let client = self.shared.clients.lock().unwrap_or_else(|p| p.into_inner()).get(resource).cloned();
+    pub fn allocate(
+        &self,
+        resource: &str,
+        containers: &[&[&str]],
+    ) -> grpcio::Result<AllocateResponse> {
+        let client = self
+            .shared
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(resource)
+            .cloned();
         let Some(client) = client else {
             return Err(grpcio::Error::RpcFailure(RpcStatus::with_message(
                 RpcStatusCode::NOT_FOUND,

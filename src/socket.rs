@@ -19,19 +19,35 @@ pub enum SocketError {
     NotASocket { path: PathBuf, what: &'static str },
     /// Another process answers on the socket.
     InUse { path: PathBuf },
-    Io { path: PathBuf, action: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for SocketError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SocketError::NotASocket { path, what } => {
-                write!(f, "{}: {what} is in the way of the socket; not touching it", path.display())
+                write!(
+                    f,
+                    "{}: {what} is in the way of the socket; not touching it",
+                    path.display()
+                )
             }
             SocketError::InUse { path } => {
-                write!(f, "{}: another process is serving on this socket", path.display())
+                write!(
+                    f,
+                    "{}: another process is serving on this socket",
+                    path.display()
+                )
             }
-            SocketError::Io { path, action, source } => {
+            SocketError::Io {
+                path,
+                action,
+                source,
+            } => {
                 write!(f, "{}: cannot {action}: {source}", path.display())
             }
         }
@@ -57,7 +73,11 @@ pub fn prepare(path: &Path) -> Result<(), SocketError> {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {
-            return Err(SocketError::Io { path: path.into(), action: "inspect", source });
+            return Err(SocketError::Io {
+                path: path.into(),
+                action: "inspect",
+                source,
+            });
         }
     };
     let ft = meta.file_type();
@@ -69,25 +89,47 @@ pub fn prepare(path: &Path) -> Result<(), SocketError> {
         } else {
             "a file that is not a socket"
         };
-        return Err(SocketError::NotASocket { path: path.into(), what });
+        return Err(SocketError::NotASocket {
+            path: path.into(),
+            what,
+        });
     }
     match UnixStream::connect(path) {
         Ok(_) => Err(SocketError::InUse { path: path.into() }),
         Err(_) => {
             // Nobody listens: a leftover of an earlier run of ours. Remove
             // it only if it is still the very file we looked at.
-            remove_if_same(path, meta.dev(), meta.ino());
+            remove_if_same(path, FileId::of(&meta));
             Ok(())
         }
     }
 }
 
-/// A socket this process bound, identified by device and inode.
+/// Identity of a file: device, inode, and change time. Inode numbers are
+/// reused at once after an unlink (a new socket at the same path often gets
+/// the old number), so the inode alone cannot tell two sockets apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    fn of(m: &fs::Metadata) -> FileId {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// A socket this process bound, identified by [`FileId`].
 #[derive(Debug)]
 pub struct OwnedSocket {
     path: PathBuf,
-    dev: u64,
-    ino: u64,
+    id: FileId,
 }
 
 impl OwnedSocket {
@@ -103,9 +145,15 @@ impl OwnedSocket {
             source,
         })?;
         if !meta.file_type().is_socket() {
-            return Err(SocketError::NotASocket { path: path.into(), what: "something other than our socket" });
+            return Err(SocketError::NotASocket {
+                path: path.into(),
+                what: "something other than our socket",
+            });
         }
-        Ok(OwnedSocket { path: path.into(), dev: meta.dev(), ino: meta.ino() })
+        Ok(OwnedSocket {
+            path: path.into(),
+            id: FileId::of(&meta),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -115,21 +163,21 @@ impl OwnedSocket {
     /// Whether our socket file is still in place (not deleted or replaced).
     pub fn intact(&self) -> bool {
         fs::symlink_metadata(&self.path)
-            .map(|m| m.file_type().is_socket() && m.dev() == self.dev && m.ino() == self.ino)
+            .map(|m| m.file_type().is_socket() && FileId::of(&m) == self.id)
             .unwrap_or(false)
     }
 
     /// Removes the file if, and only if, it is still our socket.
     pub fn remove(&self) {
-        remove_if_same(&self.path, self.dev, self.ino);
+        remove_if_same(&self.path, self.id);
     }
 }
 
-/// Unlinks `path` only when it is a socket with this device and inode;
-/// `lstat` never follows a symlink, and `unlink` removes a name, not a target.
-fn remove_if_same(path: &Path, dev: u64, ino: u64) {
+/// Unlinks `path` only when it is a socket with this identity; `lstat`
+/// never follows a symlink, and `unlink` removes a name, not a target.
+fn remove_if_same(path: &Path, id: FileId) {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() && m.dev() == dev && m.ino() == ino => {
+        Ok(m) if m.file_type().is_socket() && FileId::of(&m) == id => {
             if let Err(e) = fs::remove_file(path) {
                 if e.kind() != io::ErrorKind::NotFound {
                     log::warn!("{}: cannot remove socket: {e}", path.display());
@@ -162,12 +210,21 @@ mod tests {
 
         let file = d.join("file.sock");
         fs::write(&file, b"x").unwrap();
-        assert!(matches!(prepare(&file), Err(SocketError::NotASocket { .. })));
+        assert!(matches!(
+            prepare(&file),
+            Err(SocketError::NotASocket { .. })
+        ));
         assert!(file.exists());
 
         let link = d.join("link.sock");
         std::os::unix::fs::symlink(&live, &link).unwrap();
-        assert!(matches!(prepare(&link), Err(SocketError::NotASocket { what: "a symlink", .. })));
+        assert!(matches!(
+            prepare(&link),
+            Err(SocketError::NotASocket {
+                what: "a symlink",
+                ..
+            })
+        ));
         assert!(fs::symlink_metadata(&link).is_ok());
 
         let dead = d.join("dead.sock");
@@ -185,8 +242,10 @@ mod tests {
         let owned = OwnedSocket::record(&p).unwrap();
         assert!(owned.intact());
         drop(l);
-        fs::remove_file(&p).unwrap();
-        let _other = UnixListener::bind(&p).unwrap();
+        // Another socket renamed over ours: certainly a different file.
+        let other_path = d.join("b.sock");
+        let _other = UnixListener::bind(&other_path).unwrap();
+        fs::rename(&other_path, &p).unwrap();
         assert!(!owned.intact());
         owned.remove();
         assert!(p.exists(), "a socket someone else created must survive");

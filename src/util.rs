@@ -148,7 +148,10 @@ mod tests {
 
     #[test]
     fn block_on_timeout_completes_and_times_out() {
-        assert_eq!(block_on_timeout(async { 7 }, Duration::from_millis(10)), Some(7));
+        assert_eq!(
+            block_on_timeout(async { 7 }, Duration::from_millis(10)),
+            Some(7)
+        );
         let never = futures::future::pending::<()>();
         let start = Instant::now();
         assert_eq!(block_on_timeout(never, Duration::from_millis(50)), None);
@@ -158,9 +161,15 @@ mod tests {
     #[test]
     fn wake_pipe_wakes_poll() {
         let pipe = WakePipe::new().unwrap();
-        assert_eq!(poll_readable(&[pipe.fd()], Some(Duration::ZERO)).unwrap(), vec![false]);
+        assert_eq!(
+            poll_readable(&[pipe.fd()], Some(Duration::ZERO)).unwrap(),
+            vec![false]
+        );
         pipe.notifier().unwrap().notify();
-        assert_eq!(poll_readable(&[pipe.fd()], Some(Duration::from_secs(5))).unwrap(), vec![true]);
+        assert_eq!(
+            poll_readable(&[pipe.fd()], Some(Duration::from_secs(5))).unwrap(),
+            vec![true]
+        );
         assert!(pipe.drain());
         assert!(!pipe.drain());
     }

@@ -1,0 +1,7 @@
+//! Integration tests: the real daemon binary, over real Unix sockets,
+//! against the simulated kubelet from the library.
+
+mod cli;
+mod harness;
+mod lifecycle;
+mod serve;

@@ -166,6 +166,8 @@ impl std::error::Error for ConfigError {}
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<Problem>,
+    /// The text it was read from (a reload compares against it).
+    pub text: String,
 }
 
 /// Reads and validates the file at `path`. `socket_dir` is where the
@@ -205,6 +207,7 @@ pub fn parse(text: &str, file: &str, socket_dir: &Path) -> Result<Loaded, Config
         Ok(Loaded {
             config: Config { resources },
             warnings: v.warnings,
+            text: text.to_string(),
         })
     } else {
         Err(ConfigError { problems: v.errors })

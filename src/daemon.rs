@@ -1,25 +1,24 @@
-//! The daemon: serve every resource, register it, keep it registered, stop
-//! cleanly (B1–B5, B9, B12, B14).
+//! The daemon: serve every resource, register it, keep it registered through
+//! kubelet restarts and reloads, stop cleanly (B1–B5, B9, B10, B12–B14).
 //!
 //! Threads:
 //! - the caller's thread is the *supervisor*: one `poll(2)` loop over the
 //!   signal pipes, an internal wake pipe (registration results) and the
-//!   inotify descriptor watching the device-plugin directory. It owns every
-//!   server and socket, so their lifecycle has one place and no locks.
-//! - `health`: re-checks host paths on each resource's interval and pushes
+//!   inotify descriptor (socket directory, config directory, host paths).
+//!   It owns every server and socket, so their lifecycle has one place and
+//!   no locks.
+//! - `health`: checks host paths when due or poked by inotify and pushes
 //!   changes into the resources' state (a stuck `stat` on NFS cannot block
-//!   shutdown).
+//!   shutdown or registration).
 //! - grpcio's completion-queue threads run the RPC handlers and the
 //!   registration calls (asynchronously: a hanging kubelet blocks nothing).
 
 use std::collections::VecDeque;
-use std::ffi::OsStr;
 use std::fmt;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,17 +27,18 @@ use futures::future::{select, Either};
 use grpcio::{
     CallOption, ChannelBuilder, EnvBuilder, Environment, Server, ServerBuilder, ServerCredentials,
 };
-use inotify::{EventMask, Inotify, WatchMask};
+use inotify::EventMask;
 
 use crate::api::pluginregistration_grpc::create_registration;
 use crate::api::v1beta1::{DevicePluginOptions, RegisterRequest};
 use crate::api::v1beta1_grpc::{create_device_plugin, RegistrationClient};
 use crate::cli::{Options, Registration};
-use crate::config::{Config, Resource};
+use crate::config::{self, Config, Loaded, Resource};
 use crate::health::{self, Health};
 use crate::plugin::{DevicePluginService, RegistrationService, ResourceState, API_VERSION};
 use crate::socket::{self, OwnedSocket, SocketError};
 use crate::util::{block_on_timeout, poll_readable, Notifier, WakePipe};
+use crate::watch::{path_and_ancestors, Fired, Key, Watcher};
 
 /// The kubelet's registration socket, inside the device-plugin directory.
 pub const KUBELET_SOCKET: &str = "kubelet.sock";
@@ -46,9 +46,15 @@ pub const KUBELET_SOCKET: &str = "kubelet.sock";
 const REGISTER_DEADLINE: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How long a server may take to finish its calls at shutdown before they
-/// are cancelled (the whole stop must fit in 1 s).
+/// How long a server may take to finish its calls when stopped before they
+/// are cancelled (a whole shutdown must fit in 1 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+/// Config-directory events come in bursts (write, rename, symlink swap):
+/// wait this long after the last one before reading the file.
+const RELOAD_SETTLE: Duration = Duration::from_millis(20);
+/// While the socket directory is missing, look for it this often (inotify
+/// on its parent usually sees it first).
+const MISSING_DIR_POLL: Duration = Duration::from_secs(1);
 
 /// Errors that stop the daemon (exit code 1).
 #[derive(Debug)]
@@ -155,32 +161,33 @@ impl Control {
     }
 }
 
-/// What the completion-queue thread reports back to the supervisor.
-enum Event {
-    RegisterDone {
-        name: String,
-        generation: u64,
-        result: Result<(), String>,
-    },
+/// A registration result, reported by grpcio's thread to the supervisor.
+struct RegisterDone {
+    id: u64,
+    generation: u64,
+    result: Result<(), String>,
 }
 
 /// Registration results, filled by grpcio's threads, drained by the supervisor.
 struct Events {
-    queue: Mutex<VecDeque<Event>>,
+    queue: Mutex<VecDeque<RegisterDone>>,
     notifier: Notifier,
 }
 
 impl Events {
-    fn push(&self, e: Event) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(e);
+    fn push(&self, e: RegisterDone) {
+        lock(&self.queue).push_back(e);
         self.notifier.notify();
     }
-    fn take(&self) -> VecDeque<Event> {
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    fn take(&self) -> VecDeque<RegisterDone> {
+        std::mem::take(&mut *lock(&self.queue))
     }
+}
+
+/// Every lock here guards plain data that is never left half-updated, so a
+/// panic elsewhere does not make it unusable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Where a resource's registration stands.
@@ -197,6 +204,8 @@ enum Reg {
 
 /// One configured resource and what the supervisor holds for it.
 struct Served {
+    /// Unique for the daemon's life; keys its watches and health entry.
+    id: u64,
     state: Arc<ResourceState>,
     server: Option<Server>,
     socket: Option<OwnedSocket>,
@@ -215,25 +224,49 @@ impl Served {
     }
 }
 
-/// Resources the health thread watches, and its stop flag.
+/// Resources the health thread checks, and its stop flag.
 struct HealthShared {
     inner: Mutex<HealthInner>,
     cv: Condvar,
 }
 
+struct HealthEntry {
+    id: u64,
+    state: Arc<ResourceState>,
+    next: Instant,
+}
+
 struct HealthInner {
-    entries: Vec<(Arc<ResourceState>, Instant)>,
+    entries: Vec<HealthEntry>,
     stop: bool,
+}
+
+impl HealthShared {
+    /// Asks for an immediate check of resource `id`.
+    fn poke(&self, id: u64) {
+        let mut h = lock(&self.inner);
+        for e in h.entries.iter_mut().filter(|e| e.id == id) {
+            e.next = Instant::now();
+        }
+        self.cv.notify_all();
+    }
 }
 
 struct Supervisor {
     opts: Options,
     env: Arc<Environment>,
     served: Vec<Served>,
+    next_id: u64,
     events: Arc<Events>,
     wake: WakePipe,
-    inotify: Option<Inotify>,
+    watcher: Option<Watcher>,
     health: Arc<HealthShared>,
+    /// The config text last evaluated (applied or refused), so unrelated
+    /// events in its directory do not reload or re-log anything.
+    config_text: String,
+    reload_due: Option<Instant>,
+    /// The socket directory vanished: serve again when it is back.
+    socket_dir_missing: bool,
 }
 
 /// Runs the daemon until `control` asks it to stop.
@@ -242,7 +275,7 @@ struct Supervisor {
 ///
 /// [`DaemonError`] when the daemon cannot start at all; problems with a
 /// single resource are logged and the others keep serving.
-pub fn run(opts: &Options, config: Config, control: &Control) -> Result<(), DaemonError> {
+pub fn run(opts: &Options, loaded: Loaded, control: &Control) -> Result<(), DaemonError> {
     // Sockets are created by gRPC with the process umask: 0177 makes them
     // 0600 from the first instant. Files created on purpose get explicit modes.
     // SAFETY: umask only changes this process's file-creation mask.
@@ -257,18 +290,18 @@ pub fn run(opts: &Options, config: Config, control: &Control) -> Result<(), Daem
         );
     }
 
-    let wake = WakePipe::new().map_err(|source| DaemonError::Setup {
-        what: "the wake pipe",
-        source,
-    })?;
+    let wake = WakePipe::new().map_err(setup_error("the wake pipe"))?;
     let events = Arc::new(Events {
         queue: Mutex::new(VecDeque::new()),
-        notifier: wake.notifier().map_err(|source| DaemonError::Setup {
-            what: "the wake pipe",
-            source,
-        })?,
+        notifier: wake.notifier().map_err(setup_error("the wake pipe"))?,
     });
-    let inotify = watch_dir(&opts.device_plugin_dir);
+    let watcher = match Watcher::new() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::warn!("inotify unavailable ({e}): kubelet restarts, reloads and path changes are seen only by polling");
+            None
+        }
+    };
     let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
     let health = Arc::new(HealthShared {
         inner: Mutex::new(HealthInner {
@@ -282,12 +315,18 @@ pub fn run(opts: &Options, config: Config, control: &Control) -> Result<(), Daem
         opts: opts.clone(),
         env,
         served: Vec::new(),
+        next_id: 0,
         events,
         wake,
-        inotify,
+        watcher,
         health: health.clone(),
+        config_text: loaded.text,
+        reload_due: None,
+        socket_dir_missing: false,
     };
-    for r in config.resources {
+    sup.watch_sockets();
+    sup.watch_config();
+    for r in loaded.config.resources {
         sup.add(Arc::new(r));
     }
     if sup.served.iter().all(|s| s.server.is_none()) {
@@ -299,21 +338,22 @@ pub fn run(opts: &Options, config: Config, control: &Control) -> Result<(), Daem
     let health_thread = thread::Builder::new()
         .name("health".into())
         .spawn(move || health_loop(&health, &host_root))
-        .map_err(|source| DaemonError::Setup {
-            what: "the health thread",
-            source,
-        })?;
+        .map_err(setup_error("the health thread"))?;
 
     let result = sup.event_loop(control);
     sup.stop();
     {
-        let mut h = sup.health.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = lock(&sup.health.inner);
         h.stop = true;
         sup.health.cv.notify_all();
     }
     let _ = health_thread.join();
     log::info!("shutdown complete");
     result
+}
+
+fn setup_error(what: &'static str) -> impl Fn(io::Error) -> DaemonError {
+    move |source| DaemonError::Setup { what, source }
 }
 
 fn ensure_dir(dir: &Path) -> Result<(), DaemonError> {
@@ -327,32 +367,7 @@ fn ensure_dir(dir: &Path) -> Result<(), DaemonError> {
         .map_err(|source| DaemonError::Directory {
             path: dir.into(),
             source,
-        })?;
-    Ok(())
-}
-
-fn watch_dir(dir: &Path) -> Option<Inotify> {
-    let inotify = match Inotify::init() {
-        Ok(i) => i,
-        Err(e) => {
-            log::warn!("inotify unavailable ({e}); kubelet restarts will not be noticed");
-            return None;
-        }
-    };
-    let mask = WatchMask::CREATE
-        | WatchMask::DELETE
-        | WatchMask::MOVED_TO
-        | WatchMask::MOVED_FROM
-        | WatchMask::DELETE_SELF
-        | WatchMask::MOVE_SELF;
-    if let Err(e) = inotify.watches().add(dir, mask) {
-        log::warn!(
-            "{}: cannot watch the directory ({e}); kubelet restarts will not be noticed",
-            dir.display()
-        );
-        return None;
-    }
-    Some(inotify)
+        })
 }
 
 impl Supervisor {
@@ -362,6 +377,59 @@ impl Supervisor {
 
     fn kubelet_present(&self) -> bool {
         self.kubelet_socket().exists()
+    }
+
+    fn socket_dir(&self) -> &Path {
+        self.opts.socket_dir()
+    }
+
+    /// Watches the socket directory and its parent (to see it re-created).
+    fn watch_sockets(&mut self) {
+        let dir = self.socket_dir().to_path_buf();
+        let mut paths = vec![dir.clone()];
+        paths.extend(dir.parent().map(Path::to_path_buf));
+        if let Some(w) = self.watcher.as_mut() {
+            let failed = w.set(Key::Sockets, &paths);
+            if failed.contains(&dir) && dir.is_dir() {
+                log::warn!(
+                    "{}: cannot watch the directory; kubelet restarts will not be noticed",
+                    dir.display()
+                );
+            }
+        }
+    }
+
+    /// Watches the config file's directory: an in-place write, a
+    /// write-and-rename, and a ConfigMap `..data` symlink swap all show there.
+    fn watch_config(&mut self) {
+        let dir = self
+            .opts
+            .config
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        if let Some(w) = self.watcher.as_mut() {
+            if !w.set(Key::Config, &[dir.clone()]).is_empty() {
+                log::warn!(
+                    "{}: cannot watch the config directory; reload with SIGHUP",
+                    dir.display()
+                );
+            }
+        }
+    }
+
+    /// Watches a resource's host path and its ancestors up to the nearest
+    /// existing one, so creation anywhere along the way is seen at once.
+    fn watch_host(&mut self, id: u64, resource: &Resource) {
+        let full = health::inspect_path(&self.opts.host_root, &resource.host_path);
+        if let Some(w) = self.watcher.as_mut() {
+            w.set(Key::Host(id), &path_and_ancestors(&full));
+        }
     }
 
     /// Starts serving a new resource (B1): create OrCreate paths, check
@@ -377,7 +445,13 @@ impl Supervisor {
         let h = health::check(&self.opts.host_root, &resource);
         log::info!("{}: {} is {h}", resource.resource_name, resource.host_path);
         let state = ResourceState::new(resource.clone(), h.is_healthy());
+        if let Health::Unhealthy(why) = &h {
+            state.set_health(false, why);
+        }
+        self.next_id += 1;
+        let id = self.next_id;
         let mut served = Served {
+            id,
             state: state.clone(),
             server: None,
             socket: None,
@@ -388,14 +462,17 @@ impl Supervisor {
         };
         self.serve(&mut served);
         self.served.push(served);
+        self.watch_host(id, &resource);
         let next = Instant::now() + resource.health_check_interval;
-        let mut hi = self.health.inner.lock().unwrap_or_else(|p| p.into_inner());
-        hi.entries.push((state, next));
+        lock(&self.health.inner)
+            .entries
+            .push(HealthEntry { id, state, next });
         self.health.cv.notify_all();
     }
 
     /// (Re)starts a resource's server on a fresh socket. The old server is
-    /// stopped first: gRPC unlinks its socket *path* when it shuts down.
+    /// stopped first (gRPC unlinks its socket *path* when it shuts down), and
+    /// its streams have ended before the new registration is sent.
     fn serve(&self, s: &mut Served) {
         s.state.new_epoch();
         if let Some(mut old) = s.server.take() {
@@ -408,8 +485,9 @@ impl Supervisor {
             let _ = cancel.send(());
         }
         s.generation += 1;
+        s.backoff = BACKOFF_START;
         let resource = s.state.resource();
-        let path = self.opts.socket_dir().join(&resource.socket_name);
+        let path = self.socket_dir().join(&resource.socket_name);
         match start_server(&self.env, &s.state, &path, self.opts.registration) {
             Ok((server, owned)) => {
                 log::info!("{}: serving on {}", resource.resource_name, path.display());
@@ -434,16 +512,32 @@ impl Supervisor {
         }
     }
 
+    /// Serves every resource afresh, in config order.
+    fn serve_all(&mut self) {
+        let mut served = std::mem::take(&mut self.served);
+        for s in &mut served {
+            self.serve(s);
+        }
+        self.served = served;
+    }
+
     fn event_loop(&mut self, control: &Control) -> Result<(), DaemonError> {
-        let inotify_fd = self.inotify.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-        let fds = [
-            control.term.fd(),
-            control.hup.fd(),
-            self.wake.fd(),
-            inotify_fd,
-        ];
         loop {
             self.start_due_registrations();
+            if self.reload_due.is_some_and(|t| t <= Instant::now()) {
+                self.reload_due = None;
+                self.reload(false);
+            }
+            if self.socket_dir_missing && self.socket_dir().is_dir() {
+                self.socket_dir_back();
+            }
+            let inotify_fd = self.watcher.as_ref().map_or(-1, Watcher::fd);
+            let fds = [
+                control.term.fd(),
+                control.hup.fd(),
+                self.wake.fd(),
+                inotify_fd,
+            ];
             let timeout = self
                 .next_due()
                 .map(|t| t.saturating_duration_since(Instant::now()));
@@ -456,46 +550,49 @@ impl Supervisor {
                 return Ok(());
             }
             if ready[1] && control.hup.drain() {
-                log::info!("SIGHUP: live reload is not supported yet; keeping the current config");
+                log::info!("SIGHUP: reloading {}", self.opts.config.display());
+                self.reload(true);
             }
             if ready[2] {
                 self.wake.drain();
-                for event in self.events.take() {
-                    self.handle(event);
+                for done in self.events.take() {
+                    self.registered(done);
                 }
             }
             if ready[3] {
-                self.read_inotify();
+                let fired = self.watcher.as_mut().map(Watcher::read).unwrap_or_default();
+                self.handle_fs_events(&fired);
             }
         }
     }
 
+    /// The next moment the loop must wake up without an event.
     fn next_due(&self) -> Option<Instant> {
-        self.served
-            .iter()
-            .filter_map(|s| match s.reg {
-                Reg::Due(t) => Some(t),
-                _ => None,
-            })
-            .min()
+        let regs = self.served.iter().filter_map(|s| match s.reg {
+            Reg::Due(t) => Some(t),
+            _ => None,
+        });
+        let dir_poll = self
+            .socket_dir_missing
+            .then(|| Instant::now() + MISSING_DIR_POLL);
+        regs.chain(self.reload_due).chain(dir_poll).min()
     }
 
     fn start_due_registrations(&mut self) {
         let now = Instant::now();
-        let kubelet = self.kubelet_socket();
+        let kubelet_present = self.kubelet_present();
         for i in 0..self.served.len() {
             if matches!(self.served[i].reg, Reg::Due(t) if t <= now) {
-                if !kubelet.exists() {
-                    self.served[i].reg = Reg::WaitingForKubelet;
-                    continue;
-                }
-                let reg = self.register(&self.served[i]);
-                self.served[i].reg = reg;
+                self.served[i].reg = if kubelet_present {
+                    self.register(&self.served[i])
+                } else {
+                    Reg::WaitingForKubelet
+                };
             }
         }
     }
 
-    /// Sends Register asynchronously; the result comes back as an [`Event`].
+    /// Sends Register asynchronously; the result comes back as a [`RegisterDone`].
     fn register(&self, s: &Served) -> Reg {
         let resource = s.state.resource();
         let mut req = RegisterRequest::new();
@@ -508,28 +605,28 @@ impl Supervisor {
             .connect(&format!("unix:{}", self.kubelet_socket().display()));
         let client = RegistrationClient::new(channel);
         let opt = CallOption::default().timeout(REGISTER_DEADLINE);
-        let name = resource.resource_name.clone();
-        let generation = s.generation;
+        let (id, generation) = (s.id, s.generation);
         match client.register_async(&req, opt) {
             Ok(mut receiver) => {
                 let (cancel_tx, cancel_rx) = oneshot::channel();
                 let events = self.events.clone();
-                let keep = client.clone();
+                let keep_channel = client.clone();
                 log::debug!(
-                    "{name}: Register sent to {}",
+                    "{}: Register sent to {}",
+                    resource.resource_name,
                     self.kubelet_socket().display()
                 );
                 client.spawn(async move {
-                    let _keep_channel = keep;
+                    let _keep_channel = keep_channel;
                     let result = match select(&mut receiver, cancel_rx).await {
                         Either::Left((r, _)) => r.map(|_| ()).map_err(|e| e.to_string()),
                         Either::Right(_) => {
                             receiver.cancel();
-                            Err("cancelled".to_string())
+                            return;
                         }
                     };
-                    events.push(Event::RegisterDone {
-                        name,
+                    events.push(RegisterDone {
+                        id,
                         generation,
                         result,
                     });
@@ -537,8 +634,8 @@ impl Supervisor {
                 Reg::InFlight(cancel_tx)
             }
             Err(e) => {
-                self.events.push(Event::RegisterDone {
-                    name,
+                self.events.push(RegisterDone {
+                    id,
                     generation,
                     result: Err(e.to_string()),
                 });
@@ -547,36 +644,29 @@ impl Supervisor {
         }
     }
 
-    fn handle(&mut self, event: Event) {
-        let Event::RegisterDone {
-            name,
-            generation,
-            result,
-        } = event;
+    fn registered(&mut self, done: RegisterDone) {
         let kubelet_present = self.kubelet_present();
         let Some(s) = self
             .served
             .iter_mut()
-            .find(|s| s.generation == generation && s.name() == name)
+            .find(|s| s.id == done.id && s.generation == done.generation)
         else {
             return; // a result for a server that has since been replaced
         };
         if !matches!(s.reg, Reg::InFlight(_) | Reg::WaitingForKubelet) {
             return;
         }
-        match result {
+        let name = s.name();
+        match done.result {
             Ok(()) => {
-                let r = s.state.resource();
                 log::info!(
-                    "{}: registered with the kubelet (endpoint {})",
-                    r.resource_name,
-                    r.socket_name
+                    "{name}: registered with the kubelet (endpoint {})",
+                    s.state.resource().socket_name
                 );
                 s.reg = Reg::Registered;
                 s.backoff = BACKOFF_START;
                 s.last_error = None;
             }
-            Err(e) if e == "cancelled" => {}
             Err(e) => {
                 let retry = s.backoff;
                 if s.last_error.as_deref() == Some(e.as_str()) {
@@ -595,73 +685,103 @@ impl Supervisor {
         }
     }
 
-    fn read_inotify(&mut self) {
-        let mut buf = [0u8; 4096];
+    fn handle_fs_events(&mut self, fired: &[Fired]) {
+        let socket_dir = self.socket_dir().to_path_buf();
+        let dir_name = socket_dir.file_name().map(|n| n.to_os_string());
+        let kubelet_mode = self.opts.registration == Registration::KubeletSocket;
         let mut kubelet_created = false;
-        let mut socket_events: Vec<String> = Vec::new();
         let mut dir_gone = false;
-        {
-            let Some(inotify) = self.inotify.as_mut() else {
-                return;
-            };
-            loop {
-                match inotify.read_events(&mut buf) {
-                    Ok(events) => {
-                        let mut any = false;
-                        for e in events {
-                            any = true;
-                            if e.mask.intersects(
-                                EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED,
-                            ) {
+        let mut dir_back = false;
+        let mut touched: Vec<String> = Vec::new();
+        let mut config_changed = false;
+        let mut hosts: Vec<u64> = Vec::new();
+        for f in fired {
+            log::debug!("inotify: {:?} {:?} in {}", f.mask, f.name, f.dir.display());
+            let overflow = f.mask.contains(EventMask::Q_OVERFLOW);
+            for key in &f.keys {
+                match key {
+                    Key::Sockets if overflow => {
+                        kubelet_created |= kubelet_mode && self.kubelet_present()
+                    }
+                    Key::Sockets if f.dir == socket_dir => {
+                        if f.name.is_none()
+                            && f.mask
+                                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
+                        {
+                            dir_gone = true;
+                        } else if kubelet_mode
+                            && f.name_is(KUBELET_SOCKET)
+                            && f.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO)
+                        {
+                            kubelet_created = true;
+                        } else if f.mask.intersects(
+                            EventMask::DELETE | EventMask::MOVED_FROM | EventMask::CREATE,
+                        ) {
+                            if let Some(n) = f.name.as_ref().and_then(|n| n.to_str()) {
+                                touched.push(n.to_string());
+                            }
+                        }
+                    }
+                    Key::Sockets => {
+                        // The parent: our directory re-created, or moved away.
+                        if f.name.is_some() && f.name == dir_name {
+                            if f.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+                                dir_back = true;
+                            } else if f.mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) {
                                 dir_gone = true;
                             }
-                            let Some(name) = e.name.and_then(OsStr::to_str) else {
-                                continue;
-                            };
-                            log::debug!("inotify: {:?} {name}", e.mask);
-                            if name == KUBELET_SOCKET
-                                && e.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO)
-                            {
-                                kubelet_created = true;
-                            } else if name != KUBELET_SOCKET {
-                                socket_events.push(name.to_string());
-                            }
-                        }
-                        if !any {
-                            break;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        log::warn!("inotify read failed: {e}");
-                        break;
-                    }
+                    Key::Config => config_changed = true,
+                    Key::Host(id) => hosts.push(*id),
                 }
             }
         }
-        if dir_gone {
-            log::warn!(
-                "{}: the device-plugin directory was removed or moved; no longer watching it",
-                self.opts.device_plugin_dir.display()
-            );
-            self.inotify = None;
+        if config_changed {
+            self.reload_due = Some(Instant::now() + RELOAD_SETTLE);
         }
-        if kubelet_created && self.opts.registration == Registration::KubeletSocket {
-            log::info!(
-                "kubelet restart seen ({} created): serving afresh and registering again",
-                KUBELET_SOCKET
-            );
-            let mut served = std::mem::take(&mut self.served);
-            for s in &mut served {
-                self.serve(s);
+        hosts.sort_unstable();
+        hosts.dedup();
+        for id in hosts {
+            if let Some(r) = self
+                .served
+                .iter()
+                .find(|s| s.id == id)
+                .map(|s| s.state.resource())
+            {
+                self.watch_host(id, &r);
+                self.health.poke(id);
             }
-            self.served = served;
+        }
+        if dir_gone && !socket_dir.is_dir() && !self.socket_dir_missing {
+            log::warn!(
+                "{}: the socket directory is gone; serving again when it is back",
+                socket_dir.display()
+            );
+            self.socket_dir_missing = true;
+            self.watch_sockets();
+        }
+        if (dir_back || self.socket_dir_missing) && socket_dir.is_dir() {
+            self.socket_dir_back();
+            return;
+        }
+        if kubelet_created {
+            log::info!("kubelet restart seen ({KUBELET_SOCKET} created): serving afresh and registering again");
+            self.serve_all();
+            return;
+        }
+        if touched.is_empty() {
+            return;
+        }
+        // Our own socket deleted or replaced (B4). If kubelet.sock is gone
+        // too, the kubelet is restarting: its new socket will re-serve all.
+        if kubelet_mode && !self.kubelet_present() {
             return;
         }
         let mut served = std::mem::take(&mut self.served);
         for s in &mut served {
             let name = s.state.resource().socket_name.clone();
-            if !socket_events.contains(&name) {
+            if !touched.contains(&name) {
                 continue;
             }
             if let Some(sock) = &s.socket {
@@ -676,6 +796,121 @@ impl Supervisor {
             }
         }
         self.served = served;
+    }
+
+    fn socket_dir_back(&mut self) {
+        log::info!(
+            "{}: the socket directory is back; serving again",
+            self.socket_dir().display()
+        );
+        self.socket_dir_missing = false;
+        self.watch_sockets();
+        self.serve_all();
+    }
+
+    /// Reads the config again (B10). `forced` (SIGHUP) re-evaluates even an
+    /// unchanged file. Invalid: log every problem, change nothing.
+    fn reload(&mut self, forced: bool) {
+        let path = self.opts.config.clone();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                let marker = format!("\0unreadable: {e}");
+                if forced || self.config_text != marker {
+                    log::warn!(
+                        "{}: cannot read the config ({e}); keeping the current one",
+                        path.display()
+                    );
+                }
+                self.config_text = marker;
+                return;
+            }
+        };
+        if !forced && text == self.config_text {
+            return;
+        }
+        self.config_text = text.clone();
+        match config::parse(&text, &path.display().to_string(), self.socket_dir()) {
+            Err(e) => {
+                log::error!(
+                    "reload refused: {} problem(s) in the new config; keeping the current one",
+                    e.problems.len()
+                );
+                for p in &e.problems {
+                    log::error!("{p}");
+                }
+            }
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    log::warn!("{w}");
+                }
+                self.apply(loaded.config);
+            }
+        }
+    }
+
+    /// Moves from the running resources to `new`: retire the removed (and
+    /// renamed) ones first, then update in place, then add.
+    fn apply(&mut self, new: Config) {
+        let same = |a: &Resource, b: &Resource| {
+            a.resource_name == b.resource_name && a.socket_name == b.socket_name
+        };
+        let (keep, gone): (Vec<Served>, Vec<Served>) = std::mem::take(&mut self.served)
+            .into_iter()
+            .partition(|s| new.resources.iter().any(|r| same(r, &s.state.resource())));
+        self.served = keep;
+        let retired = gone.len();
+        for s in gone {
+            self.retire(s);
+        }
+        let (mut added, mut updated, mut unchanged) = (0, 0, 0);
+        for r in new.resources {
+            let found = self
+                .served
+                .iter()
+                .find(|s| same(&r, &s.state.resource()))
+                .map(|s| (s.id, s.state.clone()));
+            match found {
+                Some((_, state)) if *state.resource() == r => unchanged += 1,
+                Some((id, state)) => {
+                    log::info!("{}: updated in place", r.resource_name);
+                    let r = Arc::new(r);
+                    state.update_resource(r.clone());
+                    self.watch_host(id, &r);
+                    if let Some(e) = health::create_missing(&self.opts.host_root, &r) {
+                        log::warn!("{}: cannot create {}: {e}", r.resource_name, r.host_path);
+                    }
+                    self.health.poke(id);
+                    updated += 1;
+                }
+                None => {
+                    self.add(Arc::new(r));
+                    added += 1;
+                }
+            }
+        }
+        log::info!("reload applied: {added} added, {updated} updated, {retired} retired, {unchanged} unchanged");
+    }
+
+    /// Retires a resource (B5, B10): an empty list on its streams, then the
+    /// server stops and its socket goes.
+    fn retire(&mut self, mut s: Served) {
+        let name = s.name();
+        s.state.retire();
+        if let Reg::InFlight(cancel) = std::mem::replace(&mut s.reg, Reg::WaitingForKubelet) {
+            let _ = cancel.send(());
+        }
+        if let Some(mut server) = s.server.take() {
+            stop_server(&mut server);
+        }
+        if let Some(sock) = s.socket.take() {
+            sock.remove();
+        }
+        if let Some(w) = self.watcher.as_mut() {
+            w.clear(Key::Host(s.id));
+        }
+        lock(&self.health.inner).entries.retain(|e| e.id != s.id);
+        log::info!("{name}: retired (no longer in the config)");
     }
 
     /// B9: end the streams, stop the servers, remove our sockets.
@@ -755,36 +990,38 @@ fn stop_server(server: &mut Server) {
 
 /// The health thread's loop: check each resource when due, push changes.
 fn health_loop(shared: &HealthShared, host_root: &Path) {
-    let mut inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let mut inner = lock(&shared.inner);
     loop {
         if inner.stop {
             return;
         }
         let now = Instant::now();
-        let due: Vec<Arc<ResourceState>> = inner
+        let due: Vec<(u64, Arc<ResourceState>)> = inner
             .entries
             .iter()
-            .filter(|(_, next)| *next <= now)
-            .map(|(s, _)| s.clone())
+            .filter(|e| e.next <= now)
+            .map(|e| (e.id, e.state.clone()))
             .collect();
         if !due.is_empty() {
+            // Reschedule before checking: a poke during the check is kept.
+            for e in inner
+                .entries
+                .iter_mut()
+                .filter(|e| due.iter().any(|(id, _)| *id == e.id))
+            {
+                e.next = now + e.state.resource().health_check_interval;
+            }
             drop(inner);
-            for state in &due {
+            for (_, state) in &due {
                 check_and_publish(host_root, state);
             }
-            inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            for (s, next) in &mut inner.entries {
-                if due.iter().any(|d| Arc::ptr_eq(d, s)) {
-                    *next = now + s.resource().health_check_interval;
-                }
-            }
+            inner = lock(&shared.inner);
             continue;
         }
         let wait = inner
             .entries
             .iter()
-            .map(|(_, next)| next.saturating_duration_since(now))
+            .map(|e| e.next.saturating_duration_since(now))
             .min()
             .unwrap_or(Duration::from_secs(3600));
         inner = shared
@@ -795,22 +1032,24 @@ fn health_loop(shared: &HealthShared, host_root: &Path) {
     }
 }
 
-/// One health check; a change is logged once and reaches every stream.
+/// One health check; a change of health or of its reason is logged once,
+/// and a change of health reaches every stream.
 pub fn check_and_publish(host_root: &Path, state: &ResourceState) -> Health {
     let r = state.resource();
     let h = health::check(host_root, &r);
-    let was = state.healthy();
-    if state.set_healthy(h.is_healthy()) {
+    let reason = match &h {
+        Health::Healthy => "",
+        Health::Unhealthy(why) => why.as_str(),
+    };
+    if let Some((was, _)) = state.set_health(h.is_healthy(), reason) {
         let old = if was { "Healthy" } else { "Unhealthy" };
         match &h {
             Health::Healthy => log::info!("{}: {} {old} -> Healthy", r.resource_name, r.host_path),
-            Health::Unhealthy(why) => {
-                log::warn!(
-                    "{}: {} {old} -> Unhealthy: {why}",
-                    r.resource_name,
-                    r.host_path
-                );
-            }
+            Health::Unhealthy(why) => log::warn!(
+                "{}: {} {old} -> Unhealthy: {why}",
+                r.resource_name,
+                r.host_path
+            ),
         }
     }
     h

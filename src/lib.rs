@@ -14,6 +14,7 @@
 //! | [`probe`] | the `probe` command | main thread |
 //! | [`sim`] | a simulated kubelet for tests and `make demo` | its own grpcio threads |
 //! | [`api`] | generated protobuf messages and grpcio stubs | — |
+//! | [`watch`] | one inotify instance: socket dir, config dir, host paths | supervisor |
 //! | [`util`] | self-pipes, `poll`, bounded `block_on` | — |
 //!
 //! [`run_command`] is the whole program behind `main`.
@@ -28,6 +29,7 @@ pub mod probe;
 pub mod sim;
 pub mod socket;
 pub mod util;
+pub mod watch;
 
 use std::fmt;
 
@@ -84,12 +86,12 @@ impl std::error::Error for Failure {
     }
 }
 
-fn load_config(opts: &Options) -> Result<config::Config, Failure> {
+fn load_config(opts: &Options) -> Result<config::Loaded, Failure> {
     let loaded = config::load(&opts.config, opts.socket_dir()).map_err(Failure::Config)?;
     for w in &loaded.warnings {
         log::warn!("{w}");
     }
-    Ok(loaded.config)
+    Ok(loaded)
 }
 
 /// Runs the command `opts` names. Output for the user (`check`, `--help`)
@@ -109,7 +111,7 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             Ok(())
         }
         Command::Check => {
-            let config = load_config(opts)?;
+            let config = load_config(opts)?.config;
             println!(
                 "{}: valid, {} resource(s)",
                 opts.config.display(),
@@ -121,7 +123,7 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             Ok(())
         }
         Command::Probe => {
-            let config = load_config(opts)?;
+            let config = load_config(opts)?.config;
             let failed = probe::probe(&config, opts.socket_dir());
             if failed.is_empty() {
                 Ok(())
@@ -130,16 +132,16 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             }
         }
         Command::Run => {
-            let config = load_config(opts)?;
+            let loaded = load_config(opts)?;
             let control = daemon::Control::new().map_err(Failure::Setup)?;
             control.install_signal_handlers().map_err(Failure::Setup)?;
             log::info!(
                 "k8s-hostpath-device-plugin {} starting with {} resource(s) from {}",
                 env!("CARGO_PKG_VERSION"),
-                config.resources.len(),
+                loaded.config.resources.len(),
                 opts.config.display()
             );
-            daemon::run(opts, config, &control).map_err(Failure::Daemon)
+            daemon::run(opts, loaded, &control).map_err(Failure::Daemon)
         }
     }
 }

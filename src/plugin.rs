@@ -44,6 +44,8 @@ enum Phase {
 struct State {
     resource: Arc<Resource>,
     healthy: bool,
+    /// Why it is unhealthy (empty when healthy), to log reason changes.
+    reason: String,
     /// Bumped on every change a stream must send.
     version: u64,
     /// Bumped when the resource is served on a fresh socket: streams of an
@@ -75,6 +77,7 @@ impl ResourceState {
             state: Mutex::new(State {
                 resource,
                 healthy,
+                reason: String::new(),
                 version: 1,
                 epoch: 0,
                 phase: Phase::Serving,
@@ -105,14 +108,27 @@ impl ResourceState {
     /// Records a health result; returns true when it changed (and streams
     /// were woken).
     pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.set_health(healthy, "").is_some()
+    }
+
+    /// Records a health result with its reason. Returns the previous
+    /// `(healthy, reason)` when either changed; streams are woken only when
+    /// the health itself flipped (the kubelet sees no reasons).
+    pub fn set_health(&self, healthy: bool, reason: &str) -> Option<(bool, String)> {
         let mut s = self.lock();
-        if s.healthy == healthy {
-            return false;
+        if s.healthy == healthy && s.reason == reason {
+            return None;
         }
-        s.healthy = healthy;
-        s.version += 1;
-        Self::wake(&mut s);
-        true
+        let old = (
+            s.healthy,
+            std::mem::replace(&mut s.reason, reason.to_string()),
+        );
+        if s.healthy != healthy {
+            s.healthy = healthy;
+            s.version += 1;
+            Self::wake(&mut s);
+        }
+        Some(old)
     }
 
     /// Replaces the resource's settings in place (a reload that keeps the

@@ -1,15 +1,26 @@
 //! A simulated kubelet: the device-plugin side of a real kubelet, enough to
 //! drive the daemon end to end in tests and in `make demo`.
 //!
-//! It serves `v1beta1.Registration` on `<dir>/kubelet.sock` and behaves as
-//! PROTOCOL.md §3 describes: Register checks the version and the resource
-//! name, dials the plugin's endpoint (joined to the directory) and calls
-//! GetDevicePluginOptions *before* answering; then it holds ListAndWatch on
-//! that connection and records every list. A later registration of the same
-//! resource replaces the earlier one. [`SimKubelet::allocate`] calls
-//! Allocate like the kubelet does at pod admission.
+//! As PROTOCOL.md §2–3 describes:
+//! - it serves `v1beta1.Registration` on `<dir>/kubelet.sock`. Register
+//!   checks the version and the resource name, dials the plugin's endpoint
+//!   (joined to the directory) and calls GetDevicePluginOptions *before*
+//!   answering; then it holds ListAndWatch on that connection and records
+//!   every list. A later registration of a resource replaces the earlier one.
+//! - with a plugins-registry directory, it also discovers sockets there
+//!   (ignoring dot-files and non-sockets), calls GetInfo (1 s deadline),
+//!   validates it, connects to the endpoint and reports the outcome with
+//!   NotifyRegistrationStatus. Removing the socket deregisters the plugin; a
+//!   re-created socket is registered again.
+//! - [`SimKubelet::restart`] does what a kubelet start does: the old process
+//!   and its connections are gone, every socket in the device-plugin
+//!   directory except the checkpoint is deleted, a new kubelet.sock appears.
+//! - when an *older* stream of a resource ends while a newer registration
+//!   of it is current, it disconnects the current one, as kubelets up to
+//!   1.36 do, and counts it in [`Recorded::late_stream_ends`].
 
 use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -22,19 +33,25 @@ use grpcio::{
     Server, ServerBuilder, ServerCredentials, UnarySink,
 };
 
+use crate::api::pluginregistration::{InfoRequest, RegistrationStatus};
+use crate::api::pluginregistration_grpc::RegistrationClient as WatcherClient;
 use crate::api::v1beta1::{
     AllocateRequest, AllocateResponse, ContainerAllocateRequest, DevicePluginOptions, Empty,
     RegisterRequest,
 };
 use crate::api::v1beta1_grpc::{create_registration, DevicePluginClient, Registration};
 use crate::daemon::KUBELET_SOCKET;
-use crate::plugin::API_VERSION;
+use crate::plugin::{API_VERSION, DEVICE_PLUGIN_TYPE};
 use crate::util::block_on_timeout;
+
+/// The kubelet's checkpoint file; a restart never deletes it.
+pub const CHECKPOINT: &str = "kubelet_internal_checkpoint";
 
 /// What the simulated kubelet has seen. Tests wait on predicates over it.
 #[derive(Clone, Debug, Default)]
 pub struct Recorded {
-    /// Every accepted registration, in order.
+    /// Every accepted registration, in order. In plugin-watcher mode the
+    /// endpoint is the socket path the plugin was found at.
     pub registrations: Vec<RegisterRequest>,
     /// Refused registrations with the error returned.
     pub rejected: Vec<(RegisterRequest, String)>,
@@ -46,6 +63,13 @@ pub struct Recorded {
     pub lists: HashMap<String, usize>,
     /// How many ListAndWatch streams ended, per resource.
     pub streams_ended: HashMap<String, usize>,
+    /// Plugin-watcher deregistrations (socket removed), per resource.
+    pub deregistrations: HashMap<String, usize>,
+    /// Older streams that ended while a newer registration was current:
+    /// each one cut the current registration (the kubelet ≤ 1.36 race).
+    pub late_stream_ends: usize,
+    /// How many times this kubelet has started.
+    pub starts: usize,
 }
 
 impl Recorded {
@@ -64,20 +88,129 @@ impl Recorded {
     }
 }
 
+/// One registration: its client and the flag that disconnects it.
+#[derive(Clone)]
+struct Connection {
+    seq: u64,
+    client: DevicePluginClient,
+    stop: Arc<AtomicBool>,
+}
+
 struct Shared {
     dir: PathBuf,
+    registry: Option<PathBuf>,
     recorded: Mutex<Recorded>,
     cv: Condvar,
-    /// Latest client per resource, for Allocate.
-    clients: Mutex<HashMap<String, DevicePluginClient>>,
-    stopping: AtomicBool,
+    /// Current connection per resource (this incarnation).
+    current: Mutex<HashMap<String, Connection>>,
+    next_seq: Mutex<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
     fn record(&self, f: impl FnOnce(&mut Recorded)) {
-        let mut r = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = lock(&self.recorded);
         f(&mut r);
         self.cv.notify_all();
+    }
+
+    fn mark_unhealthy(r: &mut Recorded, name: &str) {
+        if let Some(devs) = r.devices.get_mut(name) {
+            for d in devs.iter_mut() {
+                d.1 = "Unhealthy".into();
+            }
+        }
+    }
+
+    /// Makes `client` the current connection of `name` and starts its
+    /// ListAndWatch, as the kubelet does after a successful registration.
+    fn connect(
+        self: &Arc<Self>,
+        name: &str,
+        client: DevicePluginClient,
+        incarnation: &Arc<AtomicBool>,
+    ) {
+        let seq = {
+            let mut n = lock(&self.next_seq);
+            *n += 1;
+            *n
+        };
+        let conn = Connection {
+            seq,
+            client,
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        lock(&self.current).insert(name.to_string(), conn.clone());
+        let shared = self.clone();
+        let name = name.to_string();
+        let incarnation = incarnation.clone();
+        let spawned = thread::Builder::new()
+            .name("sim-watch".into())
+            .spawn(move || shared.watch(&name, &conn, &incarnation));
+        if let Err(e) = spawned {
+            log::error!("simulated kubelet: cannot start a ListAndWatch thread: {e}");
+        }
+    }
+
+    fn watch(&self, name: &str, conn: &Connection, incarnation: &AtomicBool) {
+        let Ok(mut stream) = conn
+            .client
+            .list_and_watch(&Empty::new(), CallOption::default())
+        else {
+            return;
+        };
+        loop {
+            if incarnation.load(Ordering::SeqCst) {
+                // This kubelet process is gone: its connections just drop.
+                stream.cancel();
+                return;
+            }
+            if conn.stop.load(Ordering::SeqCst) {
+                stream.cancel();
+                self.record(|r| {
+                    *r.deregistrations.entry(name.to_string()).or_default() += 1;
+                    Self::mark_unhealthy(r, name);
+                });
+                return;
+            }
+            match block_on_timeout(stream.next(), Duration::from_millis(20)) {
+                None => {}
+                Some(Some(Ok(list))) => {
+                    let current = lock(&self.current).get(name).map(|c| c.seq) == Some(conn.seq);
+                    if !current {
+                        continue; // a replaced connection: the kubelet no longer reads it
+                    }
+                    self.record(|r| {
+                        let devices = list
+                            .devices
+                            .iter()
+                            .map(|d| (d.ID.clone(), d.health.clone()))
+                            .collect();
+                        r.devices.insert(name.to_string(), devices);
+                        *r.lists.entry(name.to_string()).or_default() += 1;
+                    });
+                }
+                Some(_) => {
+                    if incarnation.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let current = lock(&self.current).get(name).map(|c| c.seq);
+                    self.record(|r| {
+                        *r.streams_ended.entry(name.to_string()).or_default() += 1;
+                        if current != Some(conn.seq) && current.is_some() {
+                            r.late_stream_ends += 1;
+                        }
+                        // Either way the resource's current client is dropped
+                        // and every device turns unhealthy.
+                        Self::mark_unhealthy(r, name);
+                    });
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -85,6 +218,7 @@ impl Shared {
 struct RegistrationServer {
     shared: Arc<Shared>,
     env: Arc<Environment>,
+    incarnation: Arc<AtomicBool>,
 }
 
 impl Registration for RegistrationServer {
@@ -115,11 +249,9 @@ impl Registration for RegistrationServer {
         }
         // Like the kubelet: Go's filepath.Join keeps the endpoint inside the dir.
         let endpoint = self.shared.dir.join(req.endpoint.trim_start_matches('/'));
-        let channel = ChannelBuilder::new(self.env.clone())
-            .default_authority("localhost")
-            .connect(&format!("unix:{}", endpoint.display()));
-        let client = DevicePluginClient::new(channel);
+        let client = dial(&self.env, &endpoint);
         let shared = self.shared.clone();
+        let incarnation = self.incarnation.clone();
         let call = client.get_device_plugin_options_async(
             &Empty::new(),
             CallOption::default().timeout(Duration::from_secs(10)),
@@ -136,13 +268,8 @@ impl Registration for RegistrationServer {
                         r.registrations.push(req.clone());
                         r.options.insert(name.clone(), opts);
                     });
-                    shared
-                        .clients
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name.clone(), client.clone());
                     let _ = sink.success(Empty::new()).await;
-                    spawn_list_and_watch(shared, name, client);
+                    shared.connect(&name, client, &incarnation);
                 }
                 Err(e) => {
                     let msg = format!("failed to get device plugin options: {e}");
@@ -156,56 +283,26 @@ impl Registration for RegistrationServer {
     }
 }
 
-/// Holds the ListAndWatch stream of one registration on a plain thread,
-/// recording each list; the end of the stream marks every device unhealthy,
-/// as the kubelet does.
-fn spawn_list_and_watch(shared: Arc<Shared>, name: String, client: DevicePluginClient) {
-    let spawned = thread::Builder::new()
-        .name("sim-watch".into())
-        .spawn(move || {
-            let mut stream = match client.list_and_watch(&Empty::new(), CallOption::default()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-            loop {
-                if shared.stopping.load(Ordering::SeqCst) {
-                    stream.cancel();
-                    return;
-                }
-                match block_on_timeout(stream.next(), Duration::from_millis(50)) {
-                    None => continue,
-                    Some(Some(Ok(list))) => shared.record(|r| {
-                        let devices = list
-                            .devices
-                            .iter()
-                            .map(|d| (d.ID.clone(), d.health.clone()))
-                            .collect();
-                        r.devices.insert(name.clone(), devices);
-                        *r.lists.entry(name.clone()).or_default() += 1;
-                    }),
-                    Some(_) => {
-                        shared.record(|r| {
-                            *r.streams_ended.entry(name.clone()).or_default() += 1;
-                            if let Some(devs) = r.devices.get_mut(&name) {
-                                for d in devs.iter_mut() {
-                                    d.1 = "Unhealthy".into();
-                                }
-                            }
-                        });
-                        return;
-                    }
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        log::error!("simulated kubelet: cannot start a ListAndWatch thread: {e}");
-    }
+fn dial(env: &Arc<Environment>, socket: &Path) -> DevicePluginClient {
+    let ch = ChannelBuilder::new(env.clone())
+        .default_authority("localhost")
+        .connect(&format!("unix:{}", socket.display()));
+    DevicePluginClient::new(ch)
+}
+
+/// One kubelet process: its server and its discovery thread.
+struct Incarnation {
+    server: Server,
+    /// Set when this process "dies": its threads and streams stop.
+    gone: Arc<AtomicBool>,
+    discovery: Option<thread::JoinHandle<()>>,
 }
 
 /// A running simulated kubelet. Stops (and removes its socket) on drop.
 pub struct SimKubelet {
     shared: Arc<Shared>,
-    server: Option<Server>,
+    env: Arc<Environment>,
+    running: Option<Incarnation>,
 }
 
 impl SimKubelet {
@@ -215,6 +312,21 @@ impl SimKubelet {
     ///
     /// When the directory or the socket cannot be created.
     pub fn start(dir: &Path) -> std::io::Result<SimKubelet> {
+        Self::start_inner(dir, None)
+    }
+
+    /// Like [`start`](Self::start), and also discovers plugins in the
+    /// plugins-registry directory `registry` (created if needed).
+    ///
+    /// # Errors
+    ///
+    /// When a directory or the socket cannot be created.
+    pub fn start_with_registry(dir: &Path, registry: &Path) -> std::io::Result<SimKubelet> {
+        std::fs::create_dir_all(registry)?;
+        Self::start_inner(dir, Some(registry.to_path_buf()))
+    }
+
+    fn start_inner(dir: &Path, registry: Option<PathBuf>) -> std::io::Result<SimKubelet> {
         std::fs::create_dir_all(dir)?;
         let env = Arc::new(
             EnvBuilder::new()
@@ -224,18 +336,43 @@ impl SimKubelet {
         );
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
+            registry,
             recorded: Mutex::new(Recorded::default()),
             cv: Condvar::new(),
-            clients: Mutex::new(HashMap::new()),
-            stopping: AtomicBool::new(false),
+            current: Mutex::new(HashMap::new()),
+            next_seq: Mutex::new(0),
         });
+        let mut sim = SimKubelet {
+            shared,
+            env,
+            running: None,
+        };
+        sim.running = Some(sim.boot()?);
+        Ok(sim)
+    }
+
+    /// Starts a kubelet process: cleans the device-plugin directory, serves
+    /// a new kubelet.sock, scans and watches the plugins registry.
+    fn boot(&self) -> std::io::Result<Incarnation> {
+        lock(&self.shared.current).clear();
+        for entry in std::fs::read_dir(&self.shared.dir)?.flatten() {
+            let name = entry.file_name();
+            if name == CHECKPOINT {
+                continue;
+            }
+            // stat follows symlinks, as the kubelet's cleanup does.
+            if std::fs::metadata(entry.path()).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let gone = Arc::new(AtomicBool::new(false));
         let service = create_registration(RegistrationServer {
-            shared: shared.clone(),
-            env: env.clone(),
+            shared: self.shared.clone(),
+            env: self.env.clone(),
+            incarnation: gone.clone(),
         });
-        let sock = dir.join(KUBELET_SOCKET);
-        let _ = std::fs::remove_file(&sock);
-        let mut server = ServerBuilder::new(env)
+        let sock = self.socket_path();
+        let mut server = ServerBuilder::new(self.env.clone())
             .register_service(service)
             .build()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -246,9 +383,29 @@ impl SimKubelet {
             )
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         server.start();
-        Ok(SimKubelet {
-            shared,
-            server: Some(server),
+        let discovery = match &self.shared.registry {
+            Some(registry) => {
+                let (shared, env, gone, registry) = (
+                    self.shared.clone(),
+                    self.env.clone(),
+                    gone.clone(),
+                    registry.clone(),
+                );
+                Some(
+                    thread::Builder::new()
+                        .name("sim-discovery".into())
+                        .spawn(move || {
+                            discover(&shared, &env, &registry, &gone);
+                        })?,
+                )
+            }
+            None => None,
+        };
+        self.shared.record(|r| r.starts += 1);
+        Ok(Incarnation {
+            server,
+            gone,
+            discovery,
         })
     }
 
@@ -258,11 +415,7 @@ impl SimKubelet {
 
     /// A copy of everything recorded so far.
     pub fn recorded(&self) -> Recorded {
-        self.shared
-            .recorded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.shared.recorded).clone()
     }
 
     /// Waits until `pred` returns `Some`, or `timeout` passes (`None`).
@@ -272,11 +425,7 @@ impl SimKubelet {
         mut pred: impl FnMut(&Recorded) -> Option<T>,
     ) -> Option<T> {
         let deadline = Instant::now() + timeout;
-        let mut r: MutexGuard<'_, Recorded> = self
-            .shared
-            .recorded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut r = lock(&self.shared.recorded);
         loop {
             if let Some(v) = pred(&r) {
                 return Some(v);
@@ -294,25 +443,19 @@ impl SimKubelet {
         }
     }
 
-    /// Calls Allocate on the latest registration of `resource`, one
-    /// container request per element of `containers`.
+    /// Calls Allocate on the current connection of `resource`, one container
+    /// request per element of `containers`.
     ///
     /// # Errors
     ///
-    /// The gRPC error, or `NOT_FOUND` when the resource never registered.
+    /// The gRPC error, or `NOT_FOUND` when the resource is not registered.
     pub fn allocate(
         &self,
         resource: &str,
         containers: &[&[&str]],
     ) -> grpcio::Result<AllocateResponse> {
-        let client = self
-            .shared
-            .clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(resource)
-            .cloned();
-        let Some(client) = client else {
+        let conn = lock(&self.shared.current).get(resource).cloned();
+        let Some(conn) = conn else {
             return Err(grpcio::Error::RpcFailure(RpcStatus::with_message(
                 RpcStatusCode::NOT_FOUND,
                 format!("{resource} is not registered"),
@@ -324,24 +467,162 @@ impl SimKubelet {
             c.devices_ids = ids.iter().map(|s| s.to_string()).collect();
             req.container_requests.push(c);
         }
-        client.allocate(&req, CallOption::default().timeout(Duration::from_secs(5)))
+        conn.client
+            .allocate(&req, CallOption::default().timeout(Duration::from_secs(5)))
     }
 
-    /// Stops serving and ends every ListAndWatch stream it holds.
+    /// Stops the kubelet "process": its server, streams and discovery. The
+    /// sockets it leaves behind stay until the next start.
     pub fn stop(&mut self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        if let Some(mut server) = self.server.take() {
+        if let Some(inc) = self.running.take() {
+            inc.gone.store(true, Ordering::SeqCst);
+            let mut server = inc.server;
             let f = server.shutdown();
             if block_on_timeout(f, Duration::from_millis(500)).is_none() {
                 server.cancel_all_calls();
             }
+            if let Some(t) = inc.discovery {
+                let _ = t.join();
+            }
         }
-        let _ = std::fs::remove_file(self.socket_path());
+    }
+
+    /// Restarts like a real kubelet: stop, then after `down` start again,
+    /// deleting every socket in the directory except the checkpoint first.
+    ///
+    /// # Errors
+    ///
+    /// When the new kubelet.sock cannot be served.
+    pub fn restart(&mut self, down: Duration) -> std::io::Result<()> {
+        self.stop();
+        if !down.is_zero() {
+            thread::sleep(down);
+        }
+        self.running = Some(self.boot()?);
+        Ok(())
     }
 }
 
 impl Drop for SimKubelet {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The plugin watcher: find sockets in `registry`, register new or
+/// re-created ones, deregister removed ones. Polls every 10 ms (the real
+/// one uses inotify plus a 1 s reconciler; the outcome is the same).
+fn discover(shared: &Arc<Shared>, env: &Arc<Environment>, registry: &Path, gone: &Arc<AtomicBool>) {
+    // name -> (identity, registered resource name if any, last attempt)
+    let mut known: HashMap<String, ((u64, i64, i64), Option<String>, Instant)> = HashMap::new();
+    let retry = Duration::from_millis(200);
+    while !gone.load(Ordering::SeqCst) {
+        let mut seen = HashMap::new();
+        if let Ok(rd) = std::fs::read_dir(registry) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                if let Ok(m) = std::fs::metadata(e.path()) {
+                    if m.file_type().is_socket() {
+                        seen.insert(name, (m.ino(), m.ctime(), m.ctime_nsec()));
+                    }
+                }
+            }
+        }
+        // Removed or replaced sockets: deregister.
+        let stale: Vec<String> = known
+            .iter()
+            .filter(|(n, (id, _, _))| seen.get(*n) != Some(id))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in stale {
+            if let Some((_, Some(resource), _)) = known.remove(&n) {
+                if let Some(conn) = lock(&shared.current).remove(&resource) {
+                    conn.stop.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        for (n, id) in seen {
+            let entry = known
+                .entry(n.clone())
+                .or_insert((id, None, Instant::now() - retry));
+            if entry.1.is_some() || entry.2.elapsed() < retry {
+                continue;
+            }
+            entry.2 = Instant::now();
+            entry.1 = register_watched(shared, env, &registry.join(&n), gone);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One plugin-watcher registration (PROTOCOL.md §2.2 steps 3–9). Returns
+/// the resource name on success.
+fn register_watched(
+    shared: &Arc<Shared>,
+    env: &Arc<Environment>,
+    path: &Path,
+    gone: &Arc<AtomicBool>,
+) -> Option<String> {
+    let ch = ChannelBuilder::new(env.clone())
+        .default_authority("localhost")
+        .connect(&format!("unix:{}", path.display()));
+    let reg = WatcherClient::new(ch);
+    let info = reg
+        .get_info(
+            &InfoRequest::new(),
+            CallOption::default().timeout(Duration::from_secs(1)),
+        )
+        .ok()?;
+    let notify = |ok: bool, error: String| {
+        let mut s = RegistrationStatus::new();
+        s.plugin_registered = ok;
+        s.error = error;
+        let _ = reg
+            .notify_registration_status(&s, CallOption::default().timeout(Duration::from_secs(5)));
+    };
+    let endpoint = if info.endpoint.is_empty() {
+        path.to_path_buf()
+    } else {
+        PathBuf::from(&info.endpoint)
+    };
+    let mut req = RegisterRequest::new();
+    req.version = API_VERSION.to_string();
+    req.endpoint = endpoint.display().to_string();
+    req.resource_name = info.name.clone();
+    let refuse = |msg: String| {
+        shared.record(|r| r.rejected.push((req.clone(), msg.clone())));
+        notify(false, msg);
+        None
+    };
+    if info.type_ != DEVICE_PLUGIN_TYPE {
+        return refuse(format!("no handler for plugin type {:?}", info.type_));
+    }
+    if !info.supported_versions.iter().any(|v| v == API_VERSION) {
+        return refuse(format!(
+            "none of the versions {:?} is supported",
+            info.supported_versions
+        ));
+    }
+    if let Err(e) = crate::config::validate_extended_resource_name(&info.name) {
+        return refuse(format!("the ResourceName {:?} is invalid: {e}", info.name));
+    }
+    let client = dial(env, &endpoint);
+    match client.get_device_plugin_options(
+        &Empty::new(),
+        CallOption::default().timeout(Duration::from_secs(10)),
+    ) {
+        Ok(opts) => {
+            shared.record(|r| {
+                r.registrations.push(req.clone());
+                r.options.insert(info.name.clone(), opts);
+            });
+            notify(true, String::new());
+            shared.connect(&info.name, client, gone);
+            Some(info.name)
+        }
+        Err(e) => refuse(format!("failed to get device plugin options: {e}")),
     }
 }

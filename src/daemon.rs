@@ -414,7 +414,7 @@ impl Supervisor {
             dir
         };
         if let Some(w) = self.watcher.as_mut() {
-            if !w.set(Key::Config, &[dir.clone()]).is_empty() {
+            if !w.set(Key::Config, std::slice::from_ref(&dir)).is_empty() {
                 log::warn!(
                     "{}: cannot watch the config directory; reload with SIGHUP",
                     dir.display()
@@ -560,8 +560,20 @@ impl Supervisor {
                 }
             }
             if ready[3] {
-                let fired = self.watcher.as_mut().map(Watcher::read).unwrap_or_default();
-                self.handle_fs_events(&fired);
+                // Look for kubelet.sock *before* draining: if it exists now,
+                // the event of its creation (when new) is already queued and
+                // is seen in this same batch, so a kubelet restart is never
+                // handled as two separate changes (two registrations).
+                let kubelet_present = self.kubelet_present();
+                let mut fired = Vec::new();
+                while let Some(w) = self.watcher.as_mut() {
+                    let more = w.read();
+                    if more.is_empty() {
+                        break;
+                    }
+                    fired.extend(more);
+                }
+                self.handle_fs_events(&fired, kubelet_present);
             }
         }
     }
@@ -685,7 +697,7 @@ impl Supervisor {
         }
     }
 
-    fn handle_fs_events(&mut self, fired: &[Fired]) {
+    fn handle_fs_events(&mut self, fired: &[Fired], kubelet_present: bool) {
         let socket_dir = self.socket_dir().to_path_buf();
         let dir_name = socket_dir.file_name().map(|n| n.to_os_string());
         let kubelet_mode = self.opts.registration == Registration::KubeletSocket;
@@ -775,7 +787,7 @@ impl Supervisor {
         }
         // Our own socket deleted or replaced (B4). If kubelet.sock is gone
         // too, the kubelet is restarting: its new socket will re-serve all.
-        if kubelet_mode && !self.kubelet_present() {
+        if kubelet_mode && !kubelet_present {
             return;
         }
         let mut served = std::mem::take(&mut self.served);

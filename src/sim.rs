@@ -10,8 +10,10 @@
 //! - with a plugins-registry directory, it also discovers sockets there
 //!   (ignoring dot-files and non-sockets), calls GetInfo (1 s deadline),
 //!   validates it, connects to the endpoint and reports the outcome with
-//!   NotifyRegistrationStatus. Removing the socket deregisters the plugin; a
-//!   re-created socket is registered again.
+//!   NotifyRegistrationStatus. It notices sockets by inotify, as the real
+//!   one does (a socket re-created at once often reuses the inode number).
+//!   Removing the socket deregisters the plugin; a re-created socket is
+//!   deregistered and registered again.
 //! - [`SimKubelet::restart`] does what a kubelet start does: the old process
 //!   and its connections are gone, every socket in the device-plugin
 //!   directory except the checkpoint is deleted, a new kubelet.sock appears.
@@ -20,7 +22,7 @@
 //!   1.36 do, and counts it in [`Recorded::late_stream_ends`].
 
 use std::collections::HashMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -32,6 +34,7 @@ use grpcio::{
     CallOption, ChannelBuilder, EnvBuilder, Environment, RpcContext, RpcStatus, RpcStatusCode,
     Server, ServerBuilder, ServerCredentials, UnarySink,
 };
+use inotify::EventMask;
 
 use crate::api::pluginregistration::{InfoRequest, RegistrationStatus};
 use crate::api::pluginregistration_grpc::RegistrationClient as WatcherClient;
@@ -42,7 +45,8 @@ use crate::api::v1beta1::{
 use crate::api::v1beta1_grpc::{create_registration, DevicePluginClient, Registration};
 use crate::daemon::KUBELET_SOCKET;
 use crate::plugin::{API_VERSION, DEVICE_PLUGIN_TYPE};
-use crate::util::block_on_timeout;
+use crate::util::{block_on_timeout, poll_readable};
+use crate::watch::{Key, Watcher};
 
 /// The kubelet's checkpoint file; a restart never deletes it.
 pub const CHECKPOINT: &str = "kubelet_internal_checkpoint";
@@ -401,7 +405,11 @@ impl SimKubelet {
             }
             None => None,
         };
-        self.shared.record(|r| r.starts += 1);
+        self.shared.record(|r| {
+            r.starts += 1;
+            // A new kubelet knows no devices until plugins register again.
+            r.devices.clear();
+        });
         Ok(Incarnation {
             server,
             gone,
@@ -509,52 +517,67 @@ impl Drop for SimKubelet {
     }
 }
 
-/// The plugin watcher: find sockets in `registry`, register new or
-/// re-created ones, deregister removed ones. Polls every 10 ms (the real
-/// one uses inotify plus a 1 s reconciler; the outcome is the same).
+/// The plugin watcher: find sockets in `registry` at start and through
+/// inotify, register new or re-created ones, deregister removed ones, retry
+/// failed ones (the real one retries from its 1 s reconciler).
 fn discover(shared: &Arc<Shared>, env: &Arc<Environment>, registry: &Path, gone: &Arc<AtomicBool>) {
-    // name -> (identity, registered resource name if any, last attempt)
-    let mut known: HashMap<String, ((u64, i64, i64), Option<String>, Instant)> = HashMap::new();
     let retry = Duration::from_millis(200);
+    // name -> (registered resource, last attempt)
+    let mut known: HashMap<String, (Option<String>, Option<Instant>)> = HashMap::new();
+    let mut watcher = match Watcher::new() {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("simulated kubelet: inotify: {e}");
+            return;
+        }
+    };
+    watcher.set(Key::Sockets, &[registry.to_path_buf()]);
+    if let Ok(rd) = std::fs::read_dir(registry) {
+        for e in rd.flatten() {
+            known.insert(e.file_name().to_string_lossy().into_owned(), (None, None));
+        }
+    }
+    let deregister = |resource: &str| {
+        if let Some(conn) = lock(&shared.current).remove(resource) {
+            conn.stop.store(true, Ordering::SeqCst);
+        }
+    };
     while !gone.load(Ordering::SeqCst) {
-        let mut seen = HashMap::new();
-        if let Ok(rd) = std::fs::read_dir(registry) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') {
+        if poll_readable(&[watcher.fd()], Some(Duration::from_millis(20))).is_ok_and(|r| r[0]) {
+            for f in watcher.read() {
+                let Some(name) = f.name.as_ref().map(|n| n.to_string_lossy().into_owned()) else {
                     continue;
-                }
-                if let Ok(m) = std::fs::metadata(e.path()) {
-                    if m.file_type().is_socket() {
-                        seen.insert(name, (m.ino(), m.ctime(), m.ctime_nsec()));
+                };
+                if f.mask.intersects(
+                    EventMask::DELETE
+                        | EventMask::MOVED_FROM
+                        | EventMask::CREATE
+                        | EventMask::MOVED_TO,
+                ) {
+                    // Removed, or re-created (a new socket): drop the old registration.
+                    if let Some((Some(resource), _)) = known.remove(&name) {
+                        deregister(&resource);
                     }
                 }
-            }
-        }
-        // Removed or replaced sockets: deregister.
-        let stale: Vec<String> = known
-            .iter()
-            .filter(|(n, (id, _, _))| seen.get(*n) != Some(id))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in stale {
-            if let Some((_, Some(resource), _)) = known.remove(&n) {
-                if let Some(conn) = lock(&shared.current).remove(&resource) {
-                    conn.stop.store(true, Ordering::SeqCst);
+                if f.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+                    known.insert(name, (None, None));
                 }
             }
         }
-        for (n, id) in seen {
-            let entry = known
-                .entry(n.clone())
-                .or_insert((id, None, Instant::now() - retry));
-            if entry.1.is_some() || entry.2.elapsed() < retry {
+        for (name, (registered, last)) in known.iter_mut() {
+            if registered.is_some()
+                || name.starts_with('.')
+                || last.is_some_and(|t| t.elapsed() < retry)
+            {
                 continue;
             }
-            entry.2 = Instant::now();
-            entry.1 = register_watched(shared, env, &registry.join(&n), gone);
+            let path = registry.join(name);
+            if !std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+                continue;
+            }
+            *last = Some(Instant::now());
+            *registered = register_watched(shared, env, &path, gone);
         }
-        thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -254,8 +254,8 @@ mod tests {
     fn shared_directory_reports_every_key_and_clear_keeps_others() {
         let d = tmp("shared");
         let mut w = Watcher::new().unwrap();
-        w.set(Key::Config, &[d.clone()]);
-        w.set(Key::Host(1), &[d.clone()]);
+        w.set(Key::Config, std::slice::from_ref(&d));
+        w.set(Key::Host(1), std::slice::from_ref(&d));
         fs::write(d.join("a"), b"").unwrap();
         let ev = wait_events(&mut w);
         assert!(

@@ -53,6 +53,14 @@ impl TestDir {
         p
     }
 
+    /// Replaces the config the way editors and `kubectl cp` do: write a new
+    /// file, rename it over the old one.
+    pub fn replace_config(&self, text: &str) {
+        let tmp = self.path.join("config.yaml.tmp");
+        fs::write(&tmp, text).unwrap();
+        fs::rename(&tmp, self.path.join("config.yaml")).unwrap();
+    }
+
     /// Socket files in the device-plugin directory, sorted.
     pub fn sockets(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.dp())
@@ -87,13 +95,18 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(dir: &TestDir, config: &str, extra_args: &[&str]) -> Daemon {
         let cfg = dir.write_config(config);
+        let mut args = vec!["--config", cfg.to_str().unwrap()];
+        args.extend_from_slice(extra_args);
+        Daemon::spawn(dir, &args)
+    }
+
+    /// Starts the daemon with `--device-plugin-dir` set and these arguments.
+    pub fn spawn(dir: &TestDir, args: &[&str]) -> Daemon {
         let log = dir.path.join("daemon.log");
         let child = Command::new(bin())
-            .arg("--config")
-            .arg(&cfg)
             .arg("--device-plugin-dir")
             .arg(dir.dp())
-            .args(extra_args)
+            .args(args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())

@@ -3,5 +3,8 @@
 
 mod cli;
 mod harness;
+mod kubelet;
 mod lifecycle;
+mod reload;
 mod serve;
+mod watcher;

@@ -43,9 +43,11 @@ fmt:
 	cargo fmt --all
 
 # The README's first command: the daemon against the simulated kubelet.
+# MODE=plugin-watcher registers through the plugins registry instead.
+MODE ?= kubelet-socket
 demo: deps
 	cargo build $(CARGO_FLAGS) --bins --examples
-	./target/$(TARGET)/release/examples/demo
+	MODE=$(MODE) ./target/$(TARGET)/release/examples/demo
 
 # A stripped binary named with its architecture, and its checksum.
 release: build

@@ -3,7 +3,9 @@
 //! Starts a simulated kubelet in a temporary device-plugin directory, runs
 //! the real daemon binary with a demo config whose host path is a temporary
 //! directory, then shows registration, the device list, health flipping when
-//! the path is removed and restored, one Allocate answer, and a clean stop.
+//! the path is removed and restored, one Allocate answer, a kubelet restart
+//! survived, and a clean stop. `MODE=plugin-watcher` registers through the
+//! kubelet's plugins registry instead of kubelet.sock.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -49,12 +51,14 @@ impl Drop for Cleanup {
 }
 
 fn main() {
-    let mode = env::var("MODE").unwrap_or_else(|_| "kubelet-socket".into());
-    if mode != "kubelet-socket" {
-        fail(&format!(
-            "MODE={mode}: only kubelet-socket is available in this version"
-        ));
-    }
+    let mode = env::var("MODE").unwrap_or_default();
+    let watcher = match mode.as_str() {
+        "" | "kubelet-socket" => false,
+        "plugin-watcher" => true,
+        other => fail(&format!(
+            "MODE={other}: use kubelet-socket or plugin-watcher"
+        )),
+    };
     let root = env::temp_dir().join(format!("hpdp-demo-{}", process::id()));
     let mut guard = Cleanup(root.clone(), None);
     let dp_dir = root.join("device-plugins");
@@ -74,25 +78,44 @@ fn main() {
     say(&format!("Demo config ({}):", config.display()));
     print!("{config_text}");
 
-    say(&format!(
-        "Starting the simulated kubelet on {}",
-        dp_dir.join("kubelet.sock").display()
-    ));
-    let kubelet =
-        SimKubelet::start(&dp_dir).unwrap_or_else(|e| fail(&format!("simulated kubelet: {e}")));
+    let registry = root.join("plugins_registry");
+    let kubelet_sock = dp_dir.join("kubelet.sock");
+    let mut kubelet = if watcher {
+        say(&format!(
+            "Starting the simulated kubelet on {}, watching {} for plugins",
+            kubelet_sock.display(),
+            registry.display()
+        ));
+        SimKubelet::start_with_registry(&dp_dir, &registry)
+    } else {
+        say(&format!(
+            "Starting the simulated kubelet on {}",
+            kubelet_sock.display()
+        ));
+        SimKubelet::start(&dp_dir)
+    }
+    .unwrap_or_else(|e| fail(&format!("simulated kubelet: {e}")));
 
     let bin = daemon_binary();
+    let mut args = vec![
+        "--config".to_string(),
+        config.display().to_string(),
+        "--device-plugin-dir".to_string(),
+        dp_dir.display().to_string(),
+    ];
+    if watcher {
+        args.push("--registration".into());
+        args.push("plugin-watcher".into());
+        args.push("--plugins-registry-dir".into());
+        args.push(registry.display().to_string());
+    }
     say(&format!(
-        "Starting the daemon: {} --config {} --device-plugin-dir {}",
+        "Starting the daemon: {} {}",
         bin.display(),
-        config.display(),
-        dp_dir.display()
+        args.join(" ")
     ));
     let child = Command::new(&bin)
-        .arg("--config")
-        .arg(&config)
-        .arg("--device-plugin-dir")
-        .arg(&dp_dir)
+        .args(&args)
         .spawn()
         .unwrap_or_else(|e| fail(&format!("cannot start {}: {e}", bin.display())));
     let pid = child.id();
@@ -107,11 +130,18 @@ fn main() {
         started.elapsed()
     ));
     println!("    resource name: {}", reg.resource_name);
-    println!(
-        "    endpoint:      {} (in {})",
-        reg.endpoint,
-        dp_dir.display()
-    );
+    if watcher {
+        println!(
+            "    endpoint:      {} (found by the plugin watcher, which called GetInfo)",
+            reg.endpoint
+        );
+    } else {
+        println!(
+            "    endpoint:      {} (in {})",
+            reg.endpoint,
+            dp_dir.display()
+        );
+    }
     println!("    API version:   {}", reg.version);
 
     let devices = kubelet
@@ -179,6 +209,35 @@ fn main() {
         Ok(_) => fail("an unknown device ID was accepted"),
     }
 
+    say("Restarting the kubelet: it stops, deletes every socket in its directory, and starts again 100 ms later ...");
+    kubelet
+        .restart(Duration::from_millis(100))
+        .unwrap_or_else(|e| fail(&format!("restart: {e}")));
+    let t = Instant::now();
+    let n = kubelet
+        .wait_for(WAIT, |r| {
+            (r.registrations_of(RESOURCE) >= 2 && r.counts(RESOURCE) == Some((3, 3)))
+                .then_some(r.starts)
+        })
+        .unwrap_or_else(|| fail("not registered again after the kubelet restart"));
+    println!(
+        "    {:?} after the new kubelet started, the resource is registered again with all 3 devices Healthy (kubelet start #{n})",
+        t.elapsed()
+    );
+    if watcher {
+        println!(
+            "    (plugin-watcher mode: the daemon did nothing; the kubelet found its socket again)"
+        );
+    }
+    let resp = kubelet
+        .allocate(RESOURCE, &[&["1"]])
+        .unwrap_or_else(|e| fail(&format!("Allocate after restart: {e}")));
+    println!(
+        "    Allocate([\"1\"]) after the restart: mount {} -> {}",
+        resp.container_responses[0].mounts[0].host_path,
+        resp.container_responses[0].mounts[0].container_path
+    );
+
     say("Sending SIGTERM to the daemon ...");
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
@@ -193,7 +252,11 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let sock = dp_dir.join(&reg.endpoint);
+    let sock = if watcher {
+        PathBuf::from(&reg.endpoint)
+    } else {
+        dp_dir.join(&reg.endpoint)
+    };
     println!(
         "    exited with {status} after {:?}; its socket {} {}; kubelet.sock {}",
         t.elapsed(),

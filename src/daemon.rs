@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -37,7 +38,7 @@ use crate::config::{self, Config, Loaded, Resource};
 use crate::health::{self, Health};
 use crate::plugin::{DevicePluginService, RegistrationService, ResourceState, API_VERSION};
 use crate::socket::{self, OwnedSocket, SocketError};
-use crate::util::{block_on_timeout, poll_readable, Notifier, WakePipe};
+use crate::util::{block_on_timeout, poll_events, Notifier, WakePipe};
 use crate::watch::{path_and_ancestors, Fired, Key, Watcher};
 
 /// The kubelet's registration socket, inside the device-plugin directory.
@@ -267,6 +268,9 @@ struct Supervisor {
     reload_due: Option<Instant>,
     /// The socket directory vanished: serve again when it is back.
     socket_dir_missing: bool,
+    /// `/proc/self/mountinfo`, polled for `POLLPRI`: the kernel flags every
+    /// change of the mount table, so mounts and unmounts are seen at once.
+    mountinfo: Option<std::fs::File>,
 }
 
 /// Runs the daemon until `control` asks it to stop.
@@ -323,6 +327,7 @@ pub fn run(opts: &Options, loaded: Loaded, control: &Control) -> Result<(), Daem
         config_text: loaded.text,
         reload_due: None,
         socket_dir_missing: false,
+        mountinfo: std::fs::File::open("/proc/self/mountinfo").ok(),
     };
     sup.watch_sockets();
     sup.watch_config();
@@ -426,9 +431,17 @@ impl Supervisor {
     /// Watches a resource's host path and its ancestors up to the nearest
     /// existing one, so creation anywhere along the way is seen at once.
     fn watch_host(&mut self, id: u64, resource: &Resource) {
-        let full = health::inspect_path(&self.opts.host_root, &resource.host_path);
+        let lexical = health::inspect_path(&self.opts.host_root, &resource.host_path);
+        let mut paths = path_and_ancestors(&lexical);
+        // Through symlinks, the real location changes too when a link is
+        // re-pointed; watch both chains.
+        if let Ok(resolved) = health::resolve_in_root(&self.opts.host_root, &resource.host_path) {
+            if resolved != lexical {
+                paths.extend(path_and_ancestors(&resolved));
+            }
+        }
         if let Some(w) = self.watcher.as_mut() {
-            w.set(Key::Host(id), &path_and_ancestors(&full));
+            w.set(Key::Host(id), &paths);
         }
     }
 
@@ -532,19 +545,35 @@ impl Supervisor {
                 self.socket_dir_back();
             }
             let inotify_fd = self.watcher.as_ref().map_or(-1, Watcher::fd);
+            let mounts_fd = match &self.mountinfo {
+                Some(f)
+                    if self
+                        .served
+                        .iter()
+                        .any(|s| s.state.resource().require_mount_point) =>
+                {
+                    f.as_raw_fd()
+                }
+                _ => -1,
+            };
             let fds = [
-                control.term.fd(),
-                control.hup.fd(),
-                self.wake.fd(),
-                inotify_fd,
+                (control.term.fd(), libc::POLLIN),
+                (control.hup.fd(), libc::POLLIN),
+                (self.wake.fd(), libc::POLLIN),
+                (inotify_fd, libc::POLLIN),
+                (mounts_fd, libc::POLLPRI),
             ];
             let timeout = self
                 .next_due()
                 .map(|t| t.saturating_duration_since(Instant::now()));
-            let ready = poll_readable(&fds, timeout).map_err(|source| DaemonError::Setup {
+            let revents = poll_events(&fds, timeout).map_err(|source| DaemonError::Setup {
                 what: "poll",
                 source,
             })?;
+            let ready: Vec<bool> = revents.iter().map(|r| *r != 0).collect();
+            if ready[4] {
+                self.mounts_changed();
+            }
             if ready[0] && control.term.drain() {
                 log::info!("stop requested: shutting down");
                 return Ok(());
@@ -808,6 +837,24 @@ impl Supervisor {
             }
         }
         self.served = served;
+    }
+
+    /// The mount table changed: re-read it (which also re-arms the poll)
+    /// and re-check every resource that must be a mount point.
+    fn mounts_changed(&mut self) {
+        if let Some(f) = self.mountinfo.as_mut() {
+            use std::io::{Read, Seek};
+            let mut sink = Vec::new();
+            let _ = f
+                .seek(std::io::SeekFrom::Start(0))
+                .and_then(|_| f.read_to_end(&mut sink));
+        }
+        log::debug!("mount table changed");
+        for s in &self.served {
+            if s.state.resource().require_mount_point {
+                self.health.poke(s.id);
+            }
+        }
     }
 
     fn socket_dir_back(&mut self) {

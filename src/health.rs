@@ -76,9 +76,70 @@ fn kind_matches(t: HostPathType, ft: fs::FileType) -> bool {
     }
 }
 
+/// Most symlinks followed in one resolution, as the kernel's limit.
+const MAX_SYMLINKS: usize = 40;
+
+/// Where host path `path` really is under `host_root`, following symlinks
+/// as the host would: an absolute target starts again at the host root, and
+/// `..` never climbs above it. With host root `/` the kernel does exactly
+/// this, so the path is returned as is. Missing components stay as written.
+///
+/// # Errors
+///
+/// A reason when the symlinks loop or a link cannot be read.
+pub fn resolve_in_root(host_root: &Path, path: &str) -> Result<PathBuf, String> {
+    if host_root == Path::new("/") {
+        return Ok(PathBuf::from(path));
+    }
+    let mut pending: std::collections::VecDeque<std::ffi::OsString> = Path::new(path)
+        .iter()
+        .filter(|c| *c != "/")
+        .map(|c| c.to_os_string())
+        .collect();
+    let mut resolved: Vec<std::ffi::OsString> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = pending.pop_front() {
+        if c == "." {
+            continue;
+        }
+        if c == ".." {
+            resolved.pop();
+            continue;
+        }
+        resolved.push(c);
+        let full: PathBuf = std::iter::once(host_root.as_os_str())
+            .chain(resolved.iter().map(|c| c.as_os_str()))
+            .collect();
+        match fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > MAX_SYMLINKS {
+                    return Err("too many levels of symbolic links".into());
+                }
+                let target = fs::read_link(&full)
+                    .map_err(|e| format!("cannot read symlink {}: {e}", full.display()))?;
+                resolved.pop();
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                for (i, t) in target.iter().filter(|c| *c != "/").enumerate() {
+                    pending.insert(i, t.to_os_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(std::iter::once(host_root.as_os_str())
+        .chain(resolved.iter().map(|c| c.as_os_str()))
+        .collect())
+}
+
 /// Checks one resource's path; creates OrCreate paths that are missing.
 pub fn check(host_root: &Path, r: &Resource) -> Health {
-    let full = inspect_path(host_root, &r.host_path);
+    let full = match resolve_in_root(host_root, &r.host_path) {
+        Ok(p) => p,
+        Err(why) => return Health::Unhealthy(why),
+    };
     let meta = match fs::metadata(&full) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => match create(&full, r.path_type) {
@@ -154,7 +215,10 @@ fn create_file(path: &Path) -> io::Result<()> {
 /// Creates every OrCreate path of `resources` (B1). Failures are returned
 /// per resource, never fatal: the resource is then Unhealthy.
 pub fn create_missing(host_root: &Path, r: &Resource) -> Option<io::Error> {
-    let full = inspect_path(host_root, &r.host_path);
+    let full = match resolve_in_root(host_root, &r.host_path) {
+        Ok(p) => p,
+        Err(why) => return Some(io::Error::other(why)),
+    };
     if fs::symlink_metadata(&full).is_ok() {
         return None;
     }
@@ -236,6 +300,41 @@ mod tests {
             inspect_path(Path::new("/"), "/dev/null"),
             PathBuf::from("/dev/null")
         );
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_host_root() {
+        let root = std::env::temp_dir().join(format!("hpdp-resolve-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("data/real")).unwrap();
+        std::os::unix::fs::symlink("/data/real", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("data/real", root.join("rel")).unwrap();
+        std::os::unix::fs::symlink("../../../../data", root.join("data/up")).unwrap();
+        std::os::unix::fs::symlink("/loop", root.join("loop")).unwrap();
+        assert_eq!(
+            resolve_in_root(&root, "/abs").unwrap(),
+            root.join("data/real")
+        );
+        assert_eq!(
+            resolve_in_root(&root, "/abs/sub").unwrap(),
+            root.join("data/real/sub")
+        );
+        assert_eq!(
+            resolve_in_root(&root, "/rel").unwrap(),
+            root.join("data/real")
+        );
+        assert_eq!(
+            resolve_in_root(&root, "/data/up/real").unwrap(),
+            root.join("data/real")
+        );
+        assert!(resolve_in_root(&root, "/loop")
+            .unwrap_err()
+            .contains("too many levels"));
+        assert_eq!(
+            resolve_in_root(Path::new("/"), "/abs").unwrap(),
+            PathBuf::from("/abs")
+        );
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -115,11 +115,25 @@ impl Notifier {
 ///
 /// When `poll(2)` fails for a reason other than a signal.
 pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let with_events: Vec<(RawFd, i16)> = fds.iter().map(|&fd| (fd, libc::POLLIN)).collect();
+    Ok(poll_events(&with_events, timeout)?
+        .into_iter()
+        .map(|r| r & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+        .collect())
+}
+
+/// `poll(2)` over `(fd, events)` pairs; returns each `revents` (0 when the
+/// wait was interrupted by a signal). Negative descriptors are ignored.
+///
+/// # Errors
+///
+/// When `poll(2)` fails for a reason other than a signal.
+pub fn poll_events(fds: &[(RawFd, i16)], timeout: Option<Duration>) -> io::Result<Vec<i16>> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|&fd| libc::pollfd {
+        .map(|&(fd, events)| libc::pollfd {
             fd,
-            events: libc::POLLIN,
+            events,
             revents: 0,
         })
         .collect();
@@ -132,14 +146,11 @@ pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec
     if rc < 0 {
         let err = io::Error::last_os_error();
         if err.kind() == io::ErrorKind::Interrupted {
-            return Ok(vec![false; fds.len()]);
+            return Ok(vec![0; fds.len()]);
         }
         return Err(err);
     }
-    Ok(pfds
-        .iter()
-        .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
-        .collect())
+    Ok(pfds.iter().map(|p| p.revents).collect())
 }
 
 #[cfg(test)]

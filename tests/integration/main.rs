@@ -3,6 +3,7 @@
 
 mod cli;
 mod harness;
+mod health;
 mod kubelet;
 mod lifecycle;
 mod reload;

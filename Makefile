@@ -4,17 +4,21 @@
 # target, static C runtime), so gRPC's C core is compiled once and the tests
 # exercise the very binary that ships.
 
-TARGET      ?= x86_64-unknown-linux-gnu
 VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+# The architecture of `make static` / `make release`: amd64 (the host).
+ARCH        ?= amd64
+TARGET      := x86_64-unknown-linux-gnu
 export RUSTFLAGS        := -C target-feature=+crt-static
 # With pkg-config and libsystemd-dev installed, gRPC's cmake would link
 # -lsystemd and the static link fails; keep pkg-config from finding it.
 export PKG_CONFIG_LIBDIR := /nonexistent
 CARGO_FLAGS := --release --target $(TARGET) --locked
-BIN         := target/$(TARGET)/release/k8s-hostpath-device-plugin
+OUT         := target/$(TARGET)/release
+BIN         := $(OUT)/k8s-hostpath-device-plugin
+IMAGE       ?= k8s-hostpath-device-plugin:$(VERSION)
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test lint fmt demo release clean
+.PHONY: all deps build static test unit-test deploy-test lint fmt demo policy image release clean
 
 all: build
 
@@ -31,9 +35,24 @@ deps:
 build: deps
 	cargo build $(CARGO_FLAGS) --bins
 
-# The README's test command: format, lints, unit and integration tests.
-test: deps lint
+# The static, stripped binary at dist/k8s-hostpath-device-plugin
+# (what Dockerfile.distroless copies into the image).
+static: build
+	@[ "$(ARCH)" = amd64 ] || { echo "ARCH=$(ARCH): only amd64 is supported"; exit 2; }
+	mkdir -p dist
+	cp $(BIN) dist/k8s-hostpath-device-plugin
+	@ls -l dist/k8s-hostpath-device-plugin
+
+# The README's test command: format, lints, unit and integration tests,
+# and the deployment checks.
+test: lint unit-test deploy-test
+
+unit-test: deps
 	cargo test $(CARGO_FLAGS) --all-targets
+
+deploy-test: deps
+	cargo build $(CARGO_FLAGS) --bins --examples
+	tests/deploy/checks.sh $(BIN) $(OUT)/examples/gen_policy
 
 lint: deps
 	cargo fmt --all -- --check
@@ -47,13 +66,21 @@ fmt:
 MODE ?= kubelet-socket
 demo: deps
 	cargo build $(CARGO_FLAGS) --bins --examples
-	MODE=$(MODE) ./target/$(TARGET)/release/examples/demo
+	MODE=$(MODE) ./$(OUT)/examples/demo
 
-# A stripped binary named with its architecture, and its checksum.
-release: build
-	mkdir -p dist
-	cp $(BIN) dist/k8s-hostpath-device-plugin-$(VERSION)-linux-amd64
-	cd dist && sha256sum k8s-hostpath-device-plugin-$(VERSION)-linux-amd64 | tee k8s-hostpath-device-plugin-$(VERSION)-linux-amd64.sha256
+# Regenerates deploy/policy/policy.yaml from deploy/config.yaml.
+policy: deps
+	cargo build $(CARGO_FLAGS) --examples
+	./$(OUT)/examples/gen_policy deploy/config.yaml > deploy/policy/policy.yaml
+
+# Needs a Docker engine (none runs on the project's build machines).
+image:
+	docker build -f Dockerfile.distroless -t $(IMAGE) .
+
+# Binaries named with their architecture, and their checksums.
+release: static
+	cp dist/k8s-hostpath-device-plugin dist/k8s-hostpath-device-plugin-$(VERSION)-linux-$(ARCH)
+	cd dist && sha256sum k8s-hostpath-device-plugin-$(VERSION)-linux-$(ARCH) | tee k8s-hostpath-device-plugin-$(VERSION)-linux-$(ARCH).sha256
 
 clean:
 	cargo clean

@@ -12,6 +12,7 @@
 //! | [`health`] | host-path checks, OrCreate creation | `health` thread (and start-up) |
 //! | [`socket`] | socket files: stale removal, inode-checked cleanup | supervisor |
 //! | [`probe`] | the `probe` command | main thread |
+//! | [`policy`] | renders deploy/policy's admission policy from a config | `make policy` |
 //! | [`sim`] | a simulated kubelet for tests and `make demo` | its own grpcio threads |
 //! | [`api`] | generated protobuf messages and grpcio stubs | — |
 //! | [`watch`] | one inotify instance: socket dir, config dir, host paths | supervisor |
@@ -25,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod plugin;
+pub mod policy;
 pub mod probe;
 pub mod sim;
 pub mod socket;

@@ -8,4 +8,5 @@ mod kubelet;
 mod lifecycle;
 mod reload;
 mod serve;
+mod static_binary;
 mod watcher;

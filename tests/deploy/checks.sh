@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The deployment checks of `make test` (issue 5): admission policy in sync
+# and its CEL right (cel-python), manifests rendered by kustomize and valid
+# against the Kubernetes schema, the DaemonSet's promises, the systemd unit.
+# Usage: checks.sh DAEMON_BINARY POLICY_GENERATOR
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+BIN=$1
+GEN=$2
+PYENV=target/pyenv
+passed=0
+failed=0
+check() {
+    local name=$1
+    shift
+    if "$@" > target/check.log 2>&1; then
+        echo "ok   $name"
+        passed=$((passed + 1))
+    else
+        echo "FAIL $name"
+        sed 's/^/     /' target/check.log
+        failed=$((failed + 1))
+    fi
+}
+
+# Python tools, installed into target/ on first use.
+if ! "$PYENV/bin/python" -c 'import celpy, yaml, kubernetes_validate' 2>/dev/null; then
+    echo "installing cel-python and kubernetes-validate into $PYENV"
+    python3 -m venv "$PYENV" && "$PYENV/bin/pip" install -q 'cel-python==0.5.0' 'kubernetes-validate==1.37.0' || {
+        echo "FAIL cannot install the Python test tools"
+        exit 1
+    }
+fi
+PY=$PYENV/bin/python
+
+check "admission policy in sync with deploy/config.yaml (make policy)" \
+    bash -c "diff -u deploy/policy/policy.yaml <('$GEN' deploy/config.yaml)"
+check "policy CEL, sample config (cel-python)" "$PY" tests/policy/test_policy.py deploy/policy/policy.yaml sample
+"$GEN" tests/policy/multi-config.yaml > target/multi-policy.yaml
+check "policy CEL, three served paths (cel-python)" "$PY" tests/policy/test_policy.py target/multi-policy.yaml multi
+check "deploy/config.yaml is a valid config" "$BIN" check --config deploy/config.yaml
+
+if ! command -v kubectl > /dev/null 2>&1; then
+    apt-get install -y -qq kubectl > /dev/null 2>&1 || true
+fi
+if command -v kubectl > /dev/null 2>&1; then
+    check "kubectl kustomize deploy/" bash -c "kubectl kustomize deploy/ > target/deploy.yaml"
+    check "kubectl kustomize deploy/policy/" bash -c "kubectl kustomize deploy/policy/ > target/policy-rendered.yaml"
+    check "rendered objects valid against the Kubernetes 1.33 schema (strict)" \
+        "$PYENV/bin/kubernetes-validate" --strict --quiet -k 1.33.0 target/deploy.yaml target/policy-rendered.yaml
+    check "DaemonSet keeps DESIGN.md §6's promises" "$PY" tests/deploy/check_daemonset.py target/deploy.yaml
+else
+    echo "SKIP manifests: kubectl (with kustomize) is not installed and could not be"
+fi
+
+if command -v systemd-analyze > /dev/null 2>&1; then
+    # verify insists the executable exists: point a copy at the built binary.
+    sed "s#/usr/local/bin/k8s-hostpath-device-plugin#$PWD/$BIN#" \
+        deploy/systemd/k8s-hostpath-device-plugin.service > target/k8s-hostpath-device-plugin.service
+    check "systemd-analyze verify of the unit" systemd-analyze verify --man=no target/k8s-hostpath-device-plugin.service
+else
+    echo "SKIP unit: systemd-analyze is not installed"
+fi
+
+check "Dockerfile's build stage runs the tested make static" grep -q '^RUN make static' Dockerfile.distroless
+
+echo "deploy: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

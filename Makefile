@@ -18,7 +18,7 @@ BIN         := $(OUT)/k8s-hostpath-device-plugin
 IMAGE       ?= k8s-hostpath-device-plugin:$(VERSION)
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build static test unit-test deploy-test lint fmt demo policy image release clean
+.PHONY: all deps build static test unit-test soak-short deploy-test lint fmt demo bench soak policy image release clean
 
 all: build
 
@@ -45,10 +45,24 @@ static: build
 
 # The README's test command: format, lints, unit and integration tests,
 # and the deployment checks.
-test: lint unit-test deploy-test
+test: lint unit-test soak-short deploy-test
 
 unit-test: deps
 	cargo test $(CARGO_FLAGS) --all-targets
+
+soak-short: deps
+	cargo build $(CARGO_FLAGS) --bins --examples
+	./$(OUT)/examples/soak --short
+
+# Figures against the targets (README "Performance"); writes target/bench.json.
+bench: deps
+	cargo build $(CARGO_FLAGS) --bins --examples
+	./$(OUT)/examples/bench
+
+# The full soak: 1000 kubelet restarts, 200 reloads, 1000 flaps, Allocate load.
+soak: deps
+	cargo build $(CARGO_FLAGS) --bins --examples
+	./$(OUT)/examples/soak
 
 deploy-test: deps
 	cargo build $(CARGO_FLAGS) --bins --examples

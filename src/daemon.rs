@@ -43,6 +43,8 @@ use crate::watch::{path_and_ancestors, Fired, Key, Watcher};
 
 /// The kubelet's registration socket, inside the device-plugin directory.
 pub const KUBELET_SOCKET: &str = "kubelet.sock";
+/// Calls each server can accept at once before the next is queued.
+const REQUEST_SLOTS: usize = 16;
 /// How long one Register call may take before it is abandoned and retried.
 const REGISTER_DEADLINE: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -643,6 +645,10 @@ impl Supervisor {
         req.options = Some(DevicePluginOptions::new()).into();
         let channel = ChannelBuilder::new(self.env.clone())
             .default_authority("localhost")
+            // A fresh connection per channel: gRPC otherwise shares one per
+            // address across channels, and a peer that restarted leaves it in a
+            // reconnect backoff (1 s) that a new channel would inherit.
+            .use_local_subchannel_pool(true)
             .connect(&format!("unix:{}", self.kubelet_socket().display()));
         let client = RegistrationClient::new(channel);
         let opt = CallOption::default().timeout(REGISTER_DEADLINE);
@@ -1009,11 +1015,13 @@ fn start_server(
     mode: Registration,
 ) -> Result<(Server, OwnedSocket), SocketError> {
     socket::prepare(path)?;
-    let mut builder = ServerBuilder::new(env.clone()).register_service(create_device_plugin(
-        DevicePluginService {
+    // grpcio pre-allocates 1024 request slots per server by default (about
+    // 0.4 MB each); the kubelet makes a few calls at a time per resource.
+    let mut builder = ServerBuilder::new(env.clone())
+        .requests_slot_per_cq(REQUEST_SLOTS)
+        .register_service(create_device_plugin(DevicePluginService {
             state: state.clone(),
-        },
-    ));
+        }));
     if mode == Registration::PluginWatcher {
         builder = builder.register_service(create_registration(RegistrationService {
             state: state.clone(),

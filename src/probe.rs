@@ -29,6 +29,10 @@ pub fn probe(config: &Config, socket_dir: &Path) -> Vec<(String, String)> {
         }
         let channel = ChannelBuilder::new(env.clone())
             .default_authority("localhost")
+            // A fresh connection per channel: gRPC otherwise shares one per
+            // address across channels, and a peer that restarted leaves it in a
+            // reconnect backoff (1 s) that a new channel would inherit.
+            .use_local_subchannel_pool(true)
             .connect(&format!("unix:{}", path.display()));
         let client = DevicePluginClient::new(channel);
         let opt = CallOption::default().timeout(PROBE_DEADLINE);

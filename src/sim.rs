@@ -74,6 +74,12 @@ pub struct Recorded {
     pub late_stream_ends: usize,
     /// How many times this kubelet has started.
     pub starts: usize,
+    /// When each entry of `registrations` was accepted.
+    pub registered_at: Vec<Instant>,
+    /// When the latest list of each resource arrived, and the first list
+    /// after its latest registration.
+    pub last_list_at: HashMap<String, Instant>,
+    pub first_list_at: HashMap<String, Instant>,
 }
 
 impl Recorded {
@@ -187,6 +193,7 @@ impl Shared {
                     if !current {
                         continue; // a replaced connection: the kubelet no longer reads it
                     }
+                    let now = Instant::now();
                     self.record(|r| {
                         let devices = list
                             .devices
@@ -195,6 +202,8 @@ impl Shared {
                             .collect();
                         r.devices.insert(name.to_string(), devices);
                         *r.lists.entry(name.to_string()).or_default() += 1;
+                        r.last_list_at.insert(name.to_string(), now);
+                        r.first_list_at.entry(name.to_string()).or_insert(now);
                     });
                 }
                 Some(_) => {
@@ -270,6 +279,8 @@ impl Registration for RegistrationServer {
                     let name = req.resource_name.clone();
                     shared.record(|r| {
                         r.registrations.push(req.clone());
+                        r.registered_at.push(Instant::now());
+                        r.first_list_at.remove(&name);
                         r.options.insert(name.clone(), opts);
                     });
                     let _ = sink.success(Empty::new()).await;
@@ -290,6 +301,10 @@ impl Registration for RegistrationServer {
 fn dial(env: &Arc<Environment>, socket: &Path) -> DevicePluginClient {
     let ch = ChannelBuilder::new(env.clone())
         .default_authority("localhost")
+        // A fresh connection per channel: gRPC otherwise shares one per
+        // address across channels, and a peer that restarted leaves it in a
+        // reconnect backoff (1 s) that a new channel would inherit.
+        .use_local_subchannel_pool(true)
         .connect(&format!("unix:{}", socket.display()));
     DevicePluginClient::new(ch)
 }
@@ -591,6 +606,10 @@ fn register_watched(
 ) -> Option<String> {
     let ch = ChannelBuilder::new(env.clone())
         .default_authority("localhost")
+        // A fresh connection per channel: gRPC otherwise shares one per
+        // address across channels, and a peer that restarted leaves it in a
+        // reconnect backoff (1 s) that a new channel would inherit.
+        .use_local_subchannel_pool(true)
         .connect(&format!("unix:{}", path.display()));
     let reg = WatcherClient::new(ch);
     let info = reg
@@ -640,6 +659,8 @@ fn register_watched(
         Ok(opts) => {
             shared.record(|r| {
                 r.registrations.push(req.clone());
+                r.registered_at.push(Instant::now());
+                r.first_list_at.remove(&info.name);
                 r.options.insert(info.name.clone(), opts);
             });
             notify(true, String::new());

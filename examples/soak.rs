@@ -61,6 +61,25 @@ fn proc_count(pid: u32, what: &str) -> u64 {
     }
 }
 
+/// Threads other than gRPC's event-engine pool (which grows under load and
+/// shrinks when idle, by its own policy), and the pool's size.
+fn threads(pid: u32) -> (u64, u64) {
+    let (mut own, mut pool) = (0, 0);
+    for t in fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "event_engine" {
+            pool += 1;
+        } else {
+            own += 1;
+        }
+    }
+    (own, pool)
+}
+
 fn main() {
     let short = std::env::args().any(|a| a == "--short");
     let (restarts, reloads, flaps) = if short {
@@ -88,6 +107,10 @@ fn main() {
             "--device-plugin-dir",
             dp.to_str().unwrap(),
         ])
+        .env(
+            "RUST_LOG",
+            std::env::var("SOAK_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log).unwrap())
         .spawn()
@@ -240,7 +263,7 @@ fn main() {
             thread::sleep(Duration::from_millis(200));
             baseline = Some((
                 proc_count(pid, "fds"),
-                proc_count(pid, "Threads:"),
+                threads(pid).0,
                 proc_count(pid, "VmRSS:"),
             ));
         }
@@ -256,21 +279,40 @@ fn main() {
     if !wait_view(&kubelet, devices, toggle, 0) {
         failures.push("final view does not match the config".into());
     }
-    thread::sleep(Duration::from_millis(500));
-    let end = (
-        proc_count(pid, "fds"),
-        proc_count(pid, "Threads:"),
-        proc_count(pid, "VmRSS:"),
-    );
-    let (fd0, th0, rss0) = baseline.unwrap_or(end);
+    // gRPC's event-engine pool grows under load and shrinks when idle:
+    // give counts up to 5 s to settle before calling anything a leak.
+    let (fd0, th0, rss0) = baseline.unwrap_or((u64::MAX, u64::MAX, u64::MAX));
+    let measure = || {
+        (
+            proc_count(pid, "fds"),
+            threads(pid).0,
+            proc_count(pid, "VmRSS:"),
+        )
+    };
+    let settle_until = Instant::now() + Duration::from_secs(5);
+    let mut end = measure();
+    while (end.0 > fd0 || end.1 > th0) && Instant::now() < settle_until {
+        thread::sleep(Duration::from_millis(100));
+        end = measure();
+    }
 
     let log_text = fs::read_to_string(&log).unwrap_or_default();
     let applied_logged = log_text.matches("reload applied").count();
     let refused_logged = log_text.matches("reload refused").count();
+    let reg_failures: Vec<&str> = log_text
+        .lines()
+        .filter(|l| l.contains("registration failed"))
+        .collect();
     // A leak shows as growth; one fewer (a connection of an earlier kubelet
     // still closing at the baseline) is not one.
     if end.0 > fd0 {
         failures.push(format!("file descriptors {fd0} -> {}", end.0));
+    }
+    let pool = threads(pid).1;
+    if pool > 4 {
+        failures.push(format!(
+            "gRPC's event-engine pool still holds {pool} threads when idle"
+        ));
     }
     if end.1 > th0 {
         failures.push(format!("threads {th0} -> {}", end.1));
@@ -315,9 +357,16 @@ fn main() {
         unknown.load(Ordering::Relaxed)
     );
     println!(
-        "  fds {fd0} -> {}, threads {th0} -> {}, RSS {rss0} kB -> {} kB",
+        "  fds {fd0} -> {}, threads (besides gRPC's event-engine pool) {th0} -> {}, RSS {rss0} kB -> {} kB",
         end.0, end.1, end.2
     );
+    println!(
+        "  registration attempts that failed and were retried: {}",
+        reg_failures.len()
+    );
+    if let Some(first) = reg_failures.first() {
+        println!("    first: {first}");
+    }
 
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
@@ -326,6 +375,12 @@ fn main() {
         failures.push(format!("daemon exit status {status}"));
     }
     kubelet.stop();
+    if !failures.is_empty() || std::env::var_os("SOAK_LOG").is_some() {
+        let kept = std::env::temp_dir().join("soak-daemon.log");
+        if fs::copy(&log, &kept).is_ok() {
+            println!("  daemon log kept at {}", kept.display());
+        }
+    }
     let _ = fs::remove_dir_all(&root);
     if failures.is_empty() {
         println!("soak: 1 passed, 0 failed");

@@ -57,6 +57,10 @@ struct State {
     /// not reading holds at most one pending wake-up, never a queue.
     watchers: Vec<mpsc::Sender<()>>,
     open_streams: usize,
+    /// Refused Allocate calls are logged at most once a second (a confused
+    /// or hostile client must not flood the log); the rest are counted.
+    last_refusal_log: Option<std::time::Instant>,
+    refusals_unlogged: u64,
 }
 
 /// Per-resource state shared by the gRPC handlers, the health thread and
@@ -83,6 +87,8 @@ impl ResourceState {
                 phase: Phase::Serving,
                 watchers: Vec::new(),
                 open_streams: 0,
+                last_refusal_log: None,
+                refusals_unlogged: 0,
             }),
         })
     }
@@ -103,6 +109,27 @@ impl ResourceState {
 
     pub fn open_streams(&self) -> usize {
         self.lock().open_streams
+    }
+
+    /// Logs a refused Allocate, at most once a second with a count of the
+    /// refusals not logged since.
+    fn log_refusal(&self, msg: &str) {
+        let mut s = self.lock();
+        let now = std::time::Instant::now();
+        if s.last_refusal_log
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1))
+        {
+            s.refusals_unlogged += 1;
+            return;
+        }
+        let skipped = std::mem::take(&mut s.refusals_unlogged);
+        s.last_refusal_log = Some(now);
+        drop(s);
+        if skipped > 0 {
+            log::warn!("{msg} ({skipped} more refused Allocate calls not logged)");
+        } else {
+            log::warn!("{msg}");
+        }
     }
 
     /// Records a health result; returns true when it changed (and streams
@@ -430,7 +457,7 @@ impl DevicePlugin for DevicePluginService {
         let resource = self.state.resource();
         let name = resource.resource_name.clone();
         let result = allocate(&resource, &req).map_err(|msg| {
-            log::warn!("{msg}");
+            self.state.log_refusal(&msg);
             RpcStatus::with_message(RpcStatusCode::INVALID_ARGUMENT, msg)
         });
         if result.is_ok() {

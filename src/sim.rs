@@ -374,6 +374,12 @@ impl SimKubelet {
     /// a new kubelet.sock, scans and watches the plugins registry.
     fn boot(&self) -> std::io::Result<Incarnation> {
         lock(&self.shared.current).clear();
+        // Before serving: a new kubelet knows no devices until plugins
+        // register again (clearing later could wipe a fast plugin's list).
+        self.shared.record(|r| {
+            r.starts += 1;
+            r.devices.clear();
+        });
         for entry in std::fs::read_dir(&self.shared.dir)?.flatten() {
             let name = entry.file_name();
             if name == CHECKPOINT {
@@ -420,11 +426,7 @@ impl SimKubelet {
             }
             None => None,
         };
-        self.shared.record(|r| {
-            r.starts += 1;
-            // A new kubelet knows no devices until plugins register again.
-            r.devices.clear();
-        });
+
         Ok(Incarnation {
             server,
             gone,

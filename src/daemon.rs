@@ -450,13 +450,7 @@ impl Supervisor {
     /// Starts serving a new resource (B1): create OrCreate paths, check
     /// health, serve, then schedule registration.
     fn add(&mut self, resource: Arc<Resource>) {
-        if let Some(e) = health::create_missing(&self.opts.host_root, &resource) {
-            log::warn!(
-                "{}: cannot create {}: {e}",
-                resource.resource_name,
-                resource.host_path
-            );
-        }
+        // check() creates a missing OrCreate path (B1) and reports failure.
         let h = health::check(&self.opts.host_root, &resource);
         log::info!("{}: {} is {h}", resource.resource_name, resource.host_path);
         let state = ResourceState::new(resource.clone(), h.is_healthy());
@@ -942,9 +936,7 @@ impl Supervisor {
                     let r = Arc::new(r);
                     state.update_resource(r.clone());
                     self.watch_host(id, &r);
-                    if let Some(e) = health::create_missing(&self.opts.host_root, &r) {
-                        log::warn!("{}: cannot create {}: {e}", r.resource_name, r.host_path);
-                    }
+
                     self.health.poke(id);
                     updated += 1;
                 }

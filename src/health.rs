@@ -212,22 +212,6 @@ fn create_file(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Creates every OrCreate path of `resources` (B1). Failures are returned
-/// per resource, never fatal: the resource is then Unhealthy.
-pub fn create_missing(host_root: &Path, r: &Resource) -> Option<io::Error> {
-    let full = match resolve_in_root(host_root, &r.host_path) {
-        Ok(p) => p,
-        Err(why) => return Some(io::Error::other(why)),
-    };
-    if fs::symlink_metadata(&full).is_ok() {
-        return None;
-    }
-    match create(&full, r.path_type) {
-        Some(Err(e)) => Some(e),
-        _ => None,
-    }
-}
-
 /// Whether `full` is a mount point: listed as a mount point in
 /// `/proc/self/mountinfo` (catches bind mounts of the same filesystem), or on
 /// a different device than its parent. The host root itself counts.

@@ -4,6 +4,7 @@
 mod cli;
 mod harness;
 mod health;
+mod hostile;
 mod kubelet;
 mod lifecycle;
 mod reload;

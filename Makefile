@@ -5,9 +5,14 @@
 # exercise the very binary that ships.
 
 VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-# The architecture of `make static` / `make release`: amd64 (the host).
+# The architecture of `make static` / `make release`: amd64 (the host) or
+# arm64 (cross-compiled, see BUILD.md).
 ARCH        ?= amd64
 TARGET      := x86_64-unknown-linux-gnu
+ARM_TARGET  := aarch64-unknown-linux-gnu
+ARM_ENV     := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+               CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
 export RUSTFLAGS        := -C target-feature=+crt-static
 # With pkg-config and libsystemd-dev installed, gRPC's cmake would link
 # -lsystemd and the static link fails; keep pkg-config from finding it.
@@ -18,7 +23,7 @@ BIN         := $(OUT)/k8s-hostpath-device-plugin
 IMAGE       ?= k8s-hostpath-device-plugin:$(VERSION)
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build static test unit-test soak-short deploy-test lint fmt demo bench soak policy image release clean
+.PHONY: all deps deps-arm64 build static static-arm64 test unit-test soak-short deploy-test arm64-test lint fmt demo bench soak fuzz policy image image-multiarch release clean
 
 all: build
 
@@ -35,17 +40,36 @@ deps:
 build: deps
 	cargo build $(CARGO_FLAGS) --bins
 
-# The static, stripped binary at dist/k8s-hostpath-device-plugin
-# (what Dockerfile.distroless copies into the image).
-static: build
-	@[ "$(ARCH)" = amd64 ] || { echo "ARCH=$(ARCH): only amd64 is supported"; exit 2; }
+# The static, stripped binary at dist/k8s-hostpath-device-plugin (what
+# Dockerfile.distroless copies into the image), for ARCH=amd64 or arm64.
+static: deps
+ifeq ($(ARCH),amd64)
+	cargo build $(CARGO_FLAGS) --bins
 	mkdir -p dist
 	cp $(BIN) dist/k8s-hostpath-device-plugin
+else ifeq ($(ARCH),arm64)
+	$(MAKE) static-arm64
+	cp target/$(ARM_TARGET)/release/k8s-hostpath-device-plugin dist/k8s-hostpath-device-plugin
+else
+	@echo "ARCH=$(ARCH): use amd64 or arm64"; exit 2
+endif
 	@ls -l dist/k8s-hostpath-device-plugin
+
+# Cross toolchain for arm64 (BUILD.md): the rustup target and Debian's
+# aarch64 C/C++ compilers; qemu-user-static to run the result here.
+deps-arm64: deps
+	@rustup target list --installed | grep -q '^$(ARM_TARGET)$$' || rustup target add $(ARM_TARGET)
+	@command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq g++-aarch64-linux-gnu >/dev/null; }
+
+static-arm64: deps-arm64
+	$(ARM_ENV) cargo build --release --target $(ARM_TARGET) --locked --bins
+	mkdir -p dist
+	@ls -l target/$(ARM_TARGET)/release/k8s-hostpath-device-plugin
 
 # The README's test command: format, lints, unit and integration tests,
 # and the deployment checks.
-test: lint unit-test soak-short deploy-test
+test: lint unit-test soak-short deploy-test arm64-test
 
 unit-test: deps
 	cargo test $(CARGO_FLAGS) --all-targets
@@ -67,6 +91,13 @@ soak: deps
 deploy-test: deps
 	cargo build $(CARGO_FLAGS) --bins --examples
 	tests/deploy/checks.sh $(BIN) $(OUT)/examples/gen_policy
+
+# The arm64 binary under qemu-user: --version, check, and the demo's whole
+# story against the host's simulated kubelet. Skipped, with the reason, when
+# the cross toolchain or qemu cannot be installed here.
+arm64-test: deps
+	cargo build $(CARGO_FLAGS) --bins --examples
+	tests/arm64/smoke.sh $(OUT)/examples/demo
 
 lint: deps
 	cargo fmt --all -- --check
@@ -91,10 +122,34 @@ policy: deps
 image:
 	docker build -f Dockerfile.distroless -t $(IMAGE) .
 
-# Binaries named with their architecture, and their checksums.
-release: static
-	cp dist/k8s-hostpath-device-plugin dist/k8s-hostpath-device-plugin-$(VERSION)-linux-$(ARCH)
-	cd dist && sha256sum k8s-hostpath-device-plugin-$(VERSION)-linux-$(ARCH) | tee k8s-hostpath-device-plugin-$(VERSION)-linux-$(ARCH).sha256
+# Both architectures in one manifest list (docker buildx with a builder that
+# can push); the build stage cross-compiles with the same make targets.
+PLATFORMS ?= linux/amd64,linux/arm64
+image-multiarch:
+	docker buildx build -f Dockerfile.distroless --platform $(PLATFORMS) -t $(IMAGE) --push .
+
+# libFuzzer on each target for FUZZ_SECS seconds (nightly; cargo-fuzz is
+# installed when missing). New inputs go to target/fuzz-corpus; copy the
+# ones worth keeping into fuzz/corpus/<target>/, which make test replays.
+FUZZ_SECS ?= 60
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	for t in config allocate preferred; do \
+		mkdir -p target/fuzz-corpus/$$t; \
+		env -u RUSTFLAGS -u PKG_CONFIG_LIBDIR cargo +nightly fuzz run $$t target/fuzz-corpus/$$t fuzz/corpus/$$t \
+			-- -max_total_time=$(FUZZ_SECS) || exit 1; \
+	done
+
+# Binaries named with their architecture, and their checksums: amd64, and
+# arm64 when its cross toolchain can be installed.
+release: deps
+	$(MAKE) static ARCH=amd64
+	cp dist/k8s-hostpath-device-plugin dist/k8s-hostpath-device-plugin-$(VERSION)-linux-amd64
+	if $(MAKE) static-arm64; then \
+		cp target/$(ARM_TARGET)/release/k8s-hostpath-device-plugin dist/k8s-hostpath-device-plugin-$(VERSION)-linux-arm64; \
+	else echo "arm64 skipped: its cross toolchain could not be installed"; fi
+	cd dist && sha256sum k8s-hostpath-device-plugin-$(VERSION)-linux-* | grep -v sha256 | tee SHA256SUMS
 
 clean:
 	cargo clean

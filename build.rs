@@ -48,16 +48,24 @@ fn main() {
             .and_then(|s| s.to_str())
             .expect("proto file name")
             .to_string();
-        let grpc_file = out_dir.join(format!("{stem}_grpc.rs"));
-        fs::write(&grpc_file, grpc_stubs(file)).expect("write grpc stubs");
         let messages = proto_out.join(format!("{stem}.rs"));
         writeln!(
             module,
-            "#[path = {:?}]\npub mod {stem};\n#[path = {:?}]\npub mod {stem}_grpc;",
-            messages.display().to_string(),
-            grpc_file.display().to_string()
+            "#[path = {:?}]\npub mod {stem};",
+            messages.display().to_string()
         )
         .unwrap();
+        // The grpcio stubs only with the `daemon` feature (grpcio is optional).
+        if env::var_os("CARGO_FEATURE_DAEMON").is_some() {
+            let grpc_file = out_dir.join(format!("{stem}_grpc.rs"));
+            fs::write(&grpc_file, grpc_stubs(file)).expect("write grpc stubs");
+            writeln!(
+                module,
+                "#[path = {:?}]\npub mod {stem}_grpc;",
+                grpc_file.display().to_string()
+            )
+            .unwrap();
+        }
         assert_eq!(package, stem, "proto package must match its file name");
     }
     fs::write(out_dir.join("api_mod.rs"), module).expect("write api_mod.rs");

@@ -275,7 +275,9 @@ struct Supervisor {
     mountinfo: Option<std::fs::File>,
 }
 
-/// Runs the daemon until `control` asks it to stop.
+/// Runs the daemon until `control` asks it to stop. Meant to be the last
+/// thing a process does: on return gRPC's threads are still there, for the
+/// process exit to end.
 ///
 /// # Errors
 ///
@@ -356,6 +358,11 @@ pub fn run(opts: &Options, loaded: Loaded, control: &Control) -> Result<(), Daem
     }
     let _ = health_thread.join();
     log::info!("shutdown complete");
+    // Streams are ended, servers stopped, our sockets removed: all that the
+    // kubelet can see is done. Tearing down gRPC's runtime (joining its
+    // threads, its global shutdown) only delays the exit by ~5 ms, so it is
+    // left to the process exit that follows.
+    std::mem::forget(sup);
     result
 }
 

@@ -2,6 +2,7 @@
 //! against the simulated kubelet from the library.
 
 mod cli;
+mod corpus;
 mod harness;
 mod health;
 mod hostile;

@@ -1,0 +1,117 @@
+//! The program behind `main`: run the command the user asked for.
+
+use std::fmt;
+
+use crate::cli::{self, Command, Options};
+use crate::{config, daemon, probe};
+
+/// Why the program exits non-zero; [`Failure::exit_code`] maps it.
+#[derive(Debug)]
+pub enum Failure {
+    Usage(cli::UsageError),
+    Config(config::ConfigError),
+    Daemon(daemon::DaemonError),
+    /// `probe` found resources not answering.
+    Probe(Vec<(String, String)>),
+    Setup(std::io::Error),
+}
+
+impl Failure {
+    /// 2 for bad usage or config, 1 for everything else (DESIGN.md §2).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Usage(_) | Failure::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Usage(e) => write!(f, "{e}"),
+            Failure::Config(e) => write!(f, "invalid configuration:\n{e}"),
+            Failure::Daemon(e) => write!(f, "{e}"),
+            Failure::Probe(failed) => {
+                write!(f, "probe failed for {} resource(s):", failed.len())?;
+                for (name, why) in failed {
+                    write!(f, "\n  {name}: {why}")?;
+                }
+                Ok(())
+            }
+            Failure::Setup(e) => write!(f, "cannot start: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Failure::Usage(e) => Some(e),
+            Failure::Config(e) => Some(e),
+            Failure::Daemon(e) => Some(e),
+            Failure::Setup(e) => Some(e),
+            Failure::Probe(_) => None,
+        }
+    }
+}
+
+fn load_config(opts: &Options) -> Result<config::Loaded, Failure> {
+    let loaded = config::load(&opts.config, opts.socket_dir()).map_err(Failure::Config)?;
+    for w in &loaded.warnings {
+        log::warn!("{w}");
+    }
+    Ok(loaded)
+}
+
+/// Runs the command `opts` names. Output for the user (`check`, `--help`)
+/// goes to stdout; everything else is logged.
+///
+/// # Errors
+///
+/// A [`Failure`] carrying what went wrong and the exit code.
+pub fn run_command(opts: &Options) -> Result<(), Failure> {
+    match opts.command {
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            Ok(())
+        }
+        Command::Version => {
+            println!("k8s-hostpath-device-plugin {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Check => {
+            let config = load_config(opts)?.config;
+            println!(
+                "{}: valid, {} resource(s)",
+                opts.config.display(),
+                config.resources.len()
+            );
+            for r in &config.resources {
+                println!("\n{r}");
+            }
+            Ok(())
+        }
+        Command::Probe => {
+            let config = load_config(opts)?.config;
+            let failed = probe::probe(&config, opts.socket_dir());
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure::Probe(failed))
+            }
+        }
+        Command::Run => {
+            let loaded = load_config(opts)?;
+            let control = daemon::Control::new().map_err(Failure::Setup)?;
+            control.install_signal_handlers().map_err(Failure::Setup)?;
+            log::info!(
+                "k8s-hostpath-device-plugin {} starting with {} resource(s) from {}",
+                env!("CARGO_PKG_VERSION"),
+                loaded.config.resources.len(),
+                opts.config.display()
+            );
+            daemon::run(opts, loaded, &control).map_err(Failure::Daemon)
+        }
+    }
+}

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_hostpath_device_plugin::sim::SimKubelet;
+
 use grpcio::{ChannelBuilder, EnvBuilder};
 use k8s_hostpath_device_plugin::api::v1beta1_grpc::DevicePluginClient;
 
@@ -191,4 +193,20 @@ pub fn client(socket: &Path) -> DevicePluginClient {
         .default_authority("localhost")
         .connect(&format!("unix:{}", socket.display()));
     DevicePluginClient::new(ch)
+}
+
+/// Waits until the kubelet holds `want` = (healthy, total) devices of
+/// `name`; returns how long that took.
+#[track_caller]
+pub fn wait_counts(k: &SimKubelet, d: &Daemon, name: &str, want: (usize, usize)) -> Duration {
+    let t = Instant::now();
+    k.wait_for(WAIT, |r| (r.counts(name) == Some(want)).then_some(()))
+        .unwrap_or_else(|| {
+            panic!(
+                "{name}: never {want:?}; saw {:?}\n{}",
+                k.recorded().counts(name),
+                d.log()
+            )
+        });
+    t.elapsed()
 }

@@ -9,21 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_hostpath_device_plugin::sim::SimKubelet;
 
-use crate::harness::{Daemon, TestDir, WAIT};
-
-#[track_caller]
-fn wait_counts(k: &SimKubelet, d: &Daemon, name: &str, want: (usize, usize)) -> Duration {
-    let t = Instant::now();
-    k.wait_for(WAIT, |r| (r.counts(name) == Some(want)).then_some(()))
-        .unwrap_or_else(|| {
-            panic!(
-                "{name}: never {want:?}; saw {:?}\n{}",
-                k.recorded().counts(name),
-                d.log()
-            )
-        });
-    t.elapsed()
-}
+use crate::harness::{wait_counts, Daemon, TestDir, WAIT};
 
 /// A resource entry with a long interval: any flip seen quickly came from inotify.
 fn entry(name: &str, path: &Path, ty: &str, extra: &str) -> String {

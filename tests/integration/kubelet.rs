@@ -37,17 +37,23 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
-#[test]
-fn kubelet_restart_fifty_times() {
-    let dir = TestDir::new();
+/// A kubelet and a daemon serving `R` with 4 devices, registered.
+fn registered(dir: &TestDir) -> (SimKubelet, Daemon) {
     fs::create_dir_all(dir.host("data")).unwrap();
-    let mut k = SimKubelet::start(&dir.dp()).unwrap();
+    let k = SimKubelet::start(&dir.dp()).unwrap();
     let d = Daemon::start(
-        &dir,
+        dir,
         &dir_config(R, &dir.host("data"), "numDevices: 4\n"),
         &[],
     );
     wait_registered(&k, &d, 1);
+    (k, d)
+}
+
+#[test]
+fn kubelet_restart_fifty_times() {
+    let dir = TestDir::new();
+    let (mut k, d) = registered(&dir);
     let mut latencies = Vec::new();
     for round in 1..=50 {
         let down = if round % 2 == 0 {
@@ -175,14 +181,7 @@ fn sigterm_during_pending_registration() {
 #[test]
 fn device_plugin_dir_removed_and_recreated() {
     let dir = TestDir::new();
-    fs::create_dir_all(dir.host("data")).unwrap();
-    let mut k = SimKubelet::start(&dir.dp()).unwrap();
-    let d = Daemon::start(
-        &dir,
-        &dir_config(R, &dir.host("data"), "numDevices: 4\n"),
-        &[],
-    );
-    wait_registered(&k, &d, 1);
+    let (mut k, d) = registered(&dir);
     k.stop();
     fs::remove_dir_all(dir.dp()).unwrap();
     d.wait_log("the socket directory is gone");

@@ -6,22 +6,10 @@ use std::time::Duration;
 
 use k8s_hostpath_device_plugin::sim::SimKubelet;
 
-use crate::harness::{wait_until, Daemon, TestDir, WAIT};
+use crate::harness::{wait_counts, wait_until, Daemon, TestDir, WAIT};
 
 fn res(name: &str, path: &std::path::Path, extra: &str) -> String {
     format!("  - resourceName: {name}\n    hostPath: {{path: {}}}\n    healthCheckInterval: 100ms\n{extra}", path.display())
-}
-
-#[track_caller]
-fn wait_counts(k: &SimKubelet, d: &Daemon, name: &str, want: (usize, usize)) {
-    k.wait_for(WAIT, |r| (r.counts(name) == Some(want)).then_some(()))
-        .unwrap_or_else(|| {
-            panic!(
-                "{name}: never {want:?}; saw {:?}\n{}",
-                k.recorded().counts(name),
-                d.log()
-            )
-        });
 }
 
 #[test]

@@ -47,7 +47,8 @@ fn update_in_place_keeps_the_stream() {
         )
     );
     dir.replace_config(&v2);
-    wait_counts(&k, &d, "example.com/x", (3, 3));
+    let took = wait_counts(&k, &d, "example.com/x", (3, 3));
+    println!("config renamed into place -> new list at the kubelet after {took:?}");
     assert_eq!(env(&k), "two", "new Allocate answers at once");
     let resp = k.allocate("example.com/x", &[&["2"]]).unwrap();
     assert_eq!(

@@ -70,8 +70,6 @@ pub enum DaemonError {
         path: PathBuf,
         source: io::Error,
     },
-    /// Not a single resource could be served.
-    NothingServed,
 }
 
 impl fmt::Display for DaemonError {
@@ -79,9 +77,6 @@ impl fmt::Display for DaemonError {
         match self {
             DaemonError::Setup { what, source } => write!(f, "cannot set up {what}: {source}"),
             DaemonError::Directory { path, source } => write!(f, "{}: {source}", path.display()),
-            DaemonError::NothingServed => {
-                f.write_str("no resource could be served; see the errors above")
-            }
         }
     }
 }
@@ -92,7 +87,6 @@ impl std::error::Error for DaemonError {
             DaemonError::Setup { source, .. } | DaemonError::Directory { source, .. } => {
                 Some(source)
             }
-            DaemonError::NothingServed => None,
         }
     }
 }
@@ -219,6 +213,12 @@ struct Served {
     backoff: Duration,
     /// The last registration error logged, to log repeats at debug only.
     last_error: Option<String>,
+    /// When to try serving again after a failed bind (a read-only or
+    /// missing directory, a foreign file in the way), with its backoff and
+    /// the error last logged (repeats go to debug).
+    serve_retry: Option<Instant>,
+    serve_backoff: Duration,
+    serve_error: Option<String>,
 }
 
 impl Served {
@@ -338,10 +338,8 @@ pub fn run(opts: &Options, loaded: Loaded, control: &Control) -> Result<(), Daem
     for r in loaded.config.resources {
         sup.add(Arc::new(r));
     }
-    if sup.served.iter().all(|s| s.server.is_none()) {
-        sup.stop();
-        return Err(DaemonError::NothingServed);
-    }
+    // A resource that could not be served is retried with backoff; the
+    // daemon never exits for it (its probe says what is not serving).
 
     let host_root = opts.host_root.clone();
     let health_thread = thread::Builder::new()
@@ -475,6 +473,9 @@ impl Supervisor {
             generation: 0,
             backoff: BACKOFF_START,
             last_error: None,
+            serve_retry: None,
+            serve_backoff: BACKOFF_START,
+            serve_error: None,
         };
         self.serve(&mut served);
         self.served.push(served);
@@ -524,8 +525,49 @@ impl Supervisor {
                     }
                 };
             }
-            Err(e) => log::error!("{}: cannot serve: {e}", resource.resource_name),
+            Err(e) => {
+                // Nothing is lost: try again, with backoff, until it works.
+                let (msg, retry) = (e.to_string(), s.serve_backoff);
+                if s.serve_error.as_deref() == Some(msg.as_str()) {
+                    log::debug!(
+                        "{}: still cannot serve: {msg}; retrying in {retry:?}",
+                        resource.resource_name
+                    );
+                } else {
+                    log::error!(
+                        "{}: cannot serve: {msg}; retrying in {retry:?}",
+                        resource.resource_name
+                    );
+                }
+                s.serve_error = Some(msg);
+                s.serve_retry = Some(Instant::now() + retry);
+                s.serve_backoff = (retry * 2).min(BACKOFF_MAX);
+                return;
+            }
         }
+        s.serve_retry = None;
+        s.serve_backoff = BACKOFF_START;
+        s.serve_error = None;
+    }
+
+    /// Serves again every resource whose last attempt failed and is due.
+    fn retry_due_serves(&mut self) {
+        let now = Instant::now();
+        if !self
+            .served
+            .iter()
+            .any(|s| s.serve_retry.is_some_and(|t| t <= now))
+        {
+            return;
+        }
+        let mut served = std::mem::take(&mut self.served);
+        for s in served
+            .iter_mut()
+            .filter(|s| s.serve_retry.is_some_and(|t| t <= now))
+        {
+            self.serve(s);
+        }
+        self.served = served;
     }
 
     /// Serves every resource afresh, in config order.
@@ -539,6 +581,7 @@ impl Supervisor {
 
     fn event_loop(&mut self, control: &Control) -> Result<(), DaemonError> {
         loop {
+            self.retry_due_serves();
             self.start_due_registrations();
             if self.reload_due.is_some_and(|t| t <= Instant::now()) {
                 self.reload_due = None;
@@ -619,7 +662,11 @@ impl Supervisor {
         let dir_poll = self
             .socket_dir_missing
             .then(|| Instant::now() + MISSING_DIR_POLL);
-        regs.chain(self.reload_due).chain(dir_poll).min()
+        let serves = self.served.iter().filter_map(|s| s.serve_retry);
+        regs.chain(serves)
+            .chain(self.reload_due)
+            .chain(dir_poll)
+            .min()
     }
 
     fn start_due_registrations(&mut self) {

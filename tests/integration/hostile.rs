@@ -345,3 +345,81 @@ fn signal_storm() {
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(5)).code(), Some(0));
 }
+
+/// A read-only bind mount of a directory over itself; undone on drop.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn make(dir: &std::path::Path) -> Option<ReadOnly> {
+        let bind = Command::new("mount")
+            .arg("--bind")
+            .arg(dir)
+            .arg(dir)
+            .status()
+            .ok()?;
+        if !bind.success() {
+            return None;
+        }
+        let guard = ReadOnly(dir.into());
+        let ro = Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(dir)
+            .status()
+            .ok()?;
+        ro.success().then_some(guard)
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn read_only_device_plugin_dir_loses_nothing() {
+    let dir = TestDir::new();
+    let (k, d) = started(&dir, 10);
+    let Some(ro) = ReadOnly::make(&dir.dp()) else {
+        println!("SKIPPED read_only_device_plugin_dir_loses_nothing: cannot make a read-only bind mount here");
+        return;
+    };
+    // A reload adds a resource while its socket cannot be created.
+    let both = format!(
+        "{}\n",
+        dir_config(R, &dir.host("data"), "numDevices: 10\n")
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replacen("    resourceName", "  - resourceName", 1)
+    );
+    let config = format!(
+        "resources:\n{both}  - resourceName: example.com/late\n    numDevices: 2\n    hostPath: {{path: {}}}\n",
+        dir.host("data").display()
+    );
+    dir.replace_config(&config);
+    d.wait_log("example.com/late: cannot serve");
+    still_serving(&k, &d);
+    std::thread::sleep(Duration::from_millis(400)); // several retries fail meanwhile
+    drop(ro);
+    k.wait_for(WAIT, |r| {
+        r.counts("example.com/late").filter(|c| *c == (2, 2))
+    })
+    .unwrap_or_else(|| panic!("not served once writable again:\n{}", d.log()));
+    let log = d.log();
+    assert_eq!(
+        log.matches("example.com/late: cannot serve").count(),
+        1,
+        "logged once:\n{log}"
+    );
+    assert!(
+        log.contains("example.com/late: still cannot serve"),
+        "retried:\n{log}"
+    );
+    assert_eq!(
+        k.recorded().registrations_of(R),
+        1,
+        "the other resource was untouched"
+    );
+}

@@ -128,6 +128,28 @@ fn foreign_file_at_socket_path_is_left_alone() {
     k.wait_for(WAIT, |r| r.counts("example.com/b"))
         .unwrap_or_else(|| panic!("{}", d.log()));
     d.wait_log("a file that is not a socket is in the way");
+    // The operator removes it: the resource is served after all (retried
+    // with backoff), the error having been logged once.
+    let stray = dir.dp().join("example.com-a.sock");
+    let kept = fs::read(&stray).unwrap();
+    fs::remove_file(&stray).unwrap();
+    k.wait_for(WAIT, |r| r.counts("example.com/a"))
+        .unwrap_or_else(|| panic!("{}", d.log()));
+    assert_eq!(d.log().matches("is in the way").count(), 1, "{}", d.log());
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(5)).code(), Some(0));
+    assert_eq!(kept, b"not ours");
+}
+
+#[test]
+fn foreign_file_is_never_removed() {
+    let dir = TestDir::new();
+    fs::create_dir_all(dir.host("a")).unwrap();
+    fs::write(dir.dp().join("example.com-a.sock"), b"not ours").unwrap();
+    let k = SimKubelet::start(&dir.dp()).unwrap();
+    let mut d = Daemon::start(&dir, &dir_config("example.com/a", &dir.host("a"), ""), &[]);
+    d.wait_log("is in the way");
+    assert!(k.recorded().registrations.is_empty());
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(5)).code(), Some(0));
     assert_eq!(

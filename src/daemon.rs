@@ -48,6 +48,10 @@ const REQUEST_SLOTS: usize = 16;
 /// How long one Register call may take before it is abandoned and retried.
 const REGISTER_DEADLINE: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(100);
+/// A new kubelet.sock exists a moment before its server listens: a refused
+/// connection is retried this often, this many times, before the backoff.
+const QUICK_RETRY: Duration = Duration::from_millis(5);
+const QUICK_RETRIES: u32 = 20;
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a server may take to finish its calls when stopped before they
 /// are cancelled (a whole shutdown must fit in 1 s).
@@ -219,6 +223,8 @@ struct Served {
     serve_retry: Option<Instant>,
     serve_backoff: Duration,
     serve_error: Option<String>,
+    /// Quick retries used on a refused connection since the last serve.
+    quick_retries: u32,
 }
 
 impl Served {
@@ -476,6 +482,7 @@ impl Supervisor {
             serve_retry: None,
             serve_backoff: BACKOFF_START,
             serve_error: None,
+            quick_retries: 0,
         };
         self.serve(&mut served);
         self.served.push(served);
@@ -503,6 +510,7 @@ impl Supervisor {
         }
         s.generation += 1;
         s.backoff = BACKOFF_START;
+        s.quick_retries = 0;
         let resource = s.state.resource();
         let path = self.socket_dir().join(&resource.socket_name);
         match start_server(&self.env, &s.state, &path, self.opts.registration) {
@@ -761,6 +769,19 @@ impl Supervisor {
                 s.reg = Reg::Registered;
                 s.backoff = BACKOFF_START;
                 s.last_error = None;
+            }
+            Err(e) if e.contains("Connection refused") && s.quick_retries < QUICK_RETRIES => {
+                // A kubelet.sock that was just created may not be listening
+                // yet: try again shortly before falling back to the backoff.
+                s.quick_retries += 1;
+                log::debug!(
+                    "{name}: {KUBELET_SOCKET} not listening yet; retrying in {QUICK_RETRY:?}"
+                );
+                s.reg = if kubelet_present {
+                    Reg::Due(Instant::now() + QUICK_RETRY)
+                } else {
+                    Reg::WaitingForKubelet
+                };
             }
             Err(e) => {
                 let retry = s.backoff;

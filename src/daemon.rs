@@ -19,15 +19,13 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::future::{select, Either};
-use grpcio::{
-    CallOption, ChannelBuilder, EnvBuilder, Environment, Server, ServerBuilder, ServerCredentials,
-};
+use grpcio::{CallOption, EnvBuilder, Environment, Server, ServerBuilder, ServerCredentials};
 use inotify::EventMask;
 
 use crate::api::pluginregistration_grpc::create_registration;
@@ -38,7 +36,7 @@ use crate::config::{self, Config, Loaded, Resource};
 use crate::health::{self, Health};
 use crate::plugin::{DevicePluginService, RegistrationService, ResourceState, API_VERSION};
 use crate::socket::{self, OwnedSocket, SocketError};
-use crate::util::{block_on_timeout, poll_events, Notifier, WakePipe};
+use crate::util::{block_on_timeout, lock, poll_events, unix_channel, Notifier, WakePipe};
 use crate::watch::{path_and_ancestors, Fired, Key, Watcher};
 
 /// The kubelet's registration socket, inside the device-plugin directory.
@@ -185,12 +183,6 @@ impl Events {
     }
 }
 
-/// Every lock here guards plain data that is never left half-updated, so a
-/// panic elsewhere does not make it unusable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Where a resource's registration stands.
 enum Reg {
     /// No kubelet.sock yet: waiting for it to appear.
@@ -228,6 +220,13 @@ struct Served {
 }
 
 impl Served {
+    /// Abandons a Register call that is out (its late result is ignored).
+    fn cancel_registration(&mut self) {
+        if let Reg::InFlight(cancel) = std::mem::replace(&mut self.reg, Reg::WaitingForKubelet) {
+            let _ = cancel.send(());
+        }
+    }
+
     fn name(&self) -> String {
         self.state.resource().resource_name.clone()
     }
@@ -499,15 +498,13 @@ impl Supervisor {
     /// its streams have ended before the new registration is sent.
     fn serve(&self, s: &mut Served) {
         s.state.new_epoch();
-        if let Some(mut old) = s.server.take() {
-            stop_server(&mut old);
+        if let Some(old) = s.server.take() {
+            stop_servers(vec![old]);
         }
         if let Some(old) = s.socket.take() {
             old.remove();
         }
-        if let Reg::InFlight(cancel) = std::mem::replace(&mut s.reg, Reg::WaitingForKubelet) {
-            let _ = cancel.send(());
-        }
+        s.cancel_registration();
         s.generation += 1;
         s.backoff = BACKOFF_START;
         s.quick_retries = 0;
@@ -699,13 +696,7 @@ impl Supervisor {
         req.endpoint = resource.socket_name.clone();
         req.resource_name = resource.resource_name.clone();
         req.options = Some(DevicePluginOptions::new()).into();
-        let channel = ChannelBuilder::new(self.env.clone())
-            .default_authority("localhost")
-            // A fresh connection per channel: gRPC otherwise shares one per
-            // address across channels, and a peer that restarted leaves it in a
-            // reconnect backoff (1 s) that a new channel would inherit.
-            .use_local_subchannel_pool(true)
-            .connect(&format!("unix:{}", self.kubelet_socket().display()));
+        let channel = unix_channel(&self.env, &self.kubelet_socket());
         let client = RegistrationClient::new(channel);
         let opt = CallOption::default().timeout(REGISTER_DEADLINE);
         let (id, generation) = (s.id, s.generation);
@@ -1029,11 +1020,9 @@ impl Supervisor {
     fn retire(&mut self, mut s: Served) {
         let name = s.name();
         s.state.retire();
-        if let Reg::InFlight(cancel) = std::mem::replace(&mut s.reg, Reg::WaitingForKubelet) {
-            let _ = cancel.send(());
-        }
-        if let Some(mut server) = s.server.take() {
-            stop_server(&mut server);
+        s.cancel_registration();
+        if let Some(old) = s.server.take() {
+            stop_servers(vec![old]);
         }
         if let Some(sock) = s.socket.take() {
             sock.remove();
@@ -1049,24 +1038,14 @@ impl Supervisor {
     fn stop(&mut self) {
         for s in &mut self.served {
             s.state.stop();
-            if let Reg::InFlight(cancel) = std::mem::replace(&mut s.reg, Reg::WaitingForKubelet) {
-                let _ = cancel.send(());
-            }
+            s.cancel_registration();
         }
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
-        let mut pending = Vec::new();
-        for s in &mut self.served {
-            if let Some(mut server) = s.server.take() {
-                let f = server.shutdown();
-                pending.push((server, f));
-            }
-        }
-        for (mut server, f) in pending {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if block_on_timeout(f, left).is_none() {
-                server.cancel_all_calls();
-            }
-        }
+        stop_servers(
+            self.served
+                .iter_mut()
+                .filter_map(|s| s.server.take())
+                .collect(),
+        );
         for s in &mut self.served {
             if let Some(sock) = s.socket.take() {
                 sock.remove();
@@ -1113,12 +1092,21 @@ fn start_server(
     Ok((server, owned))
 }
 
-/// Stops one server: its streams were told to end; give them a moment,
-/// then cancel whatever is left.
-fn stop_server(server: &mut Server) {
-    let f = server.shutdown();
-    if block_on_timeout(f, SHUTDOWN_GRACE).is_none() {
-        server.cancel_all_calls();
+/// Stops servers whose streams were told to end: all shut down at once,
+/// given one shared grace period, then whatever is left is cancelled.
+fn stop_servers(servers: Vec<Server>) {
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    let pending: Vec<_> = servers
+        .into_iter()
+        .map(|mut server| {
+            let f = server.shutdown();
+            (server, f)
+        })
+        .collect();
+    for (mut server, f) in pending {
+        if block_on_timeout(f, deadline.saturating_duration_since(Instant::now())).is_none() {
+            server.cancel_all_calls();
+        }
     }
 }
 

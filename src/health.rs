@@ -97,6 +97,11 @@ pub fn resolve_in_root(host_root: &Path, path: &str) -> Result<PathBuf, String> 
         .map(|c| c.to_os_string())
         .collect();
     let mut resolved: Vec<std::ffi::OsString> = Vec::new();
+    let under_root = |parts: &[std::ffi::OsString]| -> PathBuf {
+        std::iter::once(host_root.as_os_str())
+            .chain(parts.iter().map(|c| c.as_os_str()))
+            .collect()
+    };
     let mut hops = 0;
     while let Some(c) = pending.pop_front() {
         if c == "." {
@@ -107,9 +112,7 @@ pub fn resolve_in_root(host_root: &Path, path: &str) -> Result<PathBuf, String> 
             continue;
         }
         resolved.push(c);
-        let full: PathBuf = std::iter::once(host_root.as_os_str())
-            .chain(resolved.iter().map(|c| c.as_os_str()))
-            .collect();
+        let full = under_root(&resolved);
         match fs::symlink_metadata(&full) {
             Ok(m) if m.file_type().is_symlink() => {
                 hops += 1;
@@ -129,9 +132,7 @@ pub fn resolve_in_root(host_root: &Path, path: &str) -> Result<PathBuf, String> 
             _ => {}
         }
     }
-    Ok(std::iter::once(host_root.as_os_str())
-        .chain(resolved.iter().map(|c| c.as_os_str()))
-        .collect())
+    Ok(under_root(&resolved))
 }
 
 /// Checks one resource's path; creates OrCreate paths that are missing.

@@ -90,9 +90,7 @@ impl ResourceState {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the state half
-        // written (every update is a plain field store), so keep going.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::util::lock(&self.state)
     }
 
     pub fn resource(&self) -> Arc<Resource> {
@@ -126,12 +124,6 @@ impl ResourceState {
         } else {
             log::warn!("{msg}");
         }
-    }
-
-    /// Records a health result; returns true when it changed (and streams
-    /// were woken).
-    pub fn set_healthy(&self, healthy: bool) -> bool {
-        self.set_health(healthy, "").is_some()
     }
 
     /// Records a health result with its reason. Returns the previous

@@ -4,11 +4,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcio::{CallOption, ChannelBuilder, EnvBuilder};
+use grpcio::{CallOption, EnvBuilder};
 
 use crate::api::v1beta1::Empty;
 use crate::api::v1beta1_grpc::DevicePluginClient;
 use crate::config::Config;
+use crate::util::unix_channel;
 
 /// Per-call deadline of the probe.
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(1);
@@ -27,13 +28,7 @@ pub fn probe(config: &Config, socket_dir: &Path) -> Vec<(String, String)> {
             ));
             continue;
         }
-        let channel = ChannelBuilder::new(env.clone())
-            .default_authority("localhost")
-            // A fresh connection per channel: gRPC otherwise shares one per
-            // address across channels, and a peer that restarted leaves it in a
-            // reconnect backoff (1 s) that a new channel would inherit.
-            .use_local_subchannel_pool(true)
-            .connect(&format!("unix:{}", path.display()));
+        let channel = unix_channel(&env, &path);
         let client = DevicePluginClient::new(channel);
         let opt = CallOption::default().timeout(PROBE_DEADLINE);
         if let Err(e) = client.get_device_plugin_options(&Empty::new(), opt) {

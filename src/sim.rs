@@ -25,14 +25,14 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use grpcio::{
-    CallOption, ChannelBuilder, EnvBuilder, Environment, RpcContext, RpcStatus, RpcStatusCode,
-    Server, ServerBuilder, ServerCredentials, UnarySink,
+    CallOption, EnvBuilder, Environment, RpcContext, RpcStatus, RpcStatusCode, Server,
+    ServerBuilder, ServerCredentials, UnarySink,
 };
 use inotify::EventMask;
 
@@ -45,7 +45,7 @@ use crate::api::v1beta1::{
 use crate::api::v1beta1_grpc::{create_registration, DevicePluginClient, Registration};
 use crate::daemon::KUBELET_SOCKET;
 use crate::plugin::{API_VERSION, DEVICE_PLUGIN_TYPE};
-use crate::util::{block_on_timeout, poll_readable};
+use crate::util::{block_on_timeout, lock, poll_readable, unix_channel};
 use crate::watch::{Key, Watcher};
 
 /// The kubelet's checkpoint file; a restart never deletes it.
@@ -114,10 +114,6 @@ struct Shared {
     /// Current connection per resource (this incarnation).
     current: Mutex<HashMap<String, Connection>>,
     next_seq: Mutex<u64>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
@@ -299,14 +295,7 @@ impl Registration for RegistrationServer {
 }
 
 fn dial(env: &Arc<Environment>, socket: &Path) -> DevicePluginClient {
-    let ch = ChannelBuilder::new(env.clone())
-        .default_authority("localhost")
-        // A fresh connection per channel: gRPC otherwise shares one per
-        // address across channels, and a peer that restarted leaves it in a
-        // reconnect backoff (1 s) that a new channel would inherit.
-        .use_local_subchannel_pool(true)
-        .connect(&format!("unix:{}", socket.display()));
-    DevicePluginClient::new(ch)
+    DevicePluginClient::new(unix_channel(env, socket))
 }
 
 /// One kubelet process: its server and its discovery thread.
@@ -606,14 +595,7 @@ fn register_watched(
     path: &Path,
     gone: &Arc<AtomicBool>,
 ) -> Option<String> {
-    let ch = ChannelBuilder::new(env.clone())
-        .default_authority("localhost")
-        // A fresh connection per channel: gRPC otherwise shares one per
-        // address across channels, and a peer that restarted leaves it in a
-        // reconnect backoff (1 s) that a new channel would inherit.
-        .use_local_subchannel_pool(true)
-        .connect(&format!("unix:{}", path.display()));
-    let reg = WatcherClient::new(ch);
+    let reg = WatcherClient::new(unix_channel(env, path));
     let info = reg
         .get_info(
             &InfoRequest::new(),

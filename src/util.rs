@@ -4,11 +4,29 @@ use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
+
+/// Locks a mutex whose data is never left half-updated (plain field
+/// stores), so a panic elsewhere while holding it does not make it unusable.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A channel to a Unix socket as the kubelet dials: plaintext, authority
+/// `localhost`, and a connection of its own. gRPC otherwise shares one
+/// connection per address across channels, and a peer that restarted leaves
+/// it in a reconnect backoff (1 s) that a new channel would inherit.
+pub fn unix_channel(env: &Arc<grpcio::Environment>, socket: &Path) -> grpcio::Channel {
+    grpcio::ChannelBuilder::new(env.clone())
+        .default_authority("localhost")
+        .use_local_subchannel_pool(true)
+        .connect(&format!("unix:{}", socket.display()))
+}
 
 struct ThreadWaker(Thread);
 

@@ -6,6 +6,8 @@
 //! never asserted. `BENCH_IDLE_SECS` (default 60) sets the idle-CPU window;
 //! `BENCH_RESTARTS` (default 1000) the kubelet restarts.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,17 +26,6 @@ use k8s_hostpath_device_plugin::sim::SimKubelet;
 use protobuf::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn daemon_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("DAEMON_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("own path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("k8s-hostpath-device-plugin")
-}
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -79,7 +70,7 @@ impl Scratch {
         p
     }
     fn spawn(&self, config: &Path) -> Child {
-        Command::new(daemon_binary())
+        Command::new(common::daemon_binary().expect("daemon binary"))
             .arg("--config")
             .arg(config)
             .arg("--device-plugin-dir")
@@ -251,7 +242,7 @@ fn client(socket: &Path) -> DevicePluginClient {
 }
 
 fn main() {
-    let bin = daemon_binary();
+    let bin = common::daemon_binary().expect("daemon binary");
     let mut t = Table::default();
     println!(
         "benchmarking {} ({} bytes)",

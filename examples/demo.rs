@@ -7,7 +7,9 @@
 //! survived, and a clean stop. `MODE=plugin-watcher` registers through the
 //! kubelet's plugins registry instead of kubelet.sock.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use std::{env, fs, process};
@@ -24,18 +26,6 @@ fn say(msg: &str) {
 fn fail(msg: &str) -> ! {
     eprintln!("demo failed: {msg}");
     process::exit(1);
-}
-
-fn daemon_binary() -> PathBuf {
-    if let Some(p) = env::var_os("DAEMON_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = env::current_exe().unwrap_or_else(|e| fail(&format!("cannot find myself: {e}")));
-    // target/<triple>/release/examples/demo -> target/<triple>/release/<binary>
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("k8s-hostpath-device-plugin"))
-        .unwrap_or_else(|| fail("cannot locate the daemon binary; set DAEMON_BIN"))
 }
 
 struct Cleanup(PathBuf, Option<Child>);
@@ -96,7 +86,7 @@ fn main() {
     }
     .unwrap_or_else(|e| fail(&format!("simulated kubelet: {e}")));
 
-    let bin = daemon_binary();
+    let bin = common::daemon_binary().unwrap_or_else(|e| fail(&e));
     let mut args = vec![
         "--config".to_string(),
         config.display().to_string(),

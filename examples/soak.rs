@@ -10,8 +10,10 @@
 //! `soak` runs 1000 restarts, 200 reloads, 1000 flaps; `soak --short`
 //! (in `make test`) 50, 10, 50.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -24,14 +26,6 @@ use k8s_hostpath_device_plugin::sim::SimKubelet;
 const WAIT: Duration = Duration::from_secs(10);
 const STABLE: &str = "example.com/stable";
 const TOGGLE: &str = "example.com/toggle";
-
-fn daemon_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("k8s-hostpath-device-plugin")
-}
 
 fn config(data: &Path, devices: u32, toggle: bool) -> String {
     let mut s = format!(
@@ -100,7 +94,7 @@ fn main() {
 
     let mut kubelet = SimKubelet::start(&dp).unwrap();
     let log = root.join("daemon.log");
-    let mut child = Command::new(daemon_binary())
+    let mut child = Command::new(common::daemon_binary().expect("daemon binary"))
         .args([
             "--config",
             cfg.to_str().unwrap(),

@@ -18,7 +18,7 @@
 //! | [`fuzzing`] | invariant checks shared by the fuzz targets and corpus replay | — |
 //! | [`api`] | generated protobuf messages (and grpcio stubs with `daemon`) | — |
 //! | [`watch`] | one inotify instance: socket dir, config dir, host paths | supervisor |
-//! | [`util`] | self-pipes, `poll`, bounded `block_on` | — |
+//! | [`util`] | self-pipes, `poll`, bounded `block_on`, poison-tolerant `lock`, Unix-socket channels | — |
 //!
 //! `run_command` (module `app`) is the whole program behind `main`. The
 //! `daemon` feature (default) brings everything that needs gRPC, inotify

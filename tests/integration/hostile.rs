@@ -287,6 +287,13 @@ fn kubelet_sock_is_a_regular_file() {
         1,
         "the same failure is logged once:\n{log}"
     );
+    // A refused connection is first taken for a kubelet.sock that is not
+    // listening yet: exactly 20 quick retries, then the logged backoff.
+    assert_eq!(log.matches("not listening yet").count(), 20, "{log}");
+    assert!(
+        log.rfind("not listening yet") < log.find("registration failed:"),
+        "{log}"
+    );
     assert!(
         log.matches("registration failed again").count() >= 2,
         "and retried:\n{log}"

@@ -10,11 +10,10 @@ use crate::api::v1beta1::{
     PreferredAllocationRequest, PreferredAllocationResponse,
 };
 use crate::config::Resource;
+use crate::kubelet::MAX_MESSAGE_BYTES;
+use protobuf::Message;
 
-pub const HEALTHY: &str = "Healthy";
-pub const UNHEALTHY: &str = "Unhealthy";
-/// The only device-plugin API version there is.
-pub const API_VERSION: &str = "v1beta1";
+pub use crate::kubelet::{API_VERSION, HEALTHY, UNHEALTHY};
 
 /// The full device list: IDs `"0"`..`"n-1"`, all with the same health.
 pub fn build_list(n: u32, healthy: bool) -> ListAndWatchResponse {
@@ -36,9 +35,88 @@ pub fn known_id(id: &str, n: u32) -> Option<u32> {
     (v < n && v.to_string() == id).then_some(v)
 }
 
-/// Builds the Allocate answer (B7), or the INVALID_ARGUMENT message naming
-/// unknown IDs.
-pub fn allocate(r: &Resource, req: &AllocateRequest) -> Result<AllocateResponse, String> {
+/// Why an Allocate call is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// IDs we never issued, in container request `container`: a few shown,
+    /// each cut short (they come from the client), and how many in all.
+    UnknownIds {
+        resource: String,
+        container: usize,
+        shown: Vec<String>,
+        total: usize,
+        num_devices: u32,
+    },
+    /// The answer would exceed the kubelet's message limit.
+    TooLarge { resource: String, bytes: usize },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::UnknownIds {
+                resource,
+                container,
+                shown,
+                total,
+                num_devices,
+            } => {
+                write!(
+                    f,
+                    "{resource}: unknown device IDs in container request {container}: {}",
+                    shown.join(", ")
+                )?;
+                if *total > shown.len() {
+                    write!(f, ", and {} more", total - shown.len())?;
+                }
+                write!(f, " (known IDs are \"0\"..\"{}\")", num_devices - 1)
+            }
+            Refusal::TooLarge { resource, bytes } => write!(
+                f,
+                "{resource}: the Allocate answer would be {bytes} bytes, over the kubelet's \
+                 limit of {MAX_MESSAGE_BYTES} bytes"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// A client-sent ID as it may appear in a message: quoted, cut short.
+pub fn show_id(s: &str) -> String {
+    match s.char_indices().nth(32) {
+        Some((cut, _)) => format!("{:?}…", &s[..cut]),
+        None => format!("{s:?}"),
+    }
+}
+
+/// One container's answer: the mount or device node, and the envs.
+pub fn container_response(r: &Resource) -> ContainerAllocateResponse {
+    let mut c = ContainerAllocateResponse::new();
+    if r.path_type.is_device() {
+        let mut d = DeviceSpec::new();
+        d.container_path = r.mount_path.clone();
+        d.host_path = r.host_path.clone();
+        d.permissions = r.permissions.clone();
+        c.devices.push(d);
+    } else {
+        let mut m = Mount::new();
+        m.container_path = r.mount_path.clone();
+        m.host_path = r.host_path.clone();
+        m.read_only = r.read_only;
+        c.mounts.push(m);
+    }
+    c.envs = r.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    c
+}
+
+/// Builds the Allocate answer (B7), or the refusal: unknown IDs
+/// (INVALID_ARGUMENT naming them) or an answer over the kubelet's limit.
+///
+/// # Errors
+///
+/// A [`Refusal`].
+pub fn allocate(r: &Resource, req: &AllocateRequest) -> Result<AllocateResponse, Refusal> {
     let mut resp = AllocateResponse::new();
     for (i, creq) in req.container_requests.iter().enumerate() {
         let unknown: Vec<&str> = creq
@@ -49,42 +127,22 @@ pub fn allocate(r: &Resource, req: &AllocateRequest) -> Result<AllocateResponse,
             .collect();
         if !unknown.is_empty() {
             const SHOWN: usize = 10;
-            // IDs come from the client: show a few, each cut short, so the
-            // answer stays small whatever was sent.
-            let mut names: Vec<String> = unknown
-                .iter()
-                .take(SHOWN)
-                .map(|s| match s.char_indices().nth(32) {
-                    Some((cut, _)) => format!("{:?}…", &s[..cut]),
-                    None => format!("{s:?}"),
-                })
-                .collect();
-            if unknown.len() > SHOWN {
-                names.push(format!("and {} more", unknown.len() - SHOWN));
-            }
-            return Err(format!(
-                "{}: unknown device IDs in container request {i}: {} (known IDs are \"0\"..\"{}\")",
-                r.resource_name,
-                names.join(", "),
-                r.num_devices - 1
-            ));
+            return Err(Refusal::UnknownIds {
+                resource: r.resource_name.clone(),
+                container: i,
+                shown: unknown.iter().take(SHOWN).map(|s| show_id(s)).collect(),
+                total: unknown.len(),
+                num_devices: r.num_devices,
+            });
         }
-        let mut c = ContainerAllocateResponse::new();
-        if r.path_type.is_device() {
-            let mut d = DeviceSpec::new();
-            d.container_path = r.mount_path.clone();
-            d.host_path = r.host_path.clone();
-            d.permissions = r.permissions.clone();
-            c.devices.push(d);
-        } else {
-            let mut m = Mount::new();
-            m.container_path = r.mount_path.clone();
-            m.host_path = r.host_path.clone();
-            m.read_only = r.read_only;
-            c.mounts.push(m);
-        }
-        c.envs = r.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        resp.container_responses.push(c);
+        resp.container_responses.push(container_response(r));
+    }
+    let bytes = resp.compute_size() as usize;
+    if bytes > MAX_MESSAGE_BYTES {
+        return Err(Refusal::TooLarge {
+            resource: r.resource_name.clone(),
+            bytes,
+        });
     }
     Ok(resp)
 }
@@ -173,7 +231,7 @@ mod tests {
         let mut c = ContainerAllocateRequest::new();
         c.devices_ids = (0..100).map(|i| i.to_string()).collect();
         req.container_requests.push(c);
-        let msg = allocate(&r, &req).unwrap_err();
+        let msg = allocate(&r, &req).unwrap_err().to_string();
         assert!(msg.contains("\"2\", \"3\""), "{msg}");
         assert!(msg.contains("and 88 more"), "{msg}");
     }

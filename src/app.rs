@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::cli::{self, Command, Options};
-use crate::{config, daemon, probe};
+use crate::{config, daemon, limits, probe};
 
 /// Why the program exits non-zero; [`Failure::exit_code`] maps it.
 #[derive(Debug)]
@@ -56,6 +56,19 @@ impl std::error::Error for Failure {
     }
 }
 
+/// Warns when `resources` cannot all be served under the open-file limit
+/// `limit` (the daemon raises its soft limit to the hard one at start).
+fn warn_if_too_many(resources: usize, limit: u64) {
+    let need = limits::files_needed(resources);
+    if need > limit {
+        log::warn!(
+            "{resources} resources need about {need} open files, but only {limit} are allowed: \
+             some would not be served; raise the limit (LimitNOFILE= in the systemd unit, \
+             ulimit -n, or the container runtime's default) or split the config"
+        );
+    }
+}
+
 fn load_config(opts: &Options) -> Result<config::Loaded, Failure> {
     let loaded = config::load(&opts.config, opts.socket_dir()).map_err(Failure::Config)?;
     for w in &loaded.warnings {
@@ -82,6 +95,9 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
         }
         Command::Check => {
             let config = load_config(opts)?.config;
+            if let Ok((_, hard)) = limits::nofile() {
+                warn_if_too_many(config.resources.len(), hard);
+            }
             println!(
                 "{}: valid, {} resource(s)",
                 opts.config.display(),
@@ -103,6 +119,15 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
         }
         Command::Run => {
             let loaded = load_config(opts)?;
+            match limits::raise_nofile() {
+                Ok((old, new)) => {
+                    if new > old {
+                        log::debug!("open-file limit raised from {old} to {new}");
+                    }
+                    warn_if_too_many(loaded.config.resources.len(), new);
+                }
+                Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+            }
             let control = daemon::Control::new().map_err(Failure::Setup)?;
             control.install_signal_handlers().map_err(Failure::Setup)?;
             log::info!(

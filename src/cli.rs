@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::kubelet;
+
 /// What the user asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -51,8 +53,8 @@ impl Default for Options {
         Options {
             command: Command::Run,
             config: PathBuf::from("/k8s-hostpath-device-plugin/config.yaml"),
-            device_plugin_dir: PathBuf::from("/var/lib/kubelet/device-plugins"),
-            plugins_registry_dir: PathBuf::from("/var/lib/kubelet/plugins_registry"),
+            device_plugin_dir: PathBuf::from(kubelet::DEFAULT_DEVICE_PLUGIN_DIR),
+            plugins_registry_dir: PathBuf::from(kubelet::DEFAULT_PLUGINS_REGISTRY_DIR),
             registration: Registration::KubeletSocket,
             host_root: PathBuf::from("/"),
             debug: false,

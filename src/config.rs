@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-/// The kubelet rejects any single gRPC message larger than this (gRPC-Go's
-/// default receive limit, PROTOCOL.md §3.4).
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+pub use crate::kubelet::MAX_MESSAGE_BYTES;
+use crate::kubelet::{CHECKPOINT_FILE, KUBELET_SOCKET, UNHEALTHY};
 
 /// Longest Unix socket path the kernel accepts (`sun_path` is 108 bytes with
 /// the terminating NUL).
@@ -75,6 +74,14 @@ impl HostPathType {
 
     /// Char and block devices are handed to the runtime as `DeviceSpec`s
     /// (cgroup device access), everything else as bind mounts.
+    /// DirectoryOrCreate and FileOrCreate: created when missing (B1, B6).
+    pub fn creates(self) -> bool {
+        matches!(
+            self,
+            HostPathType::DirectoryOrCreate | HostPathType::FileOrCreate
+        )
+    }
+
     pub fn is_device(self) -> bool {
         matches!(self, HostPathType::CharDevice | HostPathType::BlockDevice)
     }
@@ -178,16 +185,190 @@ pub struct Loaded {
 /// A [`ConfigError`] listing every problem, including an unreadable file.
 pub fn load(path: &Path, socket_dir: &Path) -> Result<Loaded, ConfigError> {
     let name = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match read_file(path) {
         Ok(text) => parse(&text, &name, socket_dir),
         Err(e) => Err(ConfigError {
             problems: vec![Problem {
                 file: name,
                 field: String::new(),
-                message: format!("cannot read config file: {e}"),
+                message: e.to_string(),
             }],
         }),
     }
+}
+
+/// The largest config file read (a ConfigMap holds at most 1 MiB).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// The deepest nesting of collections accepted before parsing (real
+/// configs are 6 deep; the YAML parser's time grows with the square of it).
+pub const MAX_NESTING: usize = 64;
+
+/// Why a config file could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    Io(std::io::Error),
+    /// A FIFO, device, socket or directory: reading it could block forever.
+    NotRegular(&'static str),
+    TooLarge(u64),
+    NotUtf8,
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "cannot read config file: {e}"),
+            ReadError::NotRegular(what) => {
+                write!(
+                    f,
+                    "cannot read config file: it is {what}, not a regular file"
+                )
+            }
+            ReadError::TooLarge(n) => write!(
+                f,
+                "cannot read config file: {n} bytes or more, over the {MAX_CONFIG_BYTES}-byte limit"
+            ),
+            ReadError::NotUtf8 => f.write_str("cannot read config file: it is not UTF-8 text"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a config file: only a regular file (symlinks, as ConfigMaps use,
+/// are followed), opened without blocking so a FIFO or device never hangs
+/// the caller, and at most [`MAX_CONFIG_BYTES`].
+///
+/// # Errors
+///
+/// [`ReadError`] saying what the file is or why it cannot be read.
+pub fn read_file(path: &Path) -> Result<String, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        return Err(ReadError::NotRegular(if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "an unknown kind of file"
+        }));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ReadError::TooLarge(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ReadError::TooLarge(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8)
+}
+
+/// An upper estimate of how deeply `text` nests collections: block
+/// indentation levels, compact `- ` entries on one line, and flow `[`/`{`
+/// that open a node. Found before parsing, so no nesting is ever handed to
+/// the YAML parser that would take it long. Returns (depth, line number).
+pub fn nesting_depth(text: &str) -> (usize, usize) {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    let (mut max, mut max_line) = (0usize, 0usize);
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start_matches(' ');
+        if flow == 0 {
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let indent = line.len() - trimmed.len();
+            while indents.last().is_some_and(|&i| i > indent) {
+                indents.pop();
+            }
+            if indents.last() != Some(&indent) {
+                indents.push(indent);
+            }
+        }
+        let bytes = trimmed.as_bytes();
+        let mut compact = 0usize;
+        let mut line_flow = flow;
+        let mut at_node = true;
+        let mut i = 0;
+        while i < bytes.len() {
+            let c = bytes[i];
+            let next_blank = bytes.get(i + 1).is_none_or(|b| *b == b' ');
+            match c {
+                b'-' | b'?' if at_node && flow == 0 && next_blank => compact += 1,
+                b'[' | b'{' if at_node || flow > 0 => {
+                    flow += 1;
+                    line_flow = line_flow.max(flow);
+                    at_node = true;
+                    i += 1;
+                    continue;
+                }
+                b']' | b'}' if flow > 0 => flow -= 1,
+                b',' if flow > 0 => {
+                    at_node = true;
+                    i += 1;
+                    continue;
+                }
+                b':' if next_blank || flow > 0 => {
+                    at_node = true;
+                    i += 1;
+                    continue;
+                }
+                b'#' if i == 0 || bytes[i - 1] == b' ' => break,
+                b'"' | b'\'' if at_node => {
+                    // Skip the quoted scalar (to the end of the line at most).
+                    let mut j = i + 1;
+                    while j < bytes.len() {
+                        if bytes[j] == b'\\' && c == b'"' {
+                            j += 2;
+                            continue;
+                        }
+                        if bytes[j] == c {
+                            break;
+                        }
+                        j += 1;
+                    }
+                    i = j + 1;
+                    at_node = false;
+                    continue;
+                }
+                b' ' => {
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            if !matches!(c, b'-' | b'?') || !at_node {
+                at_node = false;
+            }
+            i += 1;
+        }
+        let depth = indents.len() + compact + line_flow;
+        if depth > max {
+            (max, max_line) = (depth, n + 1);
+        }
+    }
+    (max, max_line)
 }
 
 /// Validates config text. `file` names the source in messages.
@@ -202,7 +383,18 @@ pub fn parse(text: &str, file: &str, socket_dir: &Path) -> Result<Loaded, Config
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    let resources = v.document(text);
+    let (depth, line) = nesting_depth(text);
+    let resources = if depth > MAX_NESTING {
+        v.error(
+            "",
+            format!(
+                "nesting about {depth} levels deep at line {line}, over the limit of {MAX_NESTING}"
+            ),
+        );
+        Vec::new()
+    } else {
+        v.document(text)
+    };
     if v.errors.is_empty() {
         Ok(Loaded {
             config: Config { resources },
@@ -537,7 +729,7 @@ impl Validator {
         if self.errors.len() > errors_before {
             return None;
         }
-        Some(Resource {
+        let r = Resource {
             resource_name: resource_name?,
             socket_name: socket_name?,
             num_devices: u32::try_from(num_devices).ok()?,
@@ -550,33 +742,41 @@ impl Validator {
             require_mount_point,
             health_check_interval,
             allow_sensitive_path,
-        })
+        };
+        // The kubelet asks for one container at a time; the answer does not
+        // grow with the number of IDs, so this is the largest there is.
+        let mut resp = crate::api::v1beta1::AllocateResponse::new();
+        resp.container_responses
+            .push(crate::alloc::container_response(&r));
+        let bytes = protobuf::Message::compute_size(&resp) as usize;
+        if bytes > MAX_MESSAGE_BYTES {
+            self.error(
+                &join(prefix, "envs"),
+                format!(
+                    "the Allocate answer would be {bytes} bytes with these envs and paths, \
+                     over the kubelet's limit of {MAX_MESSAGE_BYTES} bytes"
+                ),
+            );
+            return None;
+        }
+        Some(r)
     }
 
     fn socket_name(&mut self, s: &str, field: &str) {
-        if s.is_empty() {
-            self.error(field, "must not be empty");
-        } else if s.contains('/') || s.contains('\0') {
-            self.error(field, "must be a plain file name, without `/`");
-        } else if s.starts_with('.') {
+        if let Err(msg) = validate_socket_name(s) {
+            self.error(field, msg);
+            return;
+        }
+        let full = self.socket_dir.join(s);
+        let len = full.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
             self.error(
                 field,
-                "must not start with `.` (the kubelet's plugin watcher ignores such files)",
+                format!(
+                    "socket path {} is {len} bytes, over the {MAX_SOCKET_PATH}-byte limit of Unix socket paths",
+                    full.display()
+                ),
             );
-        } else if s == "kubelet.sock" || s == "kubelet_internal_checkpoint" {
-            self.error(field, format!("`{s}` belongs to the kubelet"));
-        } else {
-            let full = self.socket_dir.join(s);
-            let len = full.as_os_str().len();
-            if len > MAX_SOCKET_PATH {
-                self.error(
-                    field,
-                    format!(
-                        "socket path {} is {len} bytes, over the {MAX_SOCKET_PATH}-byte limit of Unix socket paths",
-                        full.display()
-                    ),
-                );
-            }
         }
     }
 
@@ -764,9 +964,6 @@ impl Validator {
     }
 }
 
-/// The health word that makes the ListAndWatch message longest.
-const UNHEALTHY: &str = "Unhealthy";
-
 fn varint_len(mut v: usize) -> usize {
     let mut n = 1;
     while v >= 0x80 {
@@ -848,46 +1045,42 @@ pub fn normalize_path(p: &str) -> Result<String, String> {
     Ok(format!("/{}", parts.join("/")))
 }
 
-/// Why a path is sensitive, or `None`.
-pub fn sensitive_rule(path: &str) -> Option<&'static str> {
-    const EXACT: &[&str] = &[
-        "/",
-        "/etc",
-        "/proc",
-        "/sys",
-        "/dev",
-        "/boot",
-        "/root",
-        "/var/run/docker.sock",
-        "/run/docker.sock",
-    ];
-    const TREES: &[&str] = &[
-        "/var/lib/kubelet",
-        "/run/containerd",
-        "/var/run/containerd",
-        "/var/run/crio",
-        "/run/crio",
-    ];
-    if EXACT.contains(&path) {
-        return Some(match path {
-            "/var/run/docker.sock" | "/run/docker.sock" => "a container runtime socket",
-            _ => "a system directory",
-        });
+/// Why a path is sensitive (B16), or `None`: see [`crate::sensitive`].
+pub fn sensitive_rule(path: &str) -> Option<crate::sensitive::Category> {
+    crate::sensitive::classify(path)
+}
+
+/// The characters a socket name may use: ASCII letters, digits, `.`, `_`
+/// and `-`, starting with a letter or digit. Nothing in it means anything
+/// to a path (`/`), to gRPC's URI parser (`%`, `?`, `#`, `:`) or to the
+/// kubelet's plugin watcher (a leading `.`), so the name the kubelet is told
+/// and the file gRPC binds are one and the same.
+///
+/// # Errors
+///
+/// A message naming the first offending character, or the reserved name.
+pub fn validate_socket_name(s: &str) -> Result<(), String> {
+    let Some(first) = s.chars().next() else {
+        return Err("must not be empty".into());
+    };
+    if let Some(bad) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "`{}` contains {bad:?}: a socket name may use only ASCII letters, digits, `.`, `_` and `-`",
+            s.escape_debug()
+        ));
     }
-    for tree in TREES {
-        if path == *tree
-            || path
-                .strip_prefix(tree)
-                .is_some_and(|rest| rest.starts_with('/'))
-        {
-            return Some(if tree.ends_with("kubelet") {
-                "under /var/lib/kubelet"
-            } else {
-                "a container runtime's directory"
-            });
-        }
+    if !first.is_ascii_alphanumeric() {
+        return Err(format!(
+            "`{s}` must start with a letter or digit (the kubelet's plugin watcher ignores names starting with `.`)"
+        ));
     }
-    None
+    if s == KUBELET_SOCKET || s == CHECKPOINT_FILE {
+        return Err(format!("`{s}` belongs to the kubelet"));
+    }
+    Ok(())
 }
 
 fn validate_permissions(p: &str) -> Result<(), String> {

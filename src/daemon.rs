@@ -6,21 +6,19 @@
 //!   signal pipes, an internal wake pipe (registration results) and the
 //!   inotify descriptor (socket directory, config directory, host paths).
 //!   It owns every server and socket, so their lifecycle has one place and
-//!   no locks.
-//! - `health`: checks host paths when due or poked by inotify and pushes
-//!   changes into the resources' state (a stuck `stat` on NFS cannot block
-//!   shutdown or registration).
+//!   no locks. It never inspects a host path.
+//! - the health monitor's threads ([`crate::monitor`]): every host-path
+//!   check and watch, pushed into the resources' state (a stuck `stat` on
+//!   NFS delays neither shutdown, registration nor the other resources).
 //! - grpcio's completion-queue threads run the RPC handlers and the
 //!   registration calls (asynchronously: a hanging kubelet blocks nothing).
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
@@ -33,14 +31,15 @@ use crate::api::v1beta1::{DevicePluginOptions, RegisterRequest};
 use crate::api::v1beta1_grpc::{create_device_plugin, RegistrationClient};
 use crate::cli::{Options, Registration};
 use crate::config::{self, Config, Loaded, Resource};
-use crate::health::{self, Health};
+use crate::monitor::Monitor;
 use crate::plugin::{DevicePluginService, RegistrationService, ResourceState, API_VERSION};
-use crate::socket::{self, OwnedSocket, SocketError};
-use crate::util::{block_on_timeout, lock, poll_events, unix_channel, Notifier, WakePipe};
-use crate::watch::{path_and_ancestors, Fired, Key, Watcher};
+use crate::socket::{self, FileId, OwnedSocket, SocketError};
+use crate::util::{
+    block_on_timeout, lock, poll_events, unix_channel, unix_target, Notifier, WakePipe,
+};
+use crate::watch::{Fired, Key, Watcher};
 
-/// The kubelet's registration socket, inside the device-plugin directory.
-pub const KUBELET_SOCKET: &str = "kubelet.sock";
+pub use crate::kubelet::KUBELET_SOCKET;
 /// Calls each server can accept at once before the next is queued.
 const REQUEST_SLOTS: usize = 16;
 /// How long one Register call may take before it is abandoned and retried.
@@ -232,34 +231,6 @@ impl Served {
     }
 }
 
-/// Resources the health thread checks, and its stop flag.
-struct HealthShared {
-    inner: Mutex<HealthInner>,
-    cv: Condvar,
-}
-
-struct HealthEntry {
-    id: u64,
-    state: Arc<ResourceState>,
-    next: Instant,
-}
-
-struct HealthInner {
-    entries: Vec<HealthEntry>,
-    stop: bool,
-}
-
-impl HealthShared {
-    /// Asks for an immediate check of resource `id`.
-    fn poke(&self, id: u64) {
-        let mut h = lock(&self.inner);
-        for e in h.entries.iter_mut().filter(|e| e.id == id) {
-            e.next = Instant::now();
-        }
-        self.cv.notify_all();
-    }
-}
-
 struct Supervisor {
     opts: Options,
     env: Arc<Environment>,
@@ -268,16 +239,16 @@ struct Supervisor {
     events: Arc<Events>,
     wake: WakePipe,
     watcher: Option<Watcher>,
-    health: Arc<HealthShared>,
+    monitor: Monitor,
+    /// The identity of kubelet.sock when last seen: after an inotify
+    /// overflow, a restart is told by looking, not assumed.
+    kubelet_id: Option<FileId>,
     /// The config text last evaluated (applied or refused), so unrelated
     /// events in its directory do not reload or re-log anything.
     config_text: String,
     reload_due: Option<Instant>,
     /// The socket directory vanished: serve again when it is back.
     socket_dir_missing: bool,
-    /// `/proc/self/mountinfo`, polled for `POLLPRI`: the kernel flags every
-    /// change of the mount table, so mounts and unmounts are seen at once.
-    mountinfo: Option<std::fs::File>,
 }
 
 /// Runs the daemon until `control` asks it to stop. Meant to be the last
@@ -316,13 +287,7 @@ pub fn run(opts: &Options, loaded: Loaded, control: &Control) -> Result<(), Daem
         }
     };
     let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
-    let health = Arc::new(HealthShared {
-        inner: Mutex::new(HealthInner {
-            entries: Vec::new(),
-            stop: false,
-        }),
-        cv: Condvar::new(),
-    });
+    let monitor = Monitor::start(&opts.host_root).map_err(setup_error("the health monitor"))?;
 
     let mut sup = Supervisor {
         opts: opts.clone(),
@@ -332,12 +297,13 @@ pub fn run(opts: &Options, loaded: Loaded, control: &Control) -> Result<(), Daem
         events,
         wake,
         watcher,
-        health: health.clone(),
+        monitor,
+        kubelet_id: None,
         config_text: loaded.text,
         reload_due: None,
         socket_dir_missing: false,
-        mountinfo: std::fs::File::open("/proc/self/mountinfo").ok(),
     };
+    sup.kubelet_id = socket::identity(&sup.kubelet_socket());
     sup.watch_sockets();
     sup.watch_config();
     for r in loaded.config.resources {
@@ -346,20 +312,9 @@ pub fn run(opts: &Options, loaded: Loaded, control: &Control) -> Result<(), Daem
     // A resource that could not be served is retried with backoff; the
     // daemon never exits for it (its probe says what is not serving).
 
-    let host_root = opts.host_root.clone();
-    let health_thread = thread::Builder::new()
-        .name("health".into())
-        .spawn(move || health_loop(&health, &host_root))
-        .map_err(setup_error("the health thread"))?;
-
     let result = sup.event_loop(control);
     sup.stop();
-    {
-        let mut h = lock(&sup.health.inner);
-        h.stop = true;
-        sup.health.cv.notify_all();
-    }
-    let _ = health_thread.join();
+    sup.monitor.shutdown();
     log::info!("shutdown complete");
     // Streams are ended, servers stopped, our sockets removed: all that the
     // kubelet can see is done. Tearing down gRPC's runtime (joining its
@@ -440,33 +395,11 @@ impl Supervisor {
         }
     }
 
-    /// Watches a resource's host path and its ancestors up to the nearest
-    /// existing one, so creation anywhere along the way is seen at once.
-    fn watch_host(&mut self, id: u64, resource: &Resource) {
-        let lexical = health::inspect_path(&self.opts.host_root, &resource.host_path);
-        let mut paths = path_and_ancestors(&lexical);
-        // Through symlinks, the real location changes too when a link is
-        // re-pointed; watch both chains.
-        if let Ok(resolved) = health::resolve_in_root(&self.opts.host_root, &resource.host_path) {
-            if resolved != lexical {
-                paths.extend(path_and_ancestors(&resolved));
-            }
-        }
-        if let Some(w) = self.watcher.as_mut() {
-            w.set(Key::Host(id), &paths);
-        }
-    }
-
-    /// Starts serving a new resource (B1): create OrCreate paths, check
-    /// health, serve, then schedule registration.
+    /// Starts serving a new resource (B1): serve, schedule registration,
+    /// and hand its path to the health monitor, whose first check (which
+    /// also creates an OrCreate path) its streams wait for.
     fn add(&mut self, resource: Arc<Resource>) {
-        // check() creates a missing OrCreate path (B1) and reports failure.
-        let h = health::check(&self.opts.host_root, &resource);
-        log::info!("{}: {} is {h}", resource.resource_name, resource.host_path);
-        let state = ResourceState::new(resource.clone(), h.is_healthy());
-        if let Health::Unhealthy(why) = &h {
-            state.set_health(false, why);
-        }
+        let state = ResourceState::new(resource);
         self.next_id += 1;
         let id = self.next_id;
         let mut served = Served {
@@ -483,14 +416,9 @@ impl Supervisor {
             serve_error: None,
             quick_retries: 0,
         };
+        self.monitor.add(id, state);
         self.serve(&mut served);
         self.served.push(served);
-        self.watch_host(id, &resource);
-        let next = Instant::now() + resource.health_check_interval;
-        lock(&self.health.inner)
-            .entries
-            .push(HealthEntry { id, state, next });
-        self.health.cv.notify_all();
     }
 
     /// (Re)starts a resource's server on a fresh socket. The old server is
@@ -596,23 +524,11 @@ impl Supervisor {
                 self.socket_dir_back();
             }
             let inotify_fd = self.watcher.as_ref().map_or(-1, Watcher::fd);
-            let mounts_fd = match &self.mountinfo {
-                Some(f)
-                    if self
-                        .served
-                        .iter()
-                        .any(|s| s.state.resource().require_mount_point) =>
-                {
-                    f.as_raw_fd()
-                }
-                _ => -1,
-            };
             let fds = [
                 (control.term.fd(), libc::POLLIN),
                 (control.hup.fd(), libc::POLLIN),
                 (self.wake.fd(), libc::POLLIN),
                 (inotify_fd, libc::POLLIN),
-                (mounts_fd, libc::POLLPRI),
             ];
             let timeout = self
                 .next_due()
@@ -622,9 +538,6 @@ impl Supervisor {
                 source,
             })?;
             let ready: Vec<bool> = revents.iter().map(|r| *r != 0).collect();
-            if ready[4] {
-                self.mounts_changed();
-            }
             if ready[0] && control.term.drain() {
                 log::info!("stop requested: shutting down");
                 return Ok(());
@@ -801,14 +714,22 @@ impl Supervisor {
         let mut dir_back = false;
         let mut touched: Vec<String> = Vec::new();
         let mut config_changed = false;
-        let mut hosts: Vec<u64> = Vec::new();
         for f in fired {
             log::debug!("inotify: {:?} {:?} in {}", f.mask, f.name, f.dir.display());
             let overflow = f.mask.contains(EventMask::Q_OVERFLOW);
             for key in &f.keys {
                 match key {
                     Key::Sockets if overflow => {
-                        kubelet_created |= kubelet_mode && self.kubelet_present()
+                        // Events were lost: look at what they could have said.
+                        log::warn!("inotify queue overflowed: checking kubelet.sock, our sockets and the directory");
+                        let now = socket::identity(&self.kubelet_socket());
+                        kubelet_created |= kubelet_mode && now.is_some() && now != self.kubelet_id;
+                        dir_gone |= !socket_dir.is_dir();
+                        touched.extend(
+                            self.served
+                                .iter()
+                                .map(|s| s.state.resource().socket_name.clone()),
+                        );
                     }
                     Key::Sockets if f.dir == socket_dir => {
                         if f.name.is_none()
@@ -822,7 +743,10 @@ impl Supervisor {
                         {
                             kubelet_created = true;
                         } else if f.mask.intersects(
-                            EventMask::DELETE | EventMask::MOVED_FROM | EventMask::CREATE,
+                            EventMask::DELETE
+                                | EventMask::MOVED_FROM
+                                | EventMask::MOVED_TO
+                                | EventMask::CREATE,
                         ) {
                             if let Some(n) = f.name.as_ref().and_then(|n| n.to_str()) {
                                 touched.push(n.to_string());
@@ -840,25 +764,11 @@ impl Supervisor {
                         }
                     }
                     Key::Config => config_changed = true,
-                    Key::Host(id) => hosts.push(*id),
                 }
             }
         }
         if config_changed {
             self.reload_due = Some(Instant::now() + RELOAD_SETTLE);
-        }
-        hosts.sort_unstable();
-        hosts.dedup();
-        for id in hosts {
-            if let Some(r) = self
-                .served
-                .iter()
-                .find(|s| s.id == id)
-                .map(|s| s.state.resource())
-            {
-                self.watch_host(id, &r);
-                self.health.poke(id);
-            }
         }
         if dir_gone && !socket_dir.is_dir() && !self.socket_dir_missing {
             log::warn!(
@@ -873,6 +783,7 @@ impl Supervisor {
             return;
         }
         if kubelet_created {
+            self.kubelet_id = socket::identity(&self.kubelet_socket());
             log::info!("kubelet restart seen ({KUBELET_SOCKET} created): serving afresh and registering again");
             self.serve_all();
             return;
@@ -905,24 +816,6 @@ impl Supervisor {
         self.served = served;
     }
 
-    /// The mount table changed: re-read it (which also re-arms the poll)
-    /// and re-check every resource that must be a mount point.
-    fn mounts_changed(&mut self) {
-        if let Some(f) = self.mountinfo.as_mut() {
-            use std::io::{Read, Seek};
-            let mut sink = Vec::new();
-            let _ = f
-                .seek(std::io::SeekFrom::Start(0))
-                .and_then(|_| f.read_to_end(&mut sink));
-        }
-        log::debug!("mount table changed");
-        for s in &self.served {
-            if s.state.resource().require_mount_point {
-                self.health.poke(s.id);
-            }
-        }
-    }
-
     fn socket_dir_back(&mut self) {
         log::info!(
             "{}: the socket directory is back; serving again",
@@ -937,7 +830,7 @@ impl Supervisor {
     /// unchanged file. Invalid: log every problem, change nothing.
     fn reload(&mut self, forced: bool) {
         let path = self.opts.config.clone();
-        let text = match std::fs::read_to_string(&path) {
+        let text = match config::read_file(&path) {
             Ok(t) => t,
             Err(e) => {
                 let marker = format!("\0unreadable: {e}");
@@ -999,11 +892,8 @@ impl Supervisor {
                 Some((_, state)) if *state.resource() == r => unchanged += 1,
                 Some((id, state)) => {
                     log::info!("{}: updated in place", r.resource_name);
-                    let r = Arc::new(r);
-                    state.update_resource(r.clone());
-                    self.watch_host(id, &r);
-
-                    self.health.poke(id);
+                    state.update_resource(Arc::new(r));
+                    self.monitor.poke(id);
                     updated += 1;
                 }
                 None => {
@@ -1027,10 +917,7 @@ impl Supervisor {
         if let Some(sock) = s.socket.take() {
             sock.remove();
         }
-        if let Some(w) = self.watcher.as_mut() {
-            w.clear(Key::Host(s.id));
-        }
-        lock(&self.health.inner).entries.retain(|e| e.id != s.id);
+        self.monitor.remove(s.id);
         log::info!("{name}: retired (no longer in the config)");
     }
 
@@ -1081,15 +968,56 @@ fn start_server(
     let mut server = builder
         .build()
         .map_err(|e| io_err("build the gRPC server", e))?;
-    server
-        .add_listening_port(
-            format!("unix:{}", path.display()),
-            ServerCredentials::insecure(),
-        )
-        .map_err(|e| io_err("bind", e))?;
+    // gRPC binds a private name and unlinks only that one (at shutdown);
+    // the public name is linked to it afterwards, never replaced.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let temp = socket::temp_name(dir);
+    if let Err(e) = server.add_listening_port(unix_target(&temp), ServerCredentials::insecure()) {
+        return Err(bind_error(path, &e));
+    }
     server.start();
-    let owned = OwnedSocket::record(path)?;
-    Ok((server, owned))
+    match socket::publish(&temp, path) {
+        Ok(owned) => Ok((server, owned)),
+        Err(e) => {
+            stop_servers(vec![server]);
+            Err(e)
+        }
+    }
+}
+
+/// A failed bind, with its likely cause named: gRPC reports no errno (only
+/// its address, a temporary name), so the directory and the open-file
+/// limit are looked at here. The text is the same on every retry, so a
+/// repeat is logged at debug only.
+fn bind_error(path: &Path, _e: &grpcio::Error) -> SocketError {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let why = if let Some((open, limit)) = crate::limits::open_files().filter(|(o, l)| o + 8 >= *l)
+    {
+        format!(
+            "{open} of the {limit} open files allowed are in use (raise LimitNOFILE / ulimit -n)"
+        )
+    } else if let Err(e) = writable(dir) {
+        format!("the directory is not writable: {e}")
+    } else {
+        "gRPC could not bind a Unix socket there".to_string()
+    };
+    SocketError::Io {
+        path: path.into(),
+        action: "bind",
+        source: io::Error::other(why),
+    }
+}
+
+/// `access(dir, W_OK)`: whether this process may create files in `dir`.
+fn writable(dir: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a NUL-terminated path; access(2) only reads it.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Stops servers whose streams were told to end: all shut down at once,
@@ -1108,71 +1036,4 @@ fn stop_servers(servers: Vec<Server>) {
             server.cancel_all_calls();
         }
     }
-}
-
-/// The health thread's loop: check each resource when due, push changes.
-fn health_loop(shared: &HealthShared, host_root: &Path) {
-    let mut inner = lock(&shared.inner);
-    loop {
-        if inner.stop {
-            return;
-        }
-        let now = Instant::now();
-        let due: Vec<(u64, Arc<ResourceState>)> = inner
-            .entries
-            .iter()
-            .filter(|e| e.next <= now)
-            .map(|e| (e.id, e.state.clone()))
-            .collect();
-        if !due.is_empty() {
-            // Reschedule before checking: a poke during the check is kept.
-            for e in inner
-                .entries
-                .iter_mut()
-                .filter(|e| due.iter().any(|(id, _)| *id == e.id))
-            {
-                e.next = now + e.state.resource().health_check_interval;
-            }
-            drop(inner);
-            for (_, state) in &due {
-                check_and_publish(host_root, state);
-            }
-            inner = lock(&shared.inner);
-            continue;
-        }
-        let wait = inner
-            .entries
-            .iter()
-            .map(|e| e.next.saturating_duration_since(now))
-            .min()
-            .unwrap_or(Duration::from_secs(3600));
-        inner = shared
-            .cv
-            .wait_timeout(inner, wait)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-    }
-}
-
-/// One health check; a change of health or of its reason is logged once,
-/// and a change of health reaches every stream.
-pub fn check_and_publish(host_root: &Path, state: &ResourceState) -> Health {
-    let r = state.resource();
-    let h = health::check(host_root, &r);
-    let reason = match &h {
-        Health::Healthy => "",
-        Health::Unhealthy(why) => why.as_str(),
-    };
-    if let Some((was, _)) = state.set_health(h.is_healthy(), reason) {
-        let old = if was { "Healthy" } else { "Unhealthy" };
-        match &h {
-            Health::Healthy => log::info!("{}: {} {old} -> Healthy", r.resource_name, r.host_path),
-            Health::Unhealthy(why) => log::warn!(
-                "{}: {} {old} -> Unhealthy: {why}",
-                r.resource_name,
-                r.host_path
-            ),
-        }
-    }
-    h
 }

@@ -108,11 +108,14 @@ pub fn allocate(data: &[u8]) {
                     .all(|id| alloc::known_id(id, r.num_devices).is_some()));
             }
         }
-        Err(msg) => assert!(
-            msg.len() <= MAX_ERROR_MESSAGE,
-            "error message of {} bytes",
-            msg.len()
-        ),
+        Err(refusal) => {
+            let msg = refusal.to_string();
+            assert!(
+                msg.len() <= MAX_ERROR_MESSAGE,
+                "error message of {} bytes",
+                msg.len()
+            );
+        }
     }
 }
 

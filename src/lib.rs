@@ -9,7 +9,11 @@
 //! | [`config`] | YAML config, validated into typed resources (§3) | main thread |
 //! | [`daemon`] | serve, register, watch the kubelet dir, stop | main thread (the supervisor's poll loop) and the `health` thread |
 //! | [`plugin`] | DevicePlugin / plugin-watcher Registration services, per-resource versioned state | grpcio completion-queue threads |
+//! | [`kubelet`] | the kubelet protocol's names and constants, once | — |
+//! | [`limits`] | the open-file limit: raised at start, estimated by `check` | main thread |
+//! | [`monitor`] | the health monitor: dispatcher + worker threads own every host-path check and watch | `health`, `health-check` threads |
 //! | [`health`] | host-path checks, OrCreate creation | `health` thread (and start-up) |
+//! | [`sensitive`] | which host paths are sensitive, by category (B16) | — |
 //! | [`socket`] | socket files: stale removal, inode-checked cleanup | supervisor |
 //! | [`probe`] | the `probe` command | main thread |
 //! | [`policy`] | renders deploy/policy's admission policy from a config | `make policy` |
@@ -33,11 +37,16 @@ pub mod config;
 pub mod daemon;
 pub mod fuzzing;
 pub mod health;
+pub mod kubelet;
+pub mod limits;
+#[cfg(feature = "daemon")]
+pub mod monitor;
 #[cfg(feature = "daemon")]
 pub mod plugin;
 pub mod policy;
 #[cfg(feature = "daemon")]
 pub mod probe;
+pub mod sensitive;
 #[cfg(feature = "daemon")]
 pub mod sim;
 pub mod socket;

@@ -24,8 +24,8 @@ use crate::api::v1beta1::{
 use crate::api::v1beta1_grpc::DevicePlugin;
 use crate::config::Resource;
 
-use crate::alloc::build_list;
 pub use crate::alloc::{allocate, preferred, API_VERSION, HEALTHY, UNHEALTHY};
+use crate::alloc::{build_list, show_id, Refusal};
 
 /// Where a resource is in its life, as its streams see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +40,9 @@ enum Phase {
 struct State {
     resource: Arc<Resource>,
     healthy: bool,
+    /// The first health check has reported: until then streams send
+    /// nothing (the kubelet shows no capacity yet, rather than a guess).
+    checked: bool,
     /// Why it is unhealthy (empty when healthy), to log reason changes.
     reason: String,
     /// Bumped on every change a stream must send.
@@ -72,11 +75,14 @@ enum Step {
 }
 
 impl ResourceState {
-    pub fn new(resource: Arc<Resource>, healthy: bool) -> Arc<ResourceState> {
+    /// A resource whose health is not known yet: its streams wait for the
+    /// first [`ResourceState::set_health`].
+    pub fn new(resource: Arc<Resource>) -> Arc<ResourceState> {
         Arc::new(ResourceState {
             state: Mutex::new(State {
                 resource,
-                healthy,
+                healthy: false,
+                checked: false,
                 reason: String::new(),
                 version: 1,
                 epoch: 0,
@@ -126,24 +132,32 @@ impl ResourceState {
         }
     }
 
-    /// Records a health result with its reason. Returns the previous
-    /// `(healthy, reason)` when either changed; streams are woken only when
-    /// the health itself flipped (the kubelet sees no reasons).
-    pub fn set_health(&self, healthy: bool, reason: &str) -> Option<(bool, String)> {
+    /// Records a health result with its reason. Returns what changed:
+    /// the first result, or the previous health when it or its reason
+    /// changed. Streams are woken by the first result and when the health
+    /// itself flips (the kubelet sees no reasons).
+    pub fn set_health(&self, healthy: bool, reason: &str) -> Option<crate::monitor::Change> {
+        use crate::monitor::Change;
         let mut s = self.lock();
+        if !s.checked {
+            s.checked = true;
+            s.healthy = healthy;
+            s.reason = reason.to_string();
+            s.version += 1;
+            Self::wake(&mut s);
+            return Some(Change::First);
+        }
         if s.healthy == healthy && s.reason == reason {
             return None;
         }
-        let old = (
-            s.healthy,
-            std::mem::replace(&mut s.reason, reason.to_string()),
-        );
+        let was = s.healthy;
+        s.reason = reason.to_string();
         if s.healthy != healthy {
             s.healthy = healthy;
             s.version += 1;
             Self::wake(&mut s);
         }
-        Some(old)
+        Some(Change::From(was))
     }
 
     /// Replaces the resource's settings in place (a reload that keeps the
@@ -203,7 +217,7 @@ impl ResourceState {
         if s.epoch != epoch {
             return Step::End { empty_first: false };
         }
-        if s.version == last_sent {
+        if s.version == last_sent || !s.checked {
             return Step::Wait;
         }
         Step::Send(build_list(s.resource.num_devices, s.healthy), s.version)
@@ -337,18 +351,17 @@ impl DevicePlugin for DevicePluginService {
     ) {
         let resource = self.state.resource();
         let name = resource.resource_name.clone();
-        let result = allocate(&resource, &req).map_err(|msg| {
+        let result = allocate(&resource, &req).map_err(|refusal| {
+            let code = match refusal {
+                Refusal::UnknownIds { .. } => RpcStatusCode::INVALID_ARGUMENT,
+                Refusal::TooLarge { .. } => RpcStatusCode::RESOURCE_EXHAUSTED,
+            };
+            let msg = refusal.to_string();
             self.state.log_refusal(&msg);
-            RpcStatus::with_message(RpcStatusCode::INVALID_ARGUMENT, msg)
+            RpcStatus::with_message(code, msg)
         });
         if result.is_ok() {
-            log::debug!(
-                "{name}: Allocate {:?}",
-                req.container_requests
-                    .iter()
-                    .map(|c| c.devices_ids.len())
-                    .collect::<Vec<_>>()
-            );
+            log::debug!("{name}: Allocate {}", describe_ids(&req));
         }
         reply(&ctx, sink, result, "Allocate", name);
     }
@@ -374,14 +387,41 @@ impl DevicePlugin for DevicePluginService {
     }
 }
 
+/// The device IDs of each container request, for the log: at most a few
+/// per container, each cut short (they come from the client).
+fn describe_ids(req: &AllocateRequest) -> String {
+    const SHOWN: usize = 8;
+    let per_container: Vec<String> = req
+        .container_requests
+        .iter()
+        .take(SHOWN)
+        .map(|c| {
+            let mut ids: Vec<String> = c
+                .devices_ids
+                .iter()
+                .take(SHOWN)
+                .map(|s| show_id(s))
+                .collect();
+            if c.devices_ids.len() > SHOWN {
+                ids.push(format!("… {} in all", c.devices_ids.len()));
+            }
+            format!("[{}]", ids.join(", "))
+        })
+        .collect();
+    let mut out = per_container.join(" ");
+    if req.container_requests.len() > SHOWN {
+        out.push_str(&format!(" … {} containers", req.container_requests.len()));
+    }
+    out
+}
+
 /// The plugin-watcher registration service of one resource (B14).
 #[derive(Clone)]
 pub struct RegistrationService {
     pub state: Arc<ResourceState>,
 }
 
-/// The `PluginInfo` type for device plugins.
-pub const DEVICE_PLUGIN_TYPE: &str = "DevicePlugin";
+pub use crate::kubelet::DEVICE_PLUGIN_TYPE;
 
 impl Registration for RegistrationService {
     fn get_info(&mut self, ctx: RpcContext, _req: InfoRequest, sink: UnarySink<PluginInfo>) {

@@ -43,13 +43,13 @@ use crate::api::v1beta1::{
     RegisterRequest,
 };
 use crate::api::v1beta1_grpc::{create_registration, DevicePluginClient, Registration};
-use crate::daemon::KUBELET_SOCKET;
+use crate::kubelet::{HEALTHY, KUBELET_SOCKET, UNHEALTHY};
 use crate::plugin::{API_VERSION, DEVICE_PLUGIN_TYPE};
 use crate::util::{block_on_timeout, lock, poll_readable, unix_channel};
 use crate::watch::{Key, Watcher};
 
 /// The kubelet's checkpoint file; a restart never deletes it.
-pub const CHECKPOINT: &str = "kubelet_internal_checkpoint";
+pub use crate::kubelet::CHECKPOINT_FILE as CHECKPOINT;
 
 /// What the simulated kubelet has seen. Tests wait on predicates over it.
 #[derive(Clone, Debug, Default)]
@@ -87,7 +87,7 @@ impl Recorded {
     pub fn counts(&self, resource: &str) -> Option<(usize, usize)> {
         self.devices
             .get(resource)
-            .map(|d| (d.iter().filter(|(_, h)| h == "Healthy").count(), d.len()))
+            .map(|d| (d.iter().filter(|(_, h)| h == HEALTHY).count(), d.len()))
     }
 
     pub fn registrations_of(&self, resource: &str) -> usize {
@@ -126,7 +126,7 @@ impl Shared {
     fn mark_unhealthy(r: &mut Recorded, name: &str) {
         if let Some(devs) = r.devices.get_mut(name) {
             for d in devs.iter_mut() {
-                d.1 = "Unhealthy".into();
+                d.1 = UNHEALTHY.into();
             }
         }
     }
@@ -392,7 +392,7 @@ impl SimKubelet {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         server
             .add_listening_port(
-                format!("unix:{}", sock.display()),
+                crate::util::unix_target(&sock),
                 ServerCredentials::insecure(),
             )
             .map_err(|e| std::io::Error::other(e.to_string()))?;

@@ -1,24 +1,36 @@
-//! Socket files: what may be bound over, and removal that only ever touches
-//! the socket this process created.
+//! Socket files: what may be bound over, how a new socket gets its public
+//! name, and removal that only ever touches the socket this process created.
 //!
-//! gRPC's C core unlinks whatever Unix socket sits at a path before it
-//! binds, so [`prepare`] refuses first when the path is a symlink, not a
-//! socket, or a socket someone is still serving on.
+//! gRPC's C core unlinks whatever socket sits at the path it binds, both
+//! before binding and when the server shuts down, and it follows symlinks
+//! to decide. So gRPC is never given the public name: it binds a private
+//! temporary name ([`temp_name`]), which [`publish`] then hard-links to the
+//! public name (failing, never replacing, if anything is there) and
+//! unlinks. [`prepare`] first clears the public name of a dead socket of
+//! ours, and refuses a symlink, another kind of file, or a live socket.
 
 use std::fmt;
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The longest [`temp_name`] there can be: `.` + a pid (at most 7 digits
+/// on Linux) + `.` + a counter; config validation keeps room for it.
+pub const TEMP_NAME_MAX: usize = 20;
 
 /// Why a socket path cannot be used.
 #[derive(Debug)]
 pub enum SocketError {
     /// A symlink, directory, regular file… sits at the path.
     NotASocket { path: PathBuf, what: &'static str },
-    /// Another process answers on the socket.
+    /// Another process answers on the socket (or its backlog is full).
     InUse { path: PathBuf },
+    /// Something appeared at the public name while ours was being bound.
+    Raced { path: PathBuf },
     Io {
         path: PathBuf,
         action: &'static str,
@@ -40,6 +52,13 @@ impl fmt::Display for SocketError {
                 write!(
                     f,
                     "{}: another process is serving on this socket",
+                    path.display()
+                )
+            }
+            SocketError::Raced { path } => {
+                write!(
+                    f,
+                    "{}: another file appeared at this name while our socket was being bound; not replacing it",
                     path.display()
                 )
             }
@@ -94,22 +113,152 @@ pub fn prepare(path: &Path) -> Result<(), SocketError> {
             what,
         });
     }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(SocketError::InUse { path: path.into() }),
-        Err(_) => {
-            // Nobody listens: a leftover of an earlier run of ours. Remove
-            // it only if it is still the very file we looked at.
+    match listening(path) {
+        Ok(true) => Err(SocketError::InUse { path: path.into() }),
+        Ok(false) => {
+            // Nobody listens: a leftover of an earlier run. Remove it only
+            // if it is still the very file we looked at.
             remove_if_same(path, FileId::of(&meta));
             Ok(())
         }
+        Err(source) => Err(SocketError::Io {
+            path: path.into(),
+            action: "probe the socket in the way",
+            source,
+        }),
     }
+}
+
+/// Whether a server listens on the socket at `path`, asked without ever
+/// blocking: a non-blocking `connect(2)` either succeeds, finds the backlog
+/// full (`EAGAIN`: a live listener that does not accept), or is refused
+/// (`ECONNREFUSED`: nobody has it open). Any other error is returned, and
+/// the file must then be left alone.
+///
+/// # Errors
+///
+/// The `connect` error, other than refused.
+pub fn listening(path: &Path) -> io::Result<bool> {
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: a plain zeroed sockaddr_un, filled below within its bounds.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "socket path too long",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &b) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = b as libc::c_char;
+    }
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            std::ptr::addr_of!(addr).cast::<libc::sockaddr>(),
+            len,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN | libc::EINPROGRESS) => Ok(true),
+        Some(libc::ECONNREFUSED) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+/// A fresh private name in `dir` for gRPC to bind: starts with `.` (the
+/// kubelet's plugin watcher ignores such files), unique within this
+/// process, and at most [`TEMP_NAME_MAX`] bytes. Names already taken are
+/// skipped, never reused.
+pub fn temp_name(dir: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let p = dir.join(format!(".{}.{n}", std::process::id()));
+        if fs::symlink_metadata(&p).is_err() {
+            return p;
+        }
+    }
+}
+
+/// Gives the socket gRPC just bound at `temp` its public name `path`: a
+/// hard link, which fails rather than replace anything that is there, then
+/// the temporary name goes. gRPC's own unlinks (at shutdown) then concern
+/// only `temp`, a name nobody else uses.
+///
+/// # Errors
+///
+/// [`SocketError::Raced`] when something took `path` meanwhile;
+/// [`SocketError::NotASocket`] when `temp` is not the socket just bound.
+pub fn publish(temp: &Path, path: &Path) -> Result<OwnedSocket, SocketError> {
+    let bound = OwnedSocket::record(temp)?;
+    let result = match fs::hard_link(temp, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(SocketError::Raced { path: path.into() })
+        }
+        Err(source) => Err(SocketError::Io {
+            path: path.into(),
+            action: "link the new socket into place",
+            source,
+        }),
+    };
+    // The link changed the inode's ctime: the temporary name is told by
+    // device and inode alone, still never following a link.
+    match fs::symlink_metadata(temp) {
+        Ok(m)
+            if m.file_type().is_socket() && m.dev() == bound.id.dev && m.ino() == bound.id.ino =>
+        {
+            if let Err(e) = fs::remove_file(temp) {
+                log::warn!(
+                    "{}: cannot remove the temporary socket name: {e}",
+                    temp.display()
+                );
+            }
+        }
+        _ => {}
+    }
+    result?;
+    // Linking and unlinking changed the inode's ctime: record it anew, and
+    // make sure the name still holds the inode gRPC bound.
+    let meta = fs::symlink_metadata(path).map_err(|source| SocketError::Io {
+        path: path.into(),
+        action: "inspect the new socket",
+        source,
+    })?;
+    if !(meta.file_type().is_socket() && meta.dev() == bound.id.dev && meta.ino() == bound.id.ino) {
+        return Err(SocketError::Raced { path: path.into() });
+    }
+    Ok(OwnedSocket {
+        path: path.into(),
+        id: FileId::of(&meta),
+    })
 }
 
 /// Identity of a file: device, inode, and change time. Inode numbers are
 /// reused at once after an unlink (a new socket at the same path often gets
 /// the old number), so the inode alone cannot tell two sockets apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileId {
+pub struct FileId {
     dev: u64,
     ino: u64,
     ctime: (i64, i64),
@@ -123,6 +272,14 @@ impl FileId {
             ctime: (m.ctime(), m.ctime_nsec()),
         }
     }
+}
+
+/// The identity of the socket at `path` (`lstat`), if a socket is there.
+pub fn identity(path: &Path) -> Option<FileId> {
+    fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_socket())
+        .map(|m| FileId::of(&m))
 }
 
 /// A socket this process bound, identified by [`FileId`].

@@ -25,7 +25,25 @@ pub fn unix_channel(env: &Arc<grpcio::Environment>, socket: &Path) -> grpcio::Ch
     grpcio::ChannelBuilder::new(env.clone())
         .default_authority("localhost")
         .use_local_subchannel_pool(true)
-        .connect(&format!("unix:{}", socket.display()))
+        .connect(&unix_target(socket))
+}
+
+/// The gRPC target naming exactly `path`. gRPC parses a `unix:` target as a
+/// URI and percent-decodes it (`%2F` would become `/`, `?` would start a
+/// query), so every byte outside the URI's unreserved set and `/` is
+/// percent-encoded here, `%` included: gRPC decodes it back to `path`.
+pub fn unix_target(path: &Path) -> String {
+    use std::fmt::Write as _;
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::from("unix:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 struct ThreadWaker(Thread);
@@ -185,6 +203,39 @@ mod tests {
         let start = Instant::now();
         assert_eq!(block_on_timeout(never, Duration::from_millis(50)), None);
         assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn unix_targets_encode_what_grpc_would_decode() {
+        assert_eq!(unix_target(Path::new("/a/b-c_d.e~f")), "unix:/a/b-c_d.e~f");
+        assert_eq!(
+            unix_target(Path::new("/d i/%2E?#:x")),
+            "unix:/d%20i/%252E%3F%23%3Ax"
+        );
+    }
+
+    /// gRPC itself decodes the encoded target back to the very path: a
+    /// server bound through it creates the file with the literal name.
+    #[test]
+    fn grpc_binds_the_literal_path() {
+        let dir = std::env::temp_dir().join(format!("hpdp-uri-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let name = "a%2Fb?c#d e";
+        let path = dir.join(name);
+        let env = Arc::new(grpcio::EnvBuilder::new().cq_count(1).build());
+        let mut server = grpcio::ServerBuilder::new(env).build().unwrap();
+        server
+            .add_listening_port(unix_target(&path), grpcio::ServerCredentials::insecure())
+            .unwrap();
+        server.start();
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [name]);
+        let _ = block_on_timeout(server.shutdown(), Duration::from_secs(5));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

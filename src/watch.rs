@@ -1,6 +1,7 @@
-//! One inotify instance shared by every purpose: the socket directory, the
-//! config file's directory, and each resource's host path (and the nearest
-//! existing ancestors).
+//! The supervisor's inotify instance: the socket directory (where
+//! `kubelet.sock` is re-created) and the config file's directory. Host-path
+//! watches live in the health monitor's own instance, so busy host
+//! directories can never overflow this queue.
 //!
 //! Owners say which paths a [`Key`] should watch with [`Watcher::set`]; it
 //! re-adds each path every time (inotify returns the existing descriptor for
@@ -23,8 +24,6 @@ pub enum Key {
     Sockets,
     /// The config file's directory (ConfigMap `..data` swaps happen there).
     Config,
-    /// A resource's host path and its ancestors, by resource id.
-    Host(u64),
 }
 
 /// One event, with the keys whose watches it came from.
@@ -255,14 +254,14 @@ mod tests {
         let d = tmp("shared");
         let mut w = Watcher::new().unwrap();
         w.set(Key::Config, std::slice::from_ref(&d));
-        w.set(Key::Host(1), std::slice::from_ref(&d));
+        w.set(Key::Sockets, std::slice::from_ref(&d));
         fs::write(d.join("a"), b"").unwrap();
         let ev = wait_events(&mut w);
         assert!(
-            ev.iter().any(|f| f.keys == [Key::Config, Key::Host(1)]),
+            ev.iter().any(|f| f.keys == [Key::Sockets, Key::Config]),
             "{ev:?}"
         );
-        w.clear(Key::Host(1));
+        w.clear(Key::Sockets);
         fs::write(d.join("b"), b"").unwrap();
         let ev = wait_events(&mut w);
         assert!(

@@ -191,7 +191,7 @@ pub fn client(socket: &Path) -> DevicePluginClient {
     let env = Arc::new(EnvBuilder::new().cq_count(1).build());
     let ch = ChannelBuilder::new(env)
         .default_authority("localhost")
-        .connect(&format!("unix:{}", socket.display()));
+        .connect(&k8s_hostpath_device_plugin::util::unix_target(socket));
     DevicePluginClient::new(ch)
 }
 

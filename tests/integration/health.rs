@@ -289,11 +289,16 @@ fn sensitive_paths_are_refused_at_start() {
     let dir = TestDir::new();
     for (path, rule) in [
         ("/", "a system directory"),
-        ("/var/lib/kubelet/pods", "under /var/lib/kubelet"),
+        (
+            "/var/lib/kubelet/pods",
+            "the state or socket of the kubelet",
+        ),
         (
             "/run/containerd/containerd.sock",
-            "a container runtime's directory",
+            "the state or socket of the kubelet, etcd, a container runtime",
         ),
+        ("/proc/1/root", "a kernel interface"),
+        ("/etc/shadow", "credentials"),
     ] {
         let mut d = Daemon::start(
             &dir,

@@ -1,0 +1,522 @@
+//! The health monitor (B6, B16): every host-path check and watch happens on
+//! its threads, never on the supervisor's, so a path whose `stat` never
+//! returns (a dead NFS server) delays nothing but itself.
+//!
+//! Threads:
+//! - `health` (the dispatcher) decides what is due, reads the host-path
+//!   inotify queue (its own: busy host directories cannot overflow the
+//!   queue that carries `kubelet.sock`) and the mount table, and hands
+//!   checks to the workers. It never touches a host path itself.
+//! - `health-check` workers run one check at a time: resolve, `stat`,
+//!   create an OrCreate path, and re-arm the path's watches. A check that
+//!   has run [`SPARE_AFTER`] with more checks waiting gets a new worker
+//!   beside it (at most [`MAX_WORKERS`]), so one hung path holds one thread.
+//!   A check still running after [`HUNG_AFTER`] makes the resource
+//!   Unhealthy with that reason. Workers are never joined: one may be stuck
+//!   in the kernel until the process exits.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+
+use crate::health::{self, Health};
+use crate::kubelet::{HEALTHY, UNHEALTHY};
+use crate::plugin::ResourceState;
+use crate::util::{lock, poll_events, Notifier, WakePipe};
+use crate::watch::path_and_ancestors;
+
+/// A check running this long while others wait gets a spare worker.
+pub const SPARE_AFTER: Duration = Duration::from_millis(20);
+/// A check running this long makes its resource Unhealthy until it returns.
+pub const HUNG_AFTER: Duration = Duration::from_secs(1);
+/// Most worker threads at once (each hung path can hold one).
+pub const MAX_WORKERS: usize = 32;
+
+/// One resource as the monitor tracks it.
+struct Entry {
+    state: Arc<ResourceState>,
+    /// When the next periodic check is due.
+    next: Instant,
+    /// Handed to the workers, not yet taken.
+    queued: bool,
+    /// When the check in progress started.
+    running: Option<Instant>,
+    /// Poked while a check ran: check again as soon as it returns.
+    again: bool,
+    /// The running check was reported as hung (logged once).
+    hung: bool,
+    /// The inotify watches its last check set.
+    wds: Vec<WatchDescriptor>,
+}
+
+struct Inner {
+    entries: HashMap<u64, Entry>,
+    /// Which resources each watch serves (several can share a directory).
+    by_wd: HashMap<WatchDescriptor, BTreeSet<u64>>,
+    queue: VecDeque<u64>,
+    workers: usize,
+    idle: usize,
+    stop: bool,
+}
+
+struct Shared {
+    host_root: PathBuf,
+    inner: Mutex<Inner>,
+    /// Wakes idle workers when the queue fills or the monitor stops.
+    work: Condvar,
+    /// Wakes the dispatcher (a poke, a new resource, a finished check).
+    wake: Notifier,
+    /// Adds and removes host-path watches from any thread.
+    watches: Option<Watches>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+}
+
+/// Handle to the monitor, held by the supervisor.
+pub struct Monitor {
+    shared: Arc<Shared>,
+    dispatcher: Option<JoinHandle<()>>,
+}
+
+fn mask() -> WatchMask {
+    WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MOVED_TO
+        | WatchMask::MOVED_FROM
+        | WatchMask::ATTRIB
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+}
+
+impl Monitor {
+    /// Starts the dispatcher thread. Host paths are inspected under
+    /// `host_root`.
+    ///
+    /// # Errors
+    ///
+    /// When the wake pipe or the thread cannot be created. Without
+    /// inotify the monitor still polls at each resource's interval.
+    pub fn start(host_root: &Path) -> io::Result<Monitor> {
+        let wake = WakePipe::new()?;
+        let inotify = match Inotify::init() {
+            Ok(i) => Some(i),
+            Err(e) => {
+                log::warn!("inotify unavailable for host paths ({e}): changes are seen at each healthCheckInterval");
+                None
+            }
+        };
+        let mountinfo = std::fs::File::open("/proc/self/mountinfo").ok();
+        let shared = Arc::new(Shared {
+            host_root: host_root.to_path_buf(),
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                by_wd: HashMap::new(),
+                queue: VecDeque::new(),
+                workers: 0,
+                idle: 0,
+                stop: false,
+            }),
+            work: Condvar::new(),
+            wake: wake.notifier()?,
+            watches: inotify.as_ref().map(Inotify::watches),
+        });
+        let s = shared.clone();
+        let dispatcher = thread::Builder::new()
+            .name("health".into())
+            .spawn(move || dispatch(&s, &wake, inotify, mountinfo))?;
+        Ok(Monitor {
+            shared,
+            dispatcher: Some(dispatcher),
+        })
+    }
+
+    /// Starts checking resource `id`, at once and then every interval.
+    pub fn add(&self, id: u64, state: Arc<ResourceState>) {
+        self.shared.lock().entries.insert(
+            id,
+            Entry {
+                state,
+                next: Instant::now(),
+                queued: false,
+                running: None,
+                again: false,
+                hung: false,
+                wds: Vec::new(),
+            },
+        );
+        self.shared.wake.notify();
+    }
+
+    /// Checks resource `id` again now (its path or settings changed).
+    pub fn poke(&self, id: u64) {
+        let mut inner = self.shared.lock();
+        poke_locked(&mut inner, id);
+        drop(inner);
+        self.shared.wake.notify();
+    }
+
+    /// Stops checking resource `id` and drops its watches.
+    pub fn remove(&self, id: u64) {
+        let mut inner = self.shared.lock();
+        if let Some(e) = inner.entries.remove(&id) {
+            release(&self.shared, &mut inner, id, &e.wds);
+        }
+        inner.queue.retain(|q| *q != id);
+    }
+
+    /// Stops the dispatcher and tells the workers to end. Returns at once
+    /// even when a worker is stuck in a hung filesystem.
+    pub fn shutdown(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.work.notify_all();
+        self.shared.wake.notify();
+        if let Some(d) = self.dispatcher.take() {
+            // The dispatcher never blocks on a host path: this join is
+            // bounded by one poll wake-up.
+            let _ = d.join();
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn poke_locked(inner: &mut Inner, id: u64) {
+    if let Some(e) = inner.entries.get_mut(&id) {
+        if e.running.is_some() {
+            e.again = true;
+        } else {
+            e.next = Instant::now();
+        }
+    }
+}
+
+/// Drops `id`'s interest in `wds`; a watch nobody needs is removed
+/// (`inotify_rm_watch` looks up no path, so it cannot hang).
+fn release(shared: &Shared, inner: &mut Inner, id: u64, wds: &[WatchDescriptor]) {
+    for wd in wds {
+        if let Some(ids) = inner.by_wd.get_mut(wd) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                inner.by_wd.remove(wd);
+                if let Some(mut w) = shared.watches.clone() {
+                    let _ = w.remove(wd.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The dispatcher: queue what is due, spawn spare workers, report hung
+/// checks, and turn inotify and mount-table events into pokes.
+fn dispatch(
+    shared: &Arc<Shared>,
+    wake: &WakePipe,
+    mut inotify: Option<Inotify>,
+    mut mountinfo: Option<std::fs::File>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let now = Instant::now();
+        let mut inner = shared.lock();
+        if inner.stop {
+            return;
+        }
+        let mut wake_at: Option<Instant> = None;
+        let mut soonest = |t: Instant| wake_at = Some(wake_at.map_or(t, |w: Instant| w.min(t)));
+        let mut due = Vec::new();
+        let mut youngest_running: Option<Instant> = None;
+        for (id, e) in inner.entries.iter_mut() {
+            match e.running {
+                Some(started) => {
+                    youngest_running = Some(youngest_running.map_or(started, |y| y.max(started)));
+                    if now.duration_since(started) >= HUNG_AFTER && !e.hung {
+                        e.hung = true;
+                        publish(
+                            &e.state,
+                            &Health::Unhealthy(health::Reason::Hung(now.duration_since(started))),
+                        );
+                    } else if !e.hung {
+                        soonest(started + HUNG_AFTER);
+                    }
+                }
+                None if e.queued => {}
+                None if e.next <= now => {
+                    e.queued = true;
+                    due.push(*id);
+                }
+                None => soonest(e.next),
+            }
+        }
+        inner.queue.extend(due);
+        if !inner.queue.is_empty() {
+            let stuck = youngest_running.is_none_or(|y| now.duration_since(y) >= SPARE_AFTER);
+            if inner.idle == 0 && stuck && inner.workers < MAX_WORKERS {
+                inner.workers += 1;
+                let s = shared.clone();
+                if let Err(e) = thread::Builder::new()
+                    .name("health-check".into())
+                    .spawn(move || work(&s))
+                {
+                    inner.workers -= 1;
+                    log::warn!("cannot start a health-check thread: {e}");
+                }
+            } else if inner.idle == 0 {
+                if let Some(y) = youngest_running {
+                    soonest(y + SPARE_AFTER);
+                }
+            }
+            shared.work.notify_one();
+        }
+        let mount_fd = match &mountinfo {
+            Some(f)
+                if inner
+                    .entries
+                    .values()
+                    .any(|e| e.state.resource().require_mount_point) =>
+            {
+                f.as_raw_fd()
+            }
+            _ => -1,
+        };
+        drop(inner);
+
+        let fds = [
+            (wake.fd(), libc::POLLIN),
+            (inotify.as_ref().map_or(-1, |i| i.as_raw_fd()), libc::POLLIN),
+            (mount_fd, libc::POLLPRI),
+        ];
+        let timeout = wake_at.map(|t| t.saturating_duration_since(Instant::now()));
+        let revents = match poll_events(&fds, timeout) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("health monitor: poll failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if revents[0] != 0 {
+            wake.drain();
+        }
+        if revents[1] != 0 {
+            if let Some(i) = inotify.as_mut() {
+                read_events(shared, i, &mut buf);
+            }
+        }
+        if revents[2] != 0 {
+            if let Some(f) = mountinfo.as_mut() {
+                mounts_changed(shared, f);
+            }
+        }
+    }
+}
+
+/// Drains the host-path inotify queue and pokes the resources concerned;
+/// an overflow pokes every resource (events were lost, so look again).
+fn read_events(shared: &Shared, inotify: &mut Inotify, buf: &mut [u8]) {
+    let mut poked: BTreeSet<u64> = BTreeSet::new();
+    let mut overflow = false;
+    let mut gone: Vec<WatchDescriptor> = Vec::new();
+    {
+        let inner = shared.lock();
+        loop {
+            let events = match inotify.read_events(buf) {
+                Ok(events) => events,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    log::warn!("host-path inotify read failed: {e}");
+                    break;
+                }
+            };
+            let mut any = false;
+            for e in events {
+                any = true;
+                if e.mask.contains(EventMask::Q_OVERFLOW) {
+                    overflow = true;
+                    continue;
+                }
+                if let Some(ids) = inner.by_wd.get(&e.wd) {
+                    poked.extend(ids.iter().copied());
+                }
+                if e.mask.contains(EventMask::IGNORED) {
+                    gone.push(e.wd.clone());
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+    let mut inner = shared.lock();
+    for wd in gone {
+        inner.by_wd.remove(&wd);
+    }
+    if overflow {
+        log::debug!("host-path inotify queue overflowed: checking every resource");
+        poked.extend(inner.entries.keys().copied());
+    }
+    for id in poked {
+        poke_locked(&mut inner, id);
+    }
+}
+
+/// The mount table changed: re-read it (which re-arms `POLLPRI`) and check
+/// every resource that must be a mount point.
+fn mounts_changed(shared: &Shared, f: &mut std::fs::File) {
+    use std::io::{Read, Seek};
+    let mut sink = Vec::new();
+    let _ = f
+        .seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| f.read_to_end(&mut sink));
+    log::debug!("mount table changed");
+    let mut inner = shared.lock();
+    let ids: Vec<u64> = inner
+        .entries
+        .iter()
+        .filter(|(_, e)| e.state.resource().require_mount_point)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in ids {
+        poke_locked(&mut inner, id);
+    }
+}
+
+/// A worker: take a queued check, run it without any lock, record the
+/// result. At most one worker waits idle; the others end.
+fn work(shared: &Shared) {
+    let mut inner = shared.lock();
+    loop {
+        if inner.stop {
+            inner.workers -= 1;
+            return;
+        }
+        let Some(id) = inner.queue.pop_front() else {
+            if inner.idle >= 1 {
+                inner.workers -= 1;
+                return;
+            }
+            inner.idle += 1;
+            inner = shared.work.wait(inner).unwrap_or_else(|p| p.into_inner());
+            inner.idle -= 1;
+            continue;
+        };
+        let now = Instant::now();
+        let Some(e) = inner.entries.get_mut(&id) else {
+            continue;
+        };
+        e.queued = false;
+        e.running = Some(now);
+        e.next = now + e.state.resource().health_check_interval;
+        let state = e.state.clone();
+        drop(inner);
+
+        let resource = state.resource();
+        let h = health::check(&shared.host_root, &resource);
+        let wds = watch(shared, &resource.host_path);
+
+        inner = shared.lock();
+        match inner.entries.get_mut(&id) {
+            Some(e) if Arc::ptr_eq(&e.state, &state) => {
+                e.running = None;
+                e.hung = false;
+                let old = std::mem::replace(&mut e.wds, wds.clone());
+                if std::mem::take(&mut e.again) {
+                    e.next = Instant::now();
+                }
+                for wd in &wds {
+                    inner.by_wd.entry(wd.clone()).or_default().insert(id);
+                }
+                let stale: Vec<WatchDescriptor> =
+                    old.into_iter().filter(|w| !wds.contains(w)).collect();
+                release(shared, &mut inner, id, &stale);
+                publish(&state, &h);
+            }
+            _ => {
+                // Removed while checking: drop what the check set up.
+                for wd in &wds {
+                    inner.by_wd.entry(wd.clone()).or_default().insert(id);
+                }
+                release(shared, &mut inner, id, &wds);
+            }
+        }
+        shared.wake.notify();
+    }
+}
+
+/// Watches a host path and its ancestors up to the nearest existing one,
+/// and the chain of what it resolves to, so creation, removal and a
+/// re-pointed symlink anywhere along the way are seen at once.
+fn watch(shared: &Shared, host_path: &str) -> Vec<WatchDescriptor> {
+    let Some(mut watches) = shared.watches.clone() else {
+        return Vec::new();
+    };
+    let lexical = health::inspect_path(&shared.host_root, host_path);
+    let mut paths = path_and_ancestors(&lexical);
+    if let Ok(resolved) = health::resolve_in_root(&shared.host_root, host_path) {
+        if resolved != lexical {
+            paths.extend(path_and_ancestors(&resolved));
+        }
+    }
+    let mut wds: Vec<WatchDescriptor> = Vec::new();
+    for p in paths {
+        if let Ok(wd) = watches.add(&p, mask()) {
+            if !wds.contains(&wd) {
+                wds.push(wd);
+            }
+        }
+    }
+    wds
+}
+
+/// Records one check's result; a change of health or of its reason is
+/// logged once, and a change of health reaches every stream. The first
+/// result of a resource is logged as it is.
+pub fn publish(state: &ResourceState, h: &Health) {
+    let r = state.resource();
+    let reason = match h {
+        Health::Healthy => String::new(),
+        Health::Unhealthy(why) => why.to_string(),
+    };
+    match state.set_health(h.is_healthy(), &reason) {
+        Some(Change::First) => match h {
+            Health::Healthy => log::info!("{}: {} is {h}", r.resource_name, r.host_path),
+            Health::Unhealthy(_) => log::warn!("{}: {} is {h}", r.resource_name, r.host_path),
+        },
+        Some(Change::From(was)) => {
+            let old = if was { HEALTHY } else { UNHEALTHY };
+            match h {
+                Health::Healthy => {
+                    log::info!("{}: {} {old} -> {HEALTHY}", r.resource_name, r.host_path)
+                }
+                Health::Unhealthy(why) => log::warn!(
+                    "{}: {} {old} -> {UNHEALTHY}: {why}",
+                    r.resource_name,
+                    r.host_path
+                ),
+            }
+        }
+        None => {}
+    }
+}
+
+/// What a recorded health result changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The first result for the resource.
+    First,
+    /// Health or reason changed; the previous health.
+    From(bool),
+}

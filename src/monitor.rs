@@ -424,8 +424,16 @@ fn work(shared: &Shared) {
         drop(inner);
 
         let resource = state.resource();
-        let h = health::check(&shared.host_root, &resource);
+        // Watches first: whatever changes after they are set is an event
+        // (and a check again); whatever changed before, the check sees.
         let wds = watch(shared, &resource.host_path);
+        {
+            let mut inner = shared.lock();
+            for wd in &wds {
+                inner.by_wd.entry(wd.clone()).or_default().insert(id);
+            }
+        }
+        let h = health::check(&shared.host_root, &resource);
 
         inner = shared.lock();
         match inner.entries.get_mut(&id) {
@@ -436,9 +444,6 @@ fn work(shared: &Shared) {
                 if std::mem::take(&mut e.again) {
                     e.next = Instant::now();
                 }
-                for wd in &wds {
-                    inner.by_wd.entry(wd.clone()).or_default().insert(id);
-                }
                 let stale: Vec<WatchDescriptor> =
                     old.into_iter().filter(|w| !wds.contains(w)).collect();
                 release(shared, &mut inner, id, &stale);
@@ -446,9 +451,6 @@ fn work(shared: &Shared) {
             }
             _ => {
                 // Removed while checking: drop what the check set up.
-                for wd in &wds {
-                    inner.by_wd.entry(wd.clone()).or_default().insert(id);
-                }
                 release(shared, &mut inner, id, &wds);
             }
         }

@@ -15,8 +15,11 @@ use k8s_hostpath_device_plugin::api::v1beta1_grpc::DevicePluginClient;
 /// Generous bound for anything the daemon should do "at once".
 pub const WAIT: Duration = Duration::from_secs(10);
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_k8s-hostpath-device-plugin")
+/// The daemon under test: the one cargo built, or `DAEMON_BIN` (to run
+/// these tests against another build, such as an older release).
+pub fn bin() -> String {
+    std::env::var("DAEMON_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_k8s-hostpath-device-plugin").to_string())
 }
 
 /// A fresh, short directory (Unix socket paths are limited to 107 bytes),

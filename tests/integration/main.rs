@@ -9,6 +9,7 @@ mod hostile;
 mod kubelet;
 mod lifecycle;
 mod reload;
+mod safety;
 mod serve;
 mod static_binary;
 mod watcher;

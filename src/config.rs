@@ -767,8 +767,12 @@ impl Validator {
             self.error(field, msg);
             return;
         }
+        // gRPC binds a private name first (socket::temp_name): it must fit too.
         let full = self.socket_dir.join(s);
-        let len = full.as_os_str().len();
+        let len = full
+            .as_os_str()
+            .len()
+            .max(self.socket_dir.as_os_str().len() + 1 + crate::socket::TEMP_NAME_MAX);
         if len > MAX_SOCKET_PATH {
             self.error(
                 field,
@@ -1572,6 +1576,36 @@ mod tests {
         );
         let e = errs("resourceName: example.com/x\nhostPath: {path: /dev/x, type: CharDevice}\npermissions: rx\n");
         assert!(e[0].contains("only the letters r, w and m"), "{e:?}");
+    }
+
+    #[test]
+    fn nesting_is_bounded_before_parsing() {
+        let real = "resources:\n  - resourceName: example.com/a\n    hostPath: {path: /a, type: Directory}\n    envs:\n      A: \"[x\"\n    volumeMount:\n      mountPath: /b\n";
+        assert!(nesting_depth(real).0 <= 8, "{:?}", nesting_depth(real));
+        ok(real);
+        let flow = format!("resources: {}{}\n", "[".repeat(65), "]".repeat(65));
+        assert!(nesting_depth(&flow).0 > MAX_NESTING);
+        let e = errs(&flow);
+        assert!(
+            e[0].contains("nesting about") && e[0].contains("line 1"),
+            "{e:?}"
+        );
+        let compact = format!("resources:\n{}x\n", "- ".repeat(70));
+        assert!(errs(&compact)[0].contains("nesting"));
+        // Glob brackets inside a plain scalar open no collection.
+        assert!(nesting_depth("a: /dev/tty[0-9]\nb: [1, [2]]\n").0 <= 3);
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        text.push_str("resourceName: example.com/x\nhostPath: {path: /x}\n");
+        let e = errs(&text);
+        assert!(e.iter().any(|m| m.contains("repetition limit")), "{e:?}");
     }
 
     #[test]

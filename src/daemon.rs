@@ -427,7 +427,7 @@ impl Supervisor {
     fn serve(&self, s: &mut Served) {
         s.state.new_epoch();
         if let Some(old) = s.server.take() {
-            stop_servers(vec![old]);
+            stop_servers(vec![old], Late::Cancel);
         }
         if let Some(old) = s.socket.take() {
             old.remove();
@@ -912,7 +912,7 @@ impl Supervisor {
         s.state.retire();
         s.cancel_registration();
         if let Some(old) = s.server.take() {
-            stop_servers(vec![old]);
+            stop_servers(vec![old], Late::Cancel);
         }
         if let Some(sock) = s.socket.take() {
             sock.remove();
@@ -932,6 +932,7 @@ impl Supervisor {
                 .iter_mut()
                 .filter_map(|s| s.server.take())
                 .collect(),
+            Late::Abandon,
         );
         for s in &mut self.served {
             if let Some(sock) = s.socket.take() {
@@ -979,7 +980,7 @@ fn start_server(
     match socket::publish(&temp, path) {
         Ok(owned) => Ok((server, owned)),
         Err(e) => {
-            stop_servers(vec![server]);
+            stop_servers(vec![server], Late::Cancel);
             Err(e)
         }
     }
@@ -1020,9 +1021,20 @@ fn writable(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Stops servers whose streams were told to end: all shut down at once,
-/// given one shared grace period, then whatever is left is cancelled.
-fn stop_servers(servers: Vec<Server>) {
+/// What happens to a server still busy when the grace period is over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Late {
+    /// Cancel its calls, so it can be freed (a re-serve or a retire).
+    Cancel,
+    /// Leave it to the process exit that follows (daemon shutdown): with
+    /// thousands of servers, cancelling one by one takes longer than the
+    /// exit, and the kubelet sees the same end of its connections.
+    Abandon,
+}
+
+/// Stops servers whose streams were told to end: all are shut down at
+/// once, given one shared grace period to finish, then `late` applies.
+fn stop_servers(servers: Vec<Server>, late: Late) {
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     let pending: Vec<_> = servers
         .into_iter()
@@ -1031,9 +1043,19 @@ fn stop_servers(servers: Vec<Server>) {
             (server, f)
         })
         .collect();
+    let mut abandoned = 0;
     for (mut server, f) in pending {
         if block_on_timeout(f, deadline.saturating_duration_since(Instant::now())).is_none() {
-            server.cancel_all_calls();
+            match late {
+                Late::Cancel => server.cancel_all_calls(),
+                Late::Abandon => {
+                    abandoned += 1;
+                    std::mem::forget(server);
+                }
+            }
         }
+    }
+    if abandoned > 0 {
+        log::debug!("{abandoned} server(s) still finishing calls are left to the exit");
     }
 }

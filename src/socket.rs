@@ -392,6 +392,47 @@ mod tests {
     }
 
     #[test]
+    fn liveness_probe_never_blocks() {
+        use std::os::fd::AsRawFd;
+        let d = tmp("probe");
+        let p = d.join("full.sock");
+        let l = UnixListener::bind(&p).unwrap();
+        // SAFETY: listen(2) again on our own socket, to shrink its backlog.
+        assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+        // Enough probes to fill the backlog many times over: each answers.
+        for _ in 0..10 {
+            assert!(listening(&p).unwrap());
+        }
+        drop(l);
+        assert!(!listening(&p).unwrap(), "no listener: refused");
+        assert!(listening(&d.join("missing.sock")).is_err());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn publish_links_and_never_replaces() {
+        let d = tmp("publish");
+        let temp = temp_name(&d);
+        assert!(temp.file_name().unwrap().len() <= TEMP_NAME_MAX);
+        let _l = UnixListener::bind(&temp).unwrap();
+        let public = d.join("pub.sock");
+        let owned = publish(&temp, &public).unwrap();
+        assert!(owned.intact());
+        assert!(fs::symlink_metadata(&temp).is_err(), "temporary name gone");
+
+        let temp2 = temp_name(&d);
+        let _l2 = UnixListener::bind(&temp2).unwrap();
+        assert!(matches!(
+            publish(&temp2, &public),
+            Err(SocketError::Raced { .. })
+        ));
+        assert!(owned.intact(), "the first socket was not replaced");
+        owned.remove();
+        assert!(fs::symlink_metadata(&public).is_err());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn remove_only_our_inode() {
         let d = tmp("own");
         let p = d.join("a.sock");

@@ -7,22 +7,22 @@
 //! |---|---|---|
 //! | [`cli`] | command line (DESIGN.md §2) | main thread |
 //! | [`config`] | YAML config, validated into typed resources (§3) | main thread |
-//! | [`daemon`] | serve, register, watch the kubelet dir, stop | main thread (the supervisor's poll loop) and the `health` thread |
+//! | [`daemon`] | serve, register, watch the kubelet dir, reload, stop; never touches a host path | main thread (the supervisor's poll loop) |
 //! | [`plugin`] | DevicePlugin / plugin-watcher Registration services, per-resource versioned state | grpcio completion-queue threads |
 //! | [`kubelet`] | the kubelet protocol's names and constants, once | — |
 //! | [`limits`] | the open-file limit: raised at start, estimated by `check` | main thread |
 //! | [`monitor`] | the health monitor: dispatcher + worker threads own every host-path check and watch | `health`, `health-check` threads |
-//! | [`health`] | host-path checks, OrCreate creation | `health` thread (and start-up) |
+//! | [`health`] | host-path checks (typed reasons), resolution inside the host root, OrCreate through directory descriptors | `health-check` workers |
 //! | [`sensitive`] | which host paths are sensitive, by category (B16) | — |
-//! | [`socket`] | socket files: stale removal, inode-checked cleanup | supervisor |
+//! | [`socket`] | socket files: non-blocking liveness probe, temporary bind name linked into place, inode-checked cleanup | supervisor |
 //! | [`probe`] | the `probe` command | main thread |
 //! | [`policy`] | renders deploy/policy's admission policy from a config | `make policy` |
 //! | [`sim`] | a simulated kubelet for tests and `make demo` | its own grpcio threads |
 //! | [`alloc`] | Allocate / preferred-allocation answers, the device list (pure) | grpcio completion-queue threads |
 //! | [`fuzzing`] | invariant checks shared by the fuzz targets and corpus replay | — |
 //! | [`api`] | generated protobuf messages (and grpcio stubs with `daemon`) | — |
-//! | [`watch`] | one inotify instance: socket dir, config dir, host paths | supervisor |
-//! | [`util`] | self-pipes, `poll`, bounded `block_on`, poison-tolerant `lock`, Unix-socket channels | — |
+//! | [`watch`] | the supervisor's inotify instance: socket dir, config dir (host paths have the monitor's own) | supervisor |
+//! | [`util`] | self-pipes, `poll`, bounded `block_on`, poison-tolerant `lock`, Unix-socket channels and percent-encoded gRPC targets | — |
 //!
 //! `run_command` (module `app`) is the whole program behind `main`. The
 //! `daemon` feature (default) brings everything that needs gRPC, inotify

@@ -921,11 +921,19 @@ impl Supervisor {
         log::info!("{name}: retired (no longer in the config)");
     }
 
-    /// B9: end the streams, stop the servers, remove our sockets.
+    /// B9: end the streams, remove our sockets, stop the servers.
     fn stop(&mut self) {
         for s in &mut self.served {
             s.state.stop();
             s.cancel_registration();
+        }
+        // Our public names go first: no new connection can reach a server
+        // that is stopping, and gRPC's own unlink concerns only the private
+        // bind name, so the order is free.
+        for s in &mut self.served {
+            if let Some(sock) = s.socket.take() {
+                sock.remove();
+            }
         }
         stop_servers(
             self.served
@@ -934,11 +942,6 @@ impl Supervisor {
                 .collect(),
             Late::Abandon,
         );
-        for s in &mut self.served {
-            if let Some(sock) = s.socket.take() {
-                sock.remove();
-            }
-        }
     }
 }
 

@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 use futures::channel::oneshot;
 use futures::future::{select, Either};
 use grpcio::{CallOption, EnvBuilder, Environment, Server, ServerBuilder, ServerCredentials};
-use inotify::EventMask;
 
 use crate::api::pluginregistration_grpc::create_registration;
 use crate::api::v1beta1::{DevicePluginOptions, RegisterRequest};
 use crate::api::v1beta1_grpc::{create_device_plugin, RegistrationClient};
 use crate::cli::{Options, Registration};
 use crate::config::{self, Config, Loaded, Resource};
+use crate::fs_events::{self, Meaning};
 use crate::monitor::Monitor;
 use crate::plugin::{DevicePluginService, RegistrationService, ResourceState, API_VERSION};
 use crate::socket::{self, FileId, OwnedSocket, SocketError};
@@ -707,65 +707,31 @@ impl Supervisor {
 
     fn handle_fs_events(&mut self, fired: &[Fired], kubelet_present: bool) {
         let socket_dir = self.socket_dir().to_path_buf();
-        let dir_name = socket_dir.file_name().map(|n| n.to_os_string());
         let kubelet_mode = self.opts.registration == Registration::KubeletSocket;
-        let mut kubelet_created = false;
-        let mut dir_gone = false;
-        let mut dir_back = false;
-        let mut touched: Vec<String> = Vec::new();
-        let mut config_changed = false;
         for f in fired {
             log::debug!("inotify: {:?} {:?} in {}", f.mask, f.name, f.dir.display());
-            let overflow = f.mask.contains(EventMask::Q_OVERFLOW);
-            for key in &f.keys {
-                match key {
-                    Key::Sockets if overflow => {
-                        // Events were lost: look at what they could have said.
-                        log::warn!("inotify queue overflowed: checking kubelet.sock, our sockets and the directory");
-                        let now = socket::identity(&self.kubelet_socket());
-                        kubelet_created |= kubelet_mode && now.is_some() && now != self.kubelet_id;
-                        dir_gone |= !socket_dir.is_dir();
-                        touched.extend(
-                            self.served
-                                .iter()
-                                .map(|s| s.state.resource().socket_name.clone()),
-                        );
-                    }
-                    Key::Sockets if f.dir == socket_dir => {
-                        if f.name.is_none()
-                            && f.mask
-                                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
-                        {
-                            dir_gone = true;
-                        } else if kubelet_mode
-                            && f.name_is(KUBELET_SOCKET)
-                            && f.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO)
-                        {
-                            kubelet_created = true;
-                        } else if f.mask.intersects(
-                            EventMask::DELETE
-                                | EventMask::MOVED_FROM
-                                | EventMask::MOVED_TO
-                                | EventMask::CREATE,
-                        ) {
-                            if let Some(n) = f.name.as_ref().and_then(|n| n.to_str()) {
-                                touched.push(n.to_string());
-                            }
-                        }
-                    }
-                    Key::Sockets => {
-                        // The parent: our directory re-created, or moved away.
-                        if f.name.is_some() && f.name == dir_name {
-                            if f.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
-                                dir_back = true;
-                            } else if f.mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) {
-                                dir_gone = true;
-                            }
-                        }
-                    }
-                    Key::Config => config_changed = true,
-                }
-            }
+        }
+        let Meaning {
+            mut kubelet_created,
+            mut dir_gone,
+            dir_back,
+            mut touched,
+            config_changed,
+            overflow,
+        } = fs_events::interpret(fired, &socket_dir, kubelet_mode);
+        if overflow {
+            // Events were lost: look at what they could have said.
+            log::warn!(
+                "inotify queue overflowed: checking kubelet.sock, our sockets and the directory"
+            );
+            let now = socket::identity(&self.kubelet_socket());
+            kubelet_created |= kubelet_mode && now.is_some() && now != self.kubelet_id;
+            dir_gone |= !socket_dir.is_dir();
+            touched.extend(
+                self.served
+                    .iter()
+                    .map(|s| s.state.resource().socket_name.clone()),
+            );
         }
         if config_changed {
             self.reload_due = Some(Instant::now() + RELOAD_SETTLE);

@@ -21,6 +21,7 @@
 //! | [`alloc`] | Allocate / preferred-allocation answers, the device list (pure) | grpcio completion-queue threads |
 //! | [`fuzzing`] | invariant checks shared by the fuzz targets and corpus replay | — |
 //! | [`api`] | generated protobuf messages (and grpcio stubs with `daemon`) | — |
+//! | [`fs_events`] | pure: a batch of the supervisor's inotify events → what changed (restart, directory, our sockets, config, overflow) | supervisor |
 //! | [`watch`] | the supervisor's inotify instance: socket dir, config dir (host paths have the monitor's own) | supervisor |
 //! | [`util`] | self-pipes, `poll`, bounded `block_on`, poison-tolerant `lock`, Unix-socket channels and percent-encoded gRPC targets | — |
 //!
@@ -35,6 +36,8 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+#[cfg(feature = "daemon")]
+pub mod fs_events;
 pub mod fuzzing;
 pub mod health;
 pub mod kubelet;

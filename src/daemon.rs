@@ -33,6 +33,7 @@ use crate::config::{self, Config, Loaded, Resource};
 use crate::fs_events::{self, Meaning};
 use crate::monitor::Monitor;
 use crate::plugin::{DevicePluginService, RegistrationService, ResourceState, API_VERSION};
+use crate::retry::{self, Backoff, RegisterError, QUICK_RETRY};
 use crate::socket::{self, FileId, OwnedSocket, SocketError};
 use crate::util::{
     block_on_timeout, lock, poll_events, unix_channel, unix_target, Notifier, WakePipe,
@@ -44,12 +45,6 @@ pub use crate::kubelet::KUBELET_SOCKET;
 const REQUEST_SLOTS: usize = 16;
 /// How long one Register call may take before it is abandoned and retried.
 const REGISTER_DEADLINE: Duration = Duration::from_secs(5);
-const BACKOFF_START: Duration = Duration::from_millis(100);
-/// A new kubelet.sock exists a moment before its server listens: a refused
-/// connection is retried this often, this many times, before the backoff.
-const QUICK_RETRY: Duration = Duration::from_millis(5);
-const QUICK_RETRIES: u32 = 20;
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a server may take to finish its calls when stopped before they
 /// are cancelled (a whole shutdown must fit in 1 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
@@ -163,7 +158,7 @@ impl Control {
 struct RegisterDone {
     id: u64,
     generation: u64,
-    result: Result<(), String>,
+    result: Result<(), RegisterError>,
 }
 
 /// Registration results, filled by grpcio's threads, drained by the supervisor.
@@ -205,15 +200,11 @@ struct Served {
     /// Bumped on every (re)serve, so a late result of an older
     /// registration is recognised and ignored.
     generation: u64,
-    backoff: Duration,
-    /// The last registration error logged, to log repeats at debug only.
-    last_error: Option<String>,
-    /// When to try serving again after a failed bind (a read-only or
-    /// missing directory, a foreign file in the way), with its backoff and
-    /// the error last logged (repeats go to debug).
+    /// Registration retries; serve retries (a read-only or missing
+    /// directory, a foreign file in the way) and when the next is due.
+    reg_backoff: Backoff,
+    serve_backoff: Backoff,
     serve_retry: Option<Instant>,
-    serve_backoff: Duration,
-    serve_error: Option<String>,
     /// Quick retries used on a refused connection since the last serve.
     quick_retries: u32,
 }
@@ -409,11 +400,9 @@ impl Supervisor {
             socket: None,
             reg: Reg::WaitingForKubelet,
             generation: 0,
-            backoff: BACKOFF_START,
-            last_error: None,
+            reg_backoff: Backoff::default(),
+            serve_backoff: Backoff::default(),
             serve_retry: None,
-            serve_backoff: BACKOFF_START,
-            serve_error: None,
             quick_retries: 0,
         };
         self.monitor.add(id, state);
@@ -434,7 +423,7 @@ impl Supervisor {
         }
         s.cancel_registration();
         s.generation += 1;
-        s.backoff = BACKOFF_START;
+        s.reg_backoff.reset();
         s.quick_retries = 0;
         let resource = s.state.resource();
         let path = self.socket_dir().join(&resource.socket_name);
@@ -460,8 +449,10 @@ impl Supervisor {
             }
             Err(e) => {
                 // Nothing is lost: try again, with backoff, until it works.
-                let (msg, retry) = (e.to_string(), s.serve_backoff);
-                if s.serve_error.as_deref() == Some(msg.as_str()) {
+                let msg = e.to_string();
+                let f = s.serve_backoff.failed(&msg);
+                let retry = f.delay;
+                if f.repeat {
                     log::debug!(
                         "{}: still cannot serve: {msg}; retrying in {retry:?}",
                         resource.resource_name
@@ -472,15 +463,12 @@ impl Supervisor {
                         resource.resource_name
                     );
                 }
-                s.serve_error = Some(msg);
                 s.serve_retry = Some(Instant::now() + retry);
-                s.serve_backoff = (retry * 2).min(BACKOFF_MAX);
                 return;
             }
         }
         s.serve_retry = None;
-        s.serve_backoff = BACKOFF_START;
-        s.serve_error = None;
+        s.serve_backoff.reset();
     }
 
     /// Serves again every resource whose last attempt failed and is due.
@@ -626,7 +614,7 @@ impl Supervisor {
                 client.spawn(async move {
                     let _keep_channel = keep_channel;
                     let result = match select(&mut receiver, cancel_rx).await {
-                        Either::Left((r, _)) => r.map(|_| ()).map_err(|e| e.to_string()),
+                        Either::Left((r, _)) => r.map(|_| ()).map_err(RegisterError::from),
                         Either::Right(_) => {
                             receiver.cancel();
                             return;
@@ -644,7 +632,7 @@ impl Supervisor {
                 self.events.push(RegisterDone {
                     id,
                     generation,
-                    result: Err(e.to_string()),
+                    result: Err(RegisterError::from(e)),
                 });
                 Reg::WaitingForKubelet
             }
@@ -671,31 +659,32 @@ impl Supervisor {
                     s.state.resource().socket_name
                 );
                 s.reg = Reg::Registered;
-                s.backoff = BACKOFF_START;
-                s.last_error = None;
-            }
-            Err(e) if e.contains("Connection refused") && s.quick_retries < QUICK_RETRIES => {
-                // A kubelet.sock that was just created may not be listening
-                // yet: try again shortly before falling back to the backoff.
-                s.quick_retries += 1;
-                log::debug!(
-                    "{name}: {KUBELET_SOCKET} not listening yet; retrying in {QUICK_RETRY:?}"
-                );
-                s.reg = if kubelet_present {
-                    Reg::Due(Instant::now() + QUICK_RETRY)
-                } else {
-                    Reg::WaitingForKubelet
-                };
+                s.reg_backoff.reset();
             }
             Err(e) => {
-                let retry = s.backoff;
-                if s.last_error.as_deref() == Some(e.as_str()) {
-                    log::debug!("{name}: registration failed again: {e}; retrying in {retry:?}");
-                } else {
-                    log::warn!("{name}: registration failed: {e}; retrying in {retry:?} (backoff up to {BACKOFF_MAX:?})");
-                }
-                s.last_error = Some(e);
-                s.backoff = (s.backoff * 2).min(BACKOFF_MAX);
+                let retry = match retry::after_register_failure(&e, s.quick_retries) {
+                    // A kubelet.sock that was just created may not be
+                    // listening yet: again shortly, before the backoff.
+                    retry::Next::Quick => {
+                        s.quick_retries += 1;
+                        log::debug!(
+                            "{name}: {KUBELET_SOCKET} not listening yet; retrying in {QUICK_RETRY:?}"
+                        );
+                        QUICK_RETRY
+                    }
+                    retry::Next::Backoff => {
+                        let f = s.reg_backoff.failed(&e.to_string());
+                        let retry = f.delay;
+                        if f.repeat {
+                            log::debug!(
+                                "{name}: registration failed again: {e}; retrying in {retry:?}"
+                            );
+                        } else {
+                            log::warn!("{name}: registration failed: {e}; retrying in {retry:?} (backoff up to {:?})", retry::MAX);
+                        }
+                        retry
+                    }
+                };
                 s.reg = if kubelet_present {
                     Reg::Due(Instant::now() + retry)
                 } else {

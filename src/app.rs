@@ -128,6 +128,11 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
                 }
                 Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
             }
+            // gRPC creates sockets with the process umask: 0177 makes them
+            // 0600 from the first instant. Files created on purpose (OrCreate
+            // paths) get explicit modes.
+            // SAFETY: umask only changes this process's file-creation mask.
+            unsafe { libc::umask(0o177) };
             let control = daemon::Control::new().map_err(Failure::Setup)?;
             control.install_signal_handlers().map_err(Failure::Setup)?;
             log::info!(

@@ -95,22 +95,6 @@ pub struct Control {
     hup: WakePipe,
 }
 
-/// Asks a running daemon to stop or reload, from any thread.
-#[derive(Clone, Debug)]
-pub struct ControlHandle {
-    term: Notifier,
-    hup: Notifier,
-}
-
-impl ControlHandle {
-    pub fn shutdown(&self) {
-        self.term.notify();
-    }
-    pub fn reload(&self) {
-        self.hup.notify();
-    }
-}
-
 impl Control {
     /// # Errors
     ///
@@ -119,16 +103,6 @@ impl Control {
         Ok(Control {
             term: WakePipe::new()?,
             hup: WakePipe::new()?,
-        })
-    }
-
-    /// # Errors
-    ///
-    /// When a descriptor cannot be duplicated.
-    pub fn handle(&self) -> io::Result<ControlHandle> {
-        Ok(ControlHandle {
-            term: self.term.notifier()?,
-            hup: self.hup.notifier()?,
         })
     }
 
@@ -242,7 +216,9 @@ struct Supervisor {
     socket_dir_missing: bool,
 }
 
-/// Runs the daemon until `control` asks it to stop. Meant to be the last
+/// Runs the daemon until `control` asks it to stop. The caller sets the
+/// process-wide state first: the umask (0177, so gRPC's sockets are 0600
+/// from the first instant), logging, the open-file limit. Meant to be the last
 /// thing a process does: on return gRPC's threads are still there, for the
 /// process exit to end.
 ///
@@ -251,11 +227,6 @@ struct Supervisor {
 /// [`DaemonError`] when the daemon cannot start at all; problems with a
 /// single resource are logged and the others keep serving.
 pub fn run(opts: &Options, loaded: Loaded, control: &Control) -> Result<(), DaemonError> {
-    // Sockets are created by gRPC with the process umask: 0177 makes them
-    // 0600 from the first instant. Files created on purpose get explicit modes.
-    // SAFETY: umask only changes this process's file-creation mask.
-    unsafe { libc::umask(0o177) };
-
     let socket_dir = opts.socket_dir().to_path_buf();
     ensure_dir(&socket_dir)?;
     if opts.registration == Registration::PluginWatcher {

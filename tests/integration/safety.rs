@@ -586,3 +586,16 @@ fn a_path_resolving_into_a_sensitive_place_is_unhealthy() {
     wait_counts(&k, &d, "example.com/optin", (100, 100));
     d.wait_log("resolves to /etc/shadow, credentials or cluster secrets");
 }
+
+/// Sockets are private (0600 from the first instant: the umask is set
+/// before gRPC binds), and no temporary bind name is left behind.
+#[test]
+fn sockets_are_private_and_no_temporary_name_remains() {
+    let dir = TestDir::new();
+    let (_k, d, sock) = one_resource(&dir);
+    let mode = fs::symlink_metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+    assert_eq!(dir.sockets(), ["example.com-a.sock", "kubelet.sock"]);
+    stop(d);
+    assert_eq!(dir.sockets(), ["kubelet.sock"]);
+}

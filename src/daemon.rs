@@ -33,6 +33,7 @@ use crate::config::{self, Config, Loaded, Resource};
 use crate::fs_events::{self, Meaning};
 use crate::monitor::Monitor;
 use crate::plugin::{DevicePluginService, RegistrationService, ResourceState, API_VERSION};
+use crate::reload;
 use crate::retry::{self, Backoff, RegisterError, QUICK_RETRY};
 use crate::socket::{self, FileId, OwnedSocket, SocketError};
 use crate::util::{
@@ -796,39 +797,37 @@ impl Supervisor {
     /// Moves from the running resources to `new`: retire the removed (and
     /// renamed) ones first, then update in place, then add.
     fn apply(&mut self, new: Config) {
-        let same = |a: &Resource, b: &Resource| {
-            a.resource_name == b.resource_name && a.socket_name == b.socket_name
-        };
-        let (keep, gone): (Vec<Served>, Vec<Served>) = std::mem::take(&mut self.served)
-            .into_iter()
-            .partition(|s| new.resources.iter().any(|r| same(r, &s.state.resource())));
-        self.served = keep;
-        let retired = gone.len();
-        for s in gone {
+        let current: Vec<Arc<Resource>> = self.served.iter().map(|s| s.state.resource()).collect();
+        let running: Vec<&Resource> = current.iter().map(|r| &**r).collect();
+        let plan = reload::plan(&running, &new.resources);
+        let updates: Vec<(u64, Arc<ResourceState>, Resource)> = plan
+            .update
+            .iter()
+            .map(|&(i, j)| {
+                let s = &self.served[i];
+                (s.id, s.state.clone(), new.resources[j].clone())
+            })
+            .collect();
+        // Retire first (highest index first, so the others keep theirs).
+        for &i in plan.retire.iter().rev() {
+            let s = self.served.remove(i);
             self.retire(s);
         }
-        let (mut added, mut updated, mut unchanged) = (0, 0, 0);
-        for r in new.resources {
-            let found = self
-                .served
-                .iter()
-                .find(|s| same(&r, &s.state.resource()))
-                .map(|s| (s.id, s.state.clone()));
-            match found {
-                Some((_, state)) if *state.resource() == r => unchanged += 1,
-                Some((id, state)) => {
-                    log::info!("{}: updated in place", r.resource_name);
-                    state.update_resource(Arc::new(r));
-                    self.monitor.poke(id);
-                    updated += 1;
-                }
-                None => {
-                    self.add(Arc::new(r));
-                    added += 1;
-                }
-            }
+        for (id, state, r) in updates {
+            log::info!("{}: updated in place", r.resource_name);
+            state.update_resource(Arc::new(r));
+            self.monitor.poke(id);
         }
-        log::info!("reload applied: {added} added, {updated} updated, {retired} retired, {unchanged} unchanged");
+        for &j in &plan.add {
+            self.add(Arc::new(new.resources[j].clone()));
+        }
+        log::info!(
+            "reload applied: {} added, {} updated, {} retired, {} unchanged",
+            plan.add.len(),
+            plan.update.len(),
+            plan.retire.len(),
+            plan.unchanged.len()
+        );
     }
 
     /// Retires a resource (B5, B10): an empty list on its streams, then the

@@ -13,6 +13,7 @@
 //! | [`limits`] | the open-file limit: raised at start, estimated by `check` | main thread |
 //! | [`monitor`] | the health monitor: dispatcher + worker threads own every host-path check and watch | `health`, `health-check` threads |
 //! | [`health`] | host-path checks (typed reasons), resolution inside the host root, OrCreate through directory descriptors | `health-check` workers |
+//! | [`reload`] | pure: running resources + new config → retire / update / add | supervisor |
 //! | [`retry`] | one backoff with "log once, then debug"; registration retries keyed on the gRPC status code | supervisor |
 //! | [`sensitive`] | which host paths are sensitive, by category (B16) | — |
 //! | [`socket`] | socket files: non-blocking liveness probe, temporary bind name linked into place, inode-checked cleanup | supervisor |
@@ -50,6 +51,7 @@ pub mod plugin;
 pub mod policy;
 #[cfg(feature = "daemon")]
 pub mod probe;
+pub mod reload;
 #[cfg(feature = "daemon")]
 pub mod retry;
 pub mod sensitive;

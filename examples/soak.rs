@@ -290,7 +290,14 @@ fn main() {
         end = measure();
     }
 
-    let log_text = fs::read_to_string(&log).unwrap_or_default();
+    // The kubelet sees a reload's new list a moment before the daemon logs
+    // "reload applied": give the log up to a second to catch up.
+    let log_deadline = Instant::now() + Duration::from_secs(1);
+    let mut log_text = fs::read_to_string(&log).unwrap_or_default();
+    while log_text.matches("reload applied").count() < applied && Instant::now() < log_deadline {
+        thread::sleep(Duration::from_millis(10));
+        log_text = fs::read_to_string(&log).unwrap_or_default();
+    }
     let applied_logged = log_text.matches("reload applied").count();
     let refused_logged = log_text.matches("reload refused").count();
     let reg_failures: Vec<&str> = log_text

@@ -18,6 +18,9 @@ export RUSTFLAGS        := -C target-feature=+crt-static
 # -lsystemd and the static link fails; keep pkg-config from finding it.
 export PKG_CONFIG_LIBDIR := /nonexistent
 CARGO_FLAGS := --release --target $(TARGET) --locked
+# Tests, examples and lints add the test scaffolding (the simulated kubelet,
+# the fuzz invariants); `build` and `static` ship without it.
+DEV_FLAGS   := $(CARGO_FLAGS) --features sim,fuzzing
 OUT         := target/$(TARGET)/release
 BIN         := $(OUT)/k8s-hostpath-device-plugin
 IMAGE       ?= k8s-hostpath-device-plugin:$(VERSION)
@@ -72,36 +75,36 @@ static-arm64: deps-arm64
 test: lint unit-test soak-short deploy-test arm64-test
 
 unit-test: deps
-	cargo test $(CARGO_FLAGS) --all-targets
+	cargo test $(DEV_FLAGS) --all-targets
 
 soak-short: deps
-	cargo build $(CARGO_FLAGS) --bins --examples
+	cargo build $(DEV_FLAGS) --bins --examples
 	./$(OUT)/examples/soak --short
 
 # Figures against the targets (README "Performance"); writes target/bench.json.
 bench: deps
-	cargo build $(CARGO_FLAGS) --bins --examples
+	cargo build $(DEV_FLAGS) --bins --examples
 	./$(OUT)/examples/bench
 
 # The full soak: 1000 kubelet restarts, 200 reloads, 1000 flaps, Allocate load.
 soak: deps
-	cargo build $(CARGO_FLAGS) --bins --examples
+	cargo build $(DEV_FLAGS) --bins --examples
 	./$(OUT)/examples/soak
 
 deploy-test: deps
-	cargo build $(CARGO_FLAGS) --bins --examples
+	cargo build $(DEV_FLAGS) --bins --examples
 	tests/deploy/checks.sh $(BIN) $(OUT)/examples/gen_policy
 
 # The arm64 binary under qemu-user: --version, check, and the demo's whole
 # story against the host's simulated kubelet. Skipped, with the reason, when
 # the cross toolchain or qemu cannot be installed here.
 arm64-test: deps
-	cargo build $(CARGO_FLAGS) --bins --examples
+	cargo build $(DEV_FLAGS) --bins --examples
 	tests/arm64/smoke.sh $(OUT)/examples/demo
 
 lint: deps
 	cargo fmt --all -- --check
-	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+	cargo clippy $(DEV_FLAGS) --all-targets -- -D warnings
 
 fmt:
 	cargo fmt --all
@@ -110,12 +113,12 @@ fmt:
 # MODE=plugin-watcher registers through the plugins registry instead.
 MODE ?= kubelet-socket
 demo: deps
-	cargo build $(CARGO_FLAGS) --bins --examples
+	cargo build $(DEV_FLAGS) --bins --examples
 	MODE=$(MODE) ./$(OUT)/examples/demo
 
 # Regenerates deploy/policy/policy.yaml from deploy/config.yaml.
 policy: deps
-	cargo build $(CARGO_FLAGS) --examples
+	cargo build $(DEV_FLAGS) --examples
 	./$(OUT)/examples/gen_policy deploy/config.yaml > deploy/policy/policy.yaml
 
 # Needs a Docker engine (none runs on the project's build machines).

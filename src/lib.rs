@@ -19,9 +19,9 @@
 //! | [`socket`] | socket files: non-blocking liveness probe, temporary bind name linked into place, inode-checked cleanup | supervisor |
 //! | [`probe`] | the `probe` command | main thread |
 //! | [`policy`] | renders deploy/policy's admission policy from a config | `make policy` |
-//! | [`sim`] | a simulated kubelet for tests and `make demo` | its own grpcio threads |
+//! | [`sim`] | a simulated kubelet for tests and `make demo` (feature `sim`, not in the release build) | its own grpcio threads |
 //! | [`alloc`] | Allocate / preferred-allocation answers, the device list (pure) | grpcio completion-queue threads |
-//! | [`fuzzing`] | invariant checks shared by the fuzz targets and corpus replay | — |
+//! | [`fuzzing`] | invariant checks shared by the fuzz targets and corpus replay (feature `fuzzing`) | — |
 //! | [`api`] | generated protobuf messages (and grpcio stubs with `daemon`) | — |
 //! | [`fs_events`] | pure: a batch of the supervisor's inotify events → what changed (restart, directory, our sockets, config, overflow) | supervisor |
 //! | [`watch`] | the supervisor's inotify instance: socket dir, config dir (host paths have the monitor's own) | supervisor |
@@ -40,6 +40,7 @@ pub mod config;
 pub mod daemon;
 #[cfg(feature = "daemon")]
 pub mod fs_events;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod health;
 pub mod kubelet;
@@ -55,7 +56,7 @@ pub mod reload;
 #[cfg(feature = "daemon")]
 pub mod retry;
 pub mod sensitive;
-#[cfg(feature = "daemon")]
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod socket;
 #[cfg(feature = "daemon")]

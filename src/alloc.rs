@@ -110,6 +110,14 @@ pub fn container_response(r: &Resource) -> ContainerAllocateResponse {
     c
 }
 
+/// The size of the largest Allocate answer the kubelet can ask for: one
+/// container (it asks one at a time), whatever the number of IDs.
+pub fn largest_answer_bytes(r: &Resource) -> usize {
+    let mut resp = AllocateResponse::new();
+    resp.container_responses.push(container_response(r));
+    resp.compute_size() as usize
+}
+
 /// Builds the Allocate answer (B7), or the refusal: unknown IDs
 /// (INVALID_ARGUMENT naming them) or an answer over the kubelet's limit.
 ///

@@ -250,7 +250,7 @@ impl std::error::Error for ReadError {
 /// [`ReadError`] saying what the file is or why it cannot be read.
 pub fn read_file(path: &Path) -> Result<String, ReadError> {
     use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -259,17 +259,7 @@ pub fn read_file(path: &Path) -> Result<String, ReadError> {
     let meta = file.metadata().map_err(ReadError::Io)?;
     let ft = meta.file_type();
     if !ft.is_file() {
-        return Err(ReadError::NotRegular(if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_dir() {
-            "a directory"
-        } else if ft.is_char_device() || ft.is_block_device() {
-            "a device"
-        } else if ft.is_socket() {
-            "a socket"
-        } else {
-            "an unknown kind of file"
-        }));
+        return Err(ReadError::NotRegular(crate::health::describe(ft)));
     }
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(ReadError::TooLarge(meta.len()));
@@ -743,12 +733,7 @@ impl Validator {
             health_check_interval,
             allow_sensitive_path,
         };
-        // The kubelet asks for one container at a time; the answer does not
-        // grow with the number of IDs, so this is the largest there is.
-        let mut resp = crate::api::v1beta1::AllocateResponse::new();
-        resp.container_responses
-            .push(crate::alloc::container_response(&r));
-        let bytes = protobuf::Message::compute_size(&resp) as usize;
+        let bytes = crate::alloc::largest_answer_bytes(&r);
         if bytes > MAX_MESSAGE_BYTES {
             self.error(
                 &join(prefix, "envs"),

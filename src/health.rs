@@ -120,7 +120,8 @@ pub fn inspect_path(host_root: &Path, path: &str) -> PathBuf {
     }
 }
 
-fn describe(ft: fs::FileType) -> &'static str {
+/// What kind of file `ft` is, in words for messages.
+pub fn describe(ft: fs::FileType) -> &'static str {
     if ft.is_dir() {
         "a directory"
     } else if ft.is_file() {

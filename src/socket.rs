@@ -139,6 +139,24 @@ pub fn prepare(path: &Path) -> Result<(), SocketError> {
 ///
 /// The `connect` error, other than refused.
 pub fn listening(path: &Path) -> io::Result<bool> {
+    match connect_nonblocking(path) {
+        Ok(_) => Ok(true),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EINPROGRESS) => Ok(true),
+            Some(libc::ECONNREFUSED) => Ok(false),
+            _ => Err(e),
+        },
+    }
+}
+
+/// A non-blocking `connect(2)` to the Unix socket at `path`: the connected
+/// descriptor, or the error at once (`EAGAIN` when the backlog is full),
+/// never a wait.
+///
+/// # Errors
+///
+/// The `socket` or `connect` error; a path too long for `sun_path`.
+pub fn connect_nonblocking(path: &Path) -> io::Result<OwnedFd> {
     let bytes = path.as_os_str().as_bytes();
     // SAFETY: a plain zeroed sockaddr_un, filled below within its bounds.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
@@ -175,13 +193,9 @@ pub fn listening(path: &Path) -> io::Result<bool> {
         )
     };
     if rc == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EAGAIN | libc::EINPROGRESS) => Ok(true),
-        Some(libc::ECONNREFUSED) => Ok(false),
-        _ => Err(err),
+        Ok(fd)
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -215,24 +215,12 @@ fn stuck_listener(path: &Path) -> (UnixListener, Vec<OwnedFd>) {
     let l = UnixListener::bind(path).unwrap();
     // SAFETY: listen(2) again on our own socket, to shrink its backlog.
     assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        // SAFETY: plain socket/connect on descriptors we own.
-        unsafe {
-            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
-            let mut addr: libc::sockaddr_un = std::mem::zeroed();
-            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-            for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
-                *d = *s as libc::c_char;
-            }
-            libc::connect(
-                fd,
-                std::ptr::addr_of!(addr).cast(),
-                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-            );
-            held.push(OwnedFd::from_raw_fd(fd));
-        }
-    }
+    // Connections that are never accepted fill the backlog (the later
+    // attempts fail with EAGAIN; only the ones that got in are held).
+    let held: Vec<OwnedFd> = (0..4)
+        .filter_map(|_| k8s_hostpath_device_plugin::socket::connect_nonblocking(path).ok())
+        .collect();
+    assert!(!held.is_empty());
     (l, held)
 }
 
@@ -332,6 +320,20 @@ fn a_hung_filesystem_delays_nothing_else() {
     drop(hung);
 }
 
+/// A kubelet and a daemon serving `path` as DirectoryOrCreate under host root `root`.
+fn or_create_under(dir: &TestDir, root: &Path, path: &str) -> (SimKubelet, Daemon) {
+    let k = SimKubelet::start(&dir.dp()).unwrap();
+    let d = Daemon::start(
+        dir,
+        &format!(
+            "resourceName: example.com/x\nhostPath: {{path: {path}, type: DirectoryOrCreate}}\n\
+             healthCheckInterval: 100ms\n"
+        ),
+        &["--host-root", root.to_str().unwrap()],
+    );
+    (k, d)
+}
+
 /// Item 5a: a dangling symlink at a DirectoryOrCreate path: Unhealthy with
 /// the reason, and the link's target is not created.
 #[test]
@@ -340,13 +342,7 @@ fn or_create_never_creates_through_a_dangling_symlink() {
     let root = dir.host("root");
     fs::create_dir_all(root.join("data")).unwrap();
     std::os::unix::fs::symlink("/victim/tree", root.join("data/link")).unwrap();
-    let k = SimKubelet::start(&dir.dp()).unwrap();
-    let d = Daemon::start(
-        &dir,
-        "resourceName: example.com/x\nhostPath: {path: /data/link, type: DirectoryOrCreate}\n\
-         healthCheckInterval: 100ms\n",
-        &["--host-root", root.to_str().unwrap()],
-    );
+    let (k, d) = or_create_under(&dir, &root, "/data/link");
     wait_counts(&k, &d, "example.com/x", (0, 100));
     d.wait_log("dangling symlink /data/link");
     assert!(!root.join("victim").exists());
@@ -363,17 +359,11 @@ fn or_create_never_chmods_through_a_swapped_symlink() {
     fs::create_dir_all(root.join("data")).unwrap();
     fs::create_dir_all(&victim).unwrap();
     fs::set_permissions(&victim, fs::Permissions::from_mode(0o700)).unwrap();
-    let k = SimKubelet::start(&dir.dp()).unwrap();
-    let d = Daemon::start(
-        &dir,
-        "resourceName: example.com/x\nhostPath: {path: /data/made, type: DirectoryOrCreate}\n\
-         healthCheckInterval: 100ms\n",
-        &["--host-root", root.to_str().unwrap()],
-    );
+    let (k, d) = or_create_under(&dir, &root, "/data/made");
     wait_counts(&k, &d, "example.com/x", (100, 100));
     let made = root.join("data/made");
     let aside = root.join("data/aside");
-    let end = Instant::now() + Duration::from_millis(1500);
+    let end = Instant::now() + Duration::from_secs(3);
     let mut swaps = 0;
     while Instant::now() < end {
         // Spin until the daemon has (re)created the directory, then swap it

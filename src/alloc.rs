@@ -13,7 +13,7 @@ use crate::config::Resource;
 use crate::kubelet::MAX_MESSAGE_BYTES;
 use protobuf::Message;
 
-pub use crate::kubelet::{API_VERSION, HEALTHY, UNHEALTHY};
+use crate::kubelet::{HEALTHY, UNHEALTHY};
 
 /// The full device list: IDs `"0"`..`"n-1"`, all with the same health.
 pub fn build_list(n: u32, healthy: bool) -> ListAndWatchResponse {

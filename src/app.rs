@@ -141,7 +141,8 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
                 loaded.config.resources.len(),
                 opts.config.display()
             );
-            daemon::run(opts, loaded, &control).map_err(Failure::Daemon)
+            daemon::run(daemon::Settings::from_options(opts), loaded, control)
+                .map_err(Failure::Daemon)
         }
     }
 }

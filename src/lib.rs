@@ -7,7 +7,10 @@
 //! |---|---|---|
 //! | [`cli`] | command line (DESIGN.md §2) | main thread |
 //! | [`config`] | YAML config, validated into typed resources (§3) | main thread |
-//! | [`daemon`] | serve, register, watch the kubelet dir, reload, stop; never touches a host path | main thread (the supervisor's poll loop) |
+//! | [`daemon`] | the supervisor: `run(settings, loaded, control)`, a poll loop that dispatches each event to an owner; reload, stop; never touches a host path | main thread |
+//! | `owner` | one resource's owner: state, server, socket, registration in flight, retry timers | supervisor |
+//! | `server` | one resource's gRPC server: bound on a private name, linked into place; bulk stop with one grace | supervisor |
+//! | `control` | the stop / reload handle and the status board that in-process tests wait on (re-exported by [`daemon`]) | any |
 //! | [`plugin`] | DevicePlugin / plugin-watcher Registration services, per-resource versioned state | grpcio completion-queue threads |
 //! | [`kubelet`] | the kubelet protocol's names and constants, once | — |
 //! | [`limits`] | the open-file limit: raised at start, estimated by `check` | main thread |
@@ -37,6 +40,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "daemon")]
+mod control;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 #[cfg(feature = "daemon")]
 pub mod fs_events;
@@ -48,6 +53,8 @@ pub mod limits;
 #[cfg(feature = "daemon")]
 pub mod monitor;
 #[cfg(feature = "daemon")]
+mod owner;
+#[cfg(feature = "daemon")]
 pub mod plugin;
 pub mod policy;
 #[cfg(feature = "daemon")]
@@ -56,6 +63,8 @@ pub mod reload;
 #[cfg(feature = "daemon")]
 pub mod retry;
 pub mod sensitive;
+#[cfg(feature = "daemon")]
+mod server;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod socket;

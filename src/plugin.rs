@@ -24,8 +24,9 @@ use crate::api::v1beta1::{
 use crate::api::v1beta1_grpc::DevicePlugin;
 use crate::config::Resource;
 
-pub use crate::alloc::{allocate, preferred, API_VERSION, HEALTHY, UNHEALTHY};
+use crate::alloc::{allocate, preferred};
 use crate::alloc::{build_list, show_id, Refusal};
+use crate::kubelet::API_VERSION;
 
 /// Where a resource is in its life, as its streams see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -421,7 +422,7 @@ pub struct RegistrationService {
     pub state: Arc<ResourceState>,
 }
 
-pub use crate::kubelet::DEVICE_PLUGIN_TYPE;
+use crate::kubelet::DEVICE_PLUGIN_TYPE;
 
 impl Registration for RegistrationService {
     fn get_info(&mut self, ctx: RpcContext, _req: InfoRequest, sink: UnarySink<PluginInfo>) {

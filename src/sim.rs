@@ -43,8 +43,7 @@ use crate::api::v1beta1::{
     RegisterRequest,
 };
 use crate::api::v1beta1_grpc::{create_registration, DevicePluginClient, Registration};
-use crate::kubelet::{HEALTHY, KUBELET_SOCKET, UNHEALTHY};
-use crate::plugin::{API_VERSION, DEVICE_PLUGIN_TYPE};
+use crate::kubelet::{API_VERSION, DEVICE_PLUGIN_TYPE, HEALTHY, KUBELET_SOCKET, UNHEALTHY};
 use crate::util::{block_on_timeout, lock, poll_readable, unix_channel};
 use crate::watch::{Key, Watcher};
 

@@ -6,6 +6,7 @@ mod corpus;
 mod harness;
 mod health;
 mod hostile;
+mod inprocess;
 mod kubelet;
 mod lifecycle;
 mod reload;

@@ -1,0 +1,561 @@
+//! The validator: walks the YAML value tree, checks every key and rule,
+//! collects every problem with its field path.
+
+use super::*;
+
+const RESOURCE_KEYS: &[&str] = &[
+    "resourceName",
+    "socketName",
+    "numDevices",
+    "hostPath",
+    "volumeMount",
+    "permissions",
+    "envs",
+    "requireMountPoint",
+    "healthCheckInterval",
+    "allowSensitivePath",
+];
+const HOST_PATH_KEYS: &[&str] = &["path", "type"];
+const VOLUME_MOUNT_KEYS: &[&str] = &["mountPath", "readOnly", "name"];
+/// Keys of a Kubernetes VolumeMount that a device plugin's Mount cannot carry.
+const VOLUME_MOUNT_UNSUPPORTED: &[&str] = &["subPath", "subPathExpr", "mountPropagation"];
+
+pub(super) struct Validator {
+    pub(super) file: String,
+    pub(super) socket_dir: PathBuf,
+    pub(super) errors: Vec<Problem>,
+    pub(super) warnings: Vec<Problem>,
+}
+
+/// Joins a field path: `join("resources[0]", "hostPath")`.
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+pub(super) fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+impl Validator {
+    pub(super) fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(Problem {
+            file: self.file.clone(),
+            field: field.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, field: &str, message: impl Into<String>) {
+        self.warnings.push(Problem {
+            file: self.file.clone(),
+            field: field.to_string(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn document(&mut self, text: &str) -> Vec<Resource> {
+        let root: Value = match serde_yaml::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error("", format!("not valid YAML: {e}"));
+                return Vec::new();
+            }
+        };
+        let Some(map) = self.mapping(&root, "") else {
+            return Vec::new();
+        };
+        if map.is_empty() {
+            self.error("", "the config is empty: it needs `resourceName` and `hostPath`, or a `resources` list");
+            return Vec::new();
+        }
+        let resources = if map.contains_key("resources") {
+            let mixed: Vec<&str> = map
+                .keys()
+                .filter(|k| k.as_str() != "resources")
+                .map(String::as_str)
+                .collect();
+            for key in mixed {
+                if RESOURCE_KEYS.contains(&key) {
+                    self.error(
+                        key,
+                        "cannot be mixed with a `resources` list: put it inside a list entry, or remove `resources`",
+                    );
+                } else {
+                    self.unknown_key("", key, &["resources"]);
+                }
+            }
+            self.resource_list(&map["resources"])
+        } else {
+            self.resource(&map, "").into_iter().collect()
+        };
+        self.cross_checks(&resources);
+        resources
+    }
+
+    /// Returns the mapping as string keys, reporting non-string keys.
+    fn mapping(&mut self, v: &Value, field: &str) -> Option<BTreeMap<String, Value>> {
+        let Value::Mapping(m) = v else {
+            self.error(field, format!("expected a mapping, found {}", kind_of(v)));
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        for (k, val) in m {
+            match k {
+                Value::String(s) => {
+                    out.insert(s.clone(), val.clone());
+                }
+                other => self.error(
+                    field,
+                    format!("keys must be strings, found {}", kind_of(other)),
+                ),
+            }
+        }
+        Some(out)
+    }
+
+    fn unknown_key(&mut self, prefix: &str, key: &str, known: &[&str]) {
+        let hint = match suggest(key, known) {
+            Some(s) => format!("; did you mean `{s}`?"),
+            None => format!("; known keys: {}", known.join(", ")),
+        };
+        self.error(&join(prefix, key), format!("unknown key{hint}"));
+    }
+
+    fn check_keys(&mut self, map: &BTreeMap<String, Value>, prefix: &str, known: &[&str]) {
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                self.unknown_key(prefix, key, known);
+            }
+        }
+    }
+
+    fn resource_list(&mut self, v: &Value) -> Vec<Resource> {
+        let Value::Sequence(items) = v else {
+            self.error(
+                "resources",
+                format!("expected a list of resources, found {}", kind_of(v)),
+            );
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.error("resources", "must list at least one resource");
+        }
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let field = format!("resources[{i}]");
+            if let Some(map) = self.mapping(item, &field) {
+                out.extend(self.resource(&map, &field));
+            }
+        }
+        out
+    }
+
+    fn string(&mut self, v: &Value, field: &str) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.error(
+                    field,
+                    format!("expected a string, found {}", kind_of(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, map: &BTreeMap<String, Value>, key: &str, prefix: &str) -> bool {
+        match map.get(key) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                self.error(
+                    &join(prefix, key),
+                    format!("expected true or false, found {}", kind_of(other)),
+                );
+                false
+            }
+        }
+    }
+
+    /// Validates one resource; `None` when it has errors (already recorded).
+    fn resource(&mut self, map: &BTreeMap<String, Value>, prefix: &str) -> Option<Resource> {
+        let errors_before = self.errors.len();
+        self.check_keys(map, prefix, RESOURCE_KEYS);
+
+        let name_field = join(prefix, "resourceName");
+        let resource_name = match map.get("resourceName") {
+            None | Some(Value::Null) => {
+                self.error(&name_field, "is required (e.g. `example.com/disk`)");
+                None
+            }
+            Some(v) => self.string(v, &name_field),
+        };
+        if let Some(name) = &resource_name {
+            if let Err(msg) = validate_extended_resource_name(name) {
+                self.error(&name_field, msg);
+            }
+        }
+
+        let socket_field = join(prefix, "socketName");
+        let socket_name = match map.get("socketName") {
+            None | Some(Value::Null) => resource_name
+                .as_ref()
+                .map(|n| format!("{}.sock", n.replace('/', "-"))),
+            Some(v) => self.string(v, &socket_field),
+        };
+        if let Some(s) = &socket_name {
+            self.socket_name(s, &socket_field);
+        }
+
+        let num_field = join(prefix, "numDevices");
+        let num_devices = match map.get("numDevices") {
+            None | Some(Value::Null) => DEFAULT_NUM_DEVICES,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(n) if n >= 1 => n,
+                _ => {
+                    self.error(
+                        &num_field,
+                        format!("must be a whole number of at least 1, found {n}"),
+                    );
+                    DEFAULT_NUM_DEVICES
+                }
+            },
+            Some(other) => {
+                self.error(
+                    &num_field,
+                    format!("expected a number, found {}", kind_of(other)),
+                );
+                DEFAULT_NUM_DEVICES
+            }
+        };
+        let max = max_devices();
+        if num_devices > max {
+            let size = list_and_watch_size(num_devices, UNHEALTHY.len());
+            self.error(
+                &num_field,
+                format!(
+                    "{num_devices} devices make a ListAndWatch message of {size} bytes when all are Unhealthy, \
+                     over the kubelet's limit of {MAX_MESSAGE_BYTES} bytes; at most {max} devices fit"
+                ),
+            );
+        }
+
+        let (host_path, path_type) = self.host_path(map, prefix);
+        let (mount_path, read_only) = self.volume_mount(map, prefix, host_path.as_deref());
+
+        let perm_field = join(prefix, "permissions");
+        let permissions = match map.get("permissions") {
+            None | Some(Value::Null) => {
+                if read_only {
+                    "r".to_string()
+                } else {
+                    "rw".to_string()
+                }
+            }
+            Some(v) => {
+                let p = self.string(v, &perm_field).unwrap_or_default();
+                if !p.is_empty() {
+                    if let Some(t) = path_type {
+                        if !t.is_device() {
+                            self.error(
+                                &perm_field,
+                                format!(
+                                    "applies only to hostPath.type CharDevice or BlockDevice, not {}",
+                                    if t == HostPathType::Unset { "\"\"" } else { t.as_str() }
+                                ),
+                            );
+                        }
+                    }
+                }
+                if let Err(msg) = validate_permissions(&p) {
+                    self.error(&perm_field, msg);
+                }
+                p
+            }
+        };
+
+        let envs = self.envs(map, prefix);
+        let require_mount_point = self.boolean(map, "requireMountPoint", prefix);
+        let allow_sensitive_path = self.boolean(map, "allowSensitivePath", prefix);
+
+        let interval_field = join(prefix, "healthCheckInterval");
+        let health_check_interval = match map.get("healthCheckInterval") {
+            None | Some(Value::Null) => DEFAULT_HEALTH_INTERVAL,
+            Some(v) => match parse_interval(v) {
+                Ok(d) if d >= MIN_HEALTH_INTERVAL => d,
+                Ok(d) => {
+                    self.error(
+                        &interval_field,
+                        format!("{d:?} is too short: the minimum is 100ms"),
+                    );
+                    DEFAULT_HEALTH_INTERVAL
+                }
+                Err(msg) => {
+                    self.error(&interval_field, msg);
+                    DEFAULT_HEALTH_INTERVAL
+                }
+            },
+        };
+
+        if let Some(path) = &host_path {
+            if !allow_sensitive_path {
+                if let Some(rule) = sensitive_rule(path) {
+                    self.error(
+                        &join(prefix, "hostPath.path"),
+                        format!(
+                            "{path} is a sensitive host path ({rule}); set `allowSensitivePath: true` \
+                             on this resource if you really mean to hand it to pods"
+                        ),
+                    );
+                }
+            }
+        }
+
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let r = Resource {
+            resource_name: resource_name?,
+            socket_name: socket_name?,
+            num_devices: u32::try_from(num_devices).ok()?,
+            host_path: host_path?,
+            path_type: path_type?,
+            mount_path: mount_path?,
+            read_only,
+            permissions,
+            envs,
+            require_mount_point,
+            health_check_interval,
+            allow_sensitive_path,
+        };
+        let bytes = crate::alloc::largest_answer_bytes(&r);
+        if bytes > MAX_MESSAGE_BYTES {
+            self.error(
+                &join(prefix, "envs"),
+                format!(
+                    "the Allocate answer would be {bytes} bytes with these envs and paths, \
+                     over the kubelet's limit of {MAX_MESSAGE_BYTES} bytes"
+                ),
+            );
+            return None;
+        }
+        Some(r)
+    }
+
+    fn socket_name(&mut self, s: &str, field: &str) {
+        if let Err(msg) = validate_socket_name(s) {
+            self.error(field, msg);
+            return;
+        }
+        // gRPC binds a private name first (socket::temp_name): it must fit too.
+        let full = self.socket_dir.join(s);
+        let len = full
+            .as_os_str()
+            .len()
+            .max(self.socket_dir.as_os_str().len() + 1 + crate::socket::TEMP_NAME_MAX);
+        if len > MAX_SOCKET_PATH {
+            self.error(
+                field,
+                format!(
+                    "socket path {} is {len} bytes, over the {MAX_SOCKET_PATH}-byte limit of Unix socket paths",
+                    full.display()
+                ),
+            );
+        }
+    }
+
+    fn host_path(
+        &mut self,
+        map: &BTreeMap<String, Value>,
+        prefix: &str,
+    ) -> (Option<String>, Option<HostPathType>) {
+        let field = join(prefix, "hostPath");
+        let hp = match map.get("hostPath") {
+            None | Some(Value::Null) => {
+                self.error(&field, "is required, with at least `path`");
+                return (None, None);
+            }
+            Some(v) => match self.mapping(v, &field) {
+                Some(m) => m,
+                None => return (None, None),
+            },
+        };
+        self.check_keys(&hp, &field, HOST_PATH_KEYS);
+        let path_field = join(&field, "path");
+        let path = match hp.get("path") {
+            None | Some(Value::Null) => {
+                self.error(&path_field, "is required");
+                None
+            }
+            Some(v) => self
+                .string(v, &path_field)
+                .and_then(|p| self.abs_path(&p, &path_field)),
+        };
+        let type_field = join(&field, "type");
+        let path_type = match hp.get("type") {
+            None | Some(Value::Null) => Some(HostPathType::Unset),
+            Some(v) => self.string(v, &type_field).and_then(|t| {
+                let parsed = HostPathType::parse(&t);
+                if parsed.is_none() {
+                    let names: Vec<&str> =
+                        HostPathType::ALL[1..].iter().map(|t| t.as_str()).collect();
+                    let hint = suggest(&t, &names)
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    self.error(
+                        &type_field,
+                        format!(
+                            "unknown type `{t}`{hint}; one of: \"\", {}",
+                            names.join(", ")
+                        ),
+                    );
+                }
+                parsed
+            }),
+        };
+        (path, path_type)
+    }
+
+    fn volume_mount(
+        &mut self,
+        map: &BTreeMap<String, Value>,
+        prefix: &str,
+        host_path: Option<&str>,
+    ) -> (Option<String>, bool) {
+        let field = join(prefix, "volumeMount");
+        let vm = match map.get("volumeMount") {
+            None | Some(Value::Null) => return (host_path.map(str::to_string), false),
+            Some(v) => match self.mapping(v, &field) {
+                Some(m) => m,
+                None => return (None, false),
+            },
+        };
+        for key in vm.keys() {
+            if VOLUME_MOUNT_UNSUPPORTED.contains(&key.as_str()) {
+                self.error(
+                    &join(&field, key),
+                    "is not supported: the kubelet's device-plugin mounts carry only mountPath and readOnly",
+                );
+            } else if !VOLUME_MOUNT_KEYS.contains(&key.as_str()) {
+                self.unknown_key(&field, key, VOLUME_MOUNT_KEYS);
+            }
+        }
+        if vm.contains_key("name") {
+            self.warn(
+                &join(&field, "name"),
+                "is ignored: device-plugin mounts are named after their container path",
+            );
+        }
+        let mp_field = join(&field, "mountPath");
+        let mount_path = match vm.get("mountPath") {
+            None | Some(Value::Null) => host_path.map(str::to_string),
+            Some(v) => self
+                .string(v, &mp_field)
+                .and_then(|p| self.abs_path(&p, &mp_field)),
+        };
+        let read_only = self.boolean(&vm, "readOnly", &field);
+        (mount_path, read_only)
+    }
+
+    fn envs(&mut self, map: &BTreeMap<String, Value>, prefix: &str) -> BTreeMap<String, String> {
+        let field = join(prefix, "envs");
+        let mut out = BTreeMap::new();
+        let Some(v) = map.get("envs") else {
+            return out;
+        };
+        if v.is_null() {
+            return out;
+        }
+        let Some(m) = self.mapping(v, &field) else {
+            return out;
+        };
+        for (k, val) in m {
+            let f = join(&field, &k);
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                self.error(
+                    &f,
+                    "an environment variable name must be non-empty, without `=`",
+                );
+                continue;
+            }
+            let text = match val {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => {
+                    self.error(
+                        &f,
+                        format!("expected a string value, found {}", kind_of(&other)),
+                    );
+                    continue;
+                }
+            };
+            if text.contains('\0') {
+                self.error(&f, "must not contain a NUL byte");
+                continue;
+            }
+            out.insert(k, text);
+        }
+        out
+    }
+
+    /// Normalises an absolute path, recording an error or a warning.
+    fn abs_path(&mut self, p: &str, field: &str) -> Option<String> {
+        match normalize_path(p) {
+            Ok(n) => {
+                if n != p {
+                    self.warn(field, format!("`{p}` is read as `{n}`"));
+                }
+                Some(n)
+            }
+            Err(msg) => {
+                self.error(field, msg);
+                None
+            }
+        }
+    }
+
+    fn cross_checks(&mut self, resources: &[Resource]) {
+        let multi = resources.len() > 1;
+        let field = |i: usize, key: &str| {
+            if multi {
+                format!("resources[{i}].{key}")
+            } else {
+                key.to_string()
+            }
+        };
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut sockets: HashMap<&str, usize> = HashMap::new();
+        for (i, r) in resources.iter().enumerate() {
+            if let Some(first) = names.insert(&r.resource_name, i) {
+                self.error(
+                    &field(i, "resourceName"),
+                    format!(
+                        "`{}` is already used by resources[{first}]",
+                        r.resource_name
+                    ),
+                );
+                names.insert(&r.resource_name, first);
+            }
+            if let Some(first) = sockets.insert(&r.socket_name, i) {
+                self.error(
+                    &field(i, "socketName"),
+                    format!("`{}` is already used by resources[{first}]", r.socket_name),
+                );
+                sockets.insert(&r.socket_name, first);
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The daemon's handles to the outside: the stop and reload requests it
+//! obeys, and the state it reports, which in-process tests wait on instead
+//! of reading log text.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::util::{lock, Notifier, WakePipe};
+
+/// What the daemon reports about one resource.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResourceStatus {
+    pub name: String,
+    /// The public socket it serves on, while it serves.
+    pub socket: Option<PathBuf>,
+    /// Whether the kubelet accepted its registration (or, in plugin-watcher
+    /// mode, whether it serves: the kubelet finds it by itself).
+    pub registered: bool,
+    /// How many times it has been served (1 after start; every kubelet
+    /// restart or lost socket adds one).
+    pub serves: u64,
+    /// How many registrations the kubelet accepted.
+    pub registrations: u64,
+}
+
+/// What the daemon reports as a whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// The running resources, in the order they were added.
+    pub resources: Vec<ResourceStatus>,
+    /// Config reloads applied and refused.
+    pub reloads: u64,
+    pub refused_reloads: u64,
+    /// Set once the daemon has stopped everything it served.
+    pub stopped: bool,
+}
+
+impl Status {
+    pub fn resource(&self, name: &str) -> Option<&ResourceStatus> {
+        self.resources.iter().find(|r| r.name == name)
+    }
+}
+
+#[derive(Default)]
+struct BoardState {
+    resources: BTreeMap<u64, ResourceStatus>,
+    reloads: u64,
+    refused_reloads: u64,
+    stopped: bool,
+}
+
+/// The daemon's state as its owners last wrote it; one short lock per change.
+#[derive(Default)]
+pub(crate) struct Board {
+    state: Mutex<BoardState>,
+    changed: Condvar,
+}
+
+impl Board {
+    pub(crate) fn update(&self, id: u64, f: impl FnOnce(&mut ResourceStatus)) {
+        f(lock(&self.state).resources.entry(id).or_default());
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn remove(&self, id: u64) {
+        lock(&self.state).resources.remove(&id);
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn reload_done(&self, applied: bool) {
+        let mut s = lock(&self.state);
+        if applied {
+            s.reloads += 1;
+        } else {
+            s.refused_reloads += 1;
+        }
+        drop(s);
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn set_stopped(&self) {
+        lock(&self.state).stopped = true;
+        self.changed.notify_all();
+    }
+
+    fn snapshot(state: &BoardState) -> Status {
+        Status {
+            resources: state.resources.values().cloned().collect(),
+            reloads: state.reloads,
+            refused_reloads: state.refused_reloads,
+            stopped: state.stopped,
+        }
+    }
+}
+
+/// The daemon's inputs: termination and reload requests, from signals or
+/// from a [`Handle`]; and the board it reports on.
+pub struct Control {
+    pub(crate) term: WakePipe,
+    pub(crate) hup: WakePipe,
+    pub(crate) board: Arc<Board>,
+}
+
+impl Control {
+    /// # Errors
+    ///
+    /// When the pipes cannot be created.
+    pub fn new() -> io::Result<Control> {
+        Ok(Control {
+            term: WakePipe::new()?,
+            hup: WakePipe::new()?,
+            board: Arc::default(),
+        })
+    }
+
+    /// SIGTERM/SIGINT/SIGQUIT request a clean stop; a second one exits at
+    /// once with status 1. SIGHUP requests a reload. Process-wide: the
+    /// binary's caller installs them, in-process tests do not.
+    ///
+    /// # Errors
+    ///
+    /// When a handler cannot be registered.
+    pub fn install_signal_handlers(&self) -> io::Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+        let armed = Arc::new(AtomicBool::new(false));
+        for sig in [SIGTERM, SIGINT, SIGQUIT] {
+            // Order matters: the exit check runs before the flag is set,
+            // so only a second signal exits.
+            signal_hook::flag::register_conditional_shutdown(sig, 1, armed.clone())?;
+            signal_hook::flag::register(sig, armed.clone())?;
+            signal_hook::low_level::pipe::register(sig, self.term.writer()?)?;
+        }
+        signal_hook::low_level::pipe::register(SIGHUP, self.hup.writer()?)?;
+        Ok(())
+    }
+
+    /// A handle that asks the daemon to stop or reload and reads its state
+    /// from another thread.
+    ///
+    /// # Errors
+    ///
+    /// When the pipe descriptors cannot be duplicated.
+    pub fn handle(&self) -> io::Result<Handle> {
+        Ok(Handle {
+            term: self.term.notifier()?,
+            hup: self.hup.notifier()?,
+            board: self.board.clone(),
+        })
+    }
+}
+
+/// Asks a running daemon to stop or reload, and waits on what it reports.
+#[derive(Clone)]
+pub struct Handle {
+    term: Notifier,
+    hup: Notifier,
+    board: Arc<Board>,
+}
+
+impl Handle {
+    /// What SIGTERM does: a clean stop.
+    pub fn stop(&self) {
+        self.term.notify();
+    }
+
+    /// What SIGHUP does: read the config again, even if unchanged.
+    pub fn reload(&self) {
+        self.hup.notify();
+    }
+
+    pub fn status(&self) -> Status {
+        Board::snapshot(&lock(&self.board.state))
+    }
+
+    /// Waits until `f` returns `Some` for the daemon's state, or `timeout`
+    /// passes (then `None`). Woken by every change, no polling.
+    pub fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut(&Status) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut state = lock(&self.board.state);
+        loop {
+            if let Some(t) = f(&Board::snapshot(&state)) {
+                return Some(t);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            state = match self.board.changed.wait_timeout(state, left) {
+                Ok((s, _)) => s,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+}

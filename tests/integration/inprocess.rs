@@ -122,7 +122,12 @@ fn run_in_process_through_restart_reload_and_stop() {
 
     d.stop().expect("run returned Ok");
     let s = d.handle.status();
-    assert!(s.resources.iter().all(|r| r.socket.is_none() && !r.registered), "{s:?}");
+    assert!(
+        s.resources
+            .iter()
+            .all(|r| r.socket.is_none() && !r.registered),
+        "{s:?}"
+    );
     assert_eq!(dir.sockets(), ["kubelet.sock"], "our sockets are removed");
 }
 

@@ -26,7 +26,7 @@ BIN         := $(OUT)/k8s-hostpath-device-plugin
 IMAGE       ?= k8s-hostpath-device-plugin:$(VERSION)
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps deps-arm64 build static static-arm64 test unit-test soak-short deploy-test arm64-test lint fmt demo bench soak fuzz policy image image-multiarch release clean
+.PHONY: all deps deps-arm64 build static static-arm64 test unit-test soak-short deploy-test arm64-test e2e lint fmt demo bench soak fuzz policy image image-multiarch release clean
 
 all: build
 
@@ -101,6 +101,12 @@ deploy-test: deps
 arm64-test: deps
 	cargo build $(DEV_FLAGS) --bins --examples
 	tests/arm64/smoke.sh $(OUT)/examples/demo
+
+# The daemon against the real kubelet and containerd, built from the Go
+# module proxy at tests/e2e/go.mod's pins and cached outside the checkout,
+# in a private mount namespace (README "End-to-end with the real kubelet").
+e2e: build
+	tests/e2e/run.sh $(BIN)
 
 lint: deps
 	cargo fmt --all -- --check

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Runs inside run.sh's private mount namespace: the kubelet's and
+# containerd's state directories are bind-mounted from the run's own
+# temporary directory, then the scenarios run and print their figures.
+set -euo pipefail
+work=$1 bin=$2 daemon=$3
+R=hostpath-device.k8s.io/sample
+pass=0
+
+for d in /var/lib/kubelet /run/containerd /var/lib/containerd /var/log/pods /var/log/containers /etc/cdi /var/run/cdi; do
+  mkdir -p "$d" "$work/root$d"
+  mount --bind "$work/root$d" "$d"
+done
+mkdir -p "$work/manifests" "$work/data"
+echo "through the mount" > "$work/data/file"
+
+# start NAME CMD...: runs CMD in the background, logging to NAME.log, its PID in pids/NAME.
+start() {
+  local name=$1; shift
+  "$@" >>"$work/$name.log" 2>&1 &
+  echo $! >"$work/pids/$name"
+}
+# stop NAME [SIGNAL]: signals the process by PID, waits (bounded) for it to go.
+stop() {
+  local pid; pid=$(cat "$work/pids/$1")
+  kill "-${2:-TERM}" "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || { rm -f "$work/pids/$1"; return 0; }; sleep 0.05; done
+  echo "e2e: $1 (pid $pid) did not stop within 5 s" >&2; return 1
+}
+# wait_for DESC TEST...: retries TEST for up to 30 s.
+wait_for() {
+  local what=$1; shift
+  for _ in $(seq 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
+  echo "e2e: timed out waiting for $what" >&2; return 1
+}
+ok() { pass=$((pass + 1)); echo "ok   $*"; }
+fail() { echo "FAIL $*" >&2; exit 1; }
+allocatable() { "$bin/podres" -resource "$R" -want "$1" -timeout "${2:-30s}"; }
+now_ms() { date +%s%3N; }
+
+cat >"$work/containerd.toml" <<T
+version = 3
+[plugins.'io.containerd.cri.v1.runtime']
+  # These VMs lack CAP_SYS_RESOURCE: runc cannot set oom_score_adj -998.
+  restrict_oom_score_adj = true
+T
+start containerd "$bin/containerd" --config "$work/containerd.toml"
+wait_for "containerd's socket" test -S /run/containerd/containerd.sock
+
+cat >"$work/kubelet.yaml" <<T
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+staticPodPath: $work/manifests
+address: 127.0.0.1
+readOnlyPort: 0
+authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}
+authorization: {mode: AlwaysAllow}
+failSwapOn: false
+localStorageCapacityIsolation: false
+makeIPTablesUtilChains: false
+evictionHard: {}
+T
+start_kubelet() { start kubelet env PATH="$bin:$PATH" "$bin/kubelet" --config "$work/kubelet.yaml" --hostname-override e2e-node; }
+start_kubelet
+wait_for "kubelet.sock" test -S /var/lib/kubelet/device-plugins/kubelet.sock
+wait_for "the pod-resources socket" test -S /var/lib/kubelet/pod-resources/kubelet.sock
+echo "kubelet: $("$bin/kubelet" --version), containerd: $("$bin/containerd" --version | cut -d' ' -f3), runc: $(runc --version | head -n1 | cut -d' ' -f3)"
+
+cat >"$work/config.yaml" <<T
+resourceName: $R
+hostPath:
+  path: $work/data
+  type: Directory
+healthCheckInterval: 1s
+T
+
+# 6. Plugin registration with the real kubelet: start → allocatable.
+t0=$(now_ms)
+start daemon "$daemon" --config "$work/config.yaml"
+allocatable 100 >/dev/null
+ok "registered: daemon start → 100 allocatable in the kubelet: $(( $(now_ms) - t0 )) ms"
+sock=/var/lib/kubelet/device-plugins/$(echo "$R" | tr / -).sock
+mode=$(stat -c %a "$sock") || fail "no socket at $sock"
+[ "$mode" = 600 ] || fail "our socket is mode $mode, not 0600"
+ok "our socket is private (0600)"
+
+# 3. Health: the path removed → nothing allocatable; back → all again.
+mv "$work/data" "$work/data.away"
+t0=$(now_ms)
+allocatable 0 >/dev/null
+ok "path removed → 0 allocatable: $(( $(now_ms) - t0 )) ms"
+mv "$work/data.away" "$work/data"
+t0=$(now_ms)
+allocatable 100 >/dev/null
+ok "path back → 100 allocatable: $(( $(now_ms) - t0 )) ms"
+
+# 4. Kubelet restart with the daemon running: registered again.
+stop kubelet
+t0=$(now_ms)
+start_kubelet
+wait_for "the new kubelet.sock" test -S /var/lib/kubelet/device-plugins/kubelet.sock
+allocatable 100 >/dev/null
+ok "kubelet restart: kubelet start → 100 allocatable again: $(( $(now_ms) - t0 )) ms"
+[ "$(grep -c "registered with the kubelet" "$work/daemon.log")" = 2 ] || fail "not exactly two registrations in the daemon's log"
+ok "one registration per kubelet start"
+
+# 8. The daemon stopped and started: its socket goes on SIGTERM, and the
+#    resource comes back with the new process.
+t0=$(now_ms)
+stop daemon
+[ ! -e "$sock" ] || fail "SIGTERM left $sock behind"
+ok "SIGTERM: the daemon exited in $(( $(now_ms) - t0 )) ms and removed its socket"
+allocatable 0 5s >/dev/null
+ok "after SIGTERM the kubelet allocates none: $(( $(now_ms) - t0 )) ms from the signal"
+t0=$(now_ms)
+start daemon "$daemon" --config "$work/config.yaml"
+allocatable 100 >/dev/null
+ok "daemon restart: start → 100 allocatable: $(( $(now_ms) - t0 )) ms"
+
+stop daemon
+stop kubelet
+stop containerd
+echo "e2e: $pass passed"

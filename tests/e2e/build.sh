@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Builds the upstream binaries the e2e runs (kubelet, containerd and its runc
-# shim, the pod-resources reader) from the Go module proxy, at the versions
+# Builds the upstream binaries the e2e runs (kubelet, containerd with its runc
+# shim and ctr, the pod-resources reader) from the Go module proxy, at the versions
 # pinned by tests/e2e/go.mod, into a cache outside the checkout keyed by
 # those pins. Prints the cache directory. A second run builds nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 key=$(cat "$here/go.mod" "$here/go.sum" "$here"/podres/*.go "$0" | sha256sum | cut -c1-16)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/k8s-hostpath-device-plugin/e2e/$key
-if [ -x "$cache/kubelet" ] && [ -x "$cache/containerd" ] && [ -x "$cache/containerd-shim-runc-v2" ] && [ -x "$cache/podres" ]; then
+if [ -x "$cache/kubelet" ] && [ -x "$cache/containerd" ] && [ -x "$cache/containerd-shim-runc-v2" ] && [ -x "$cache/podres" ] && [ -x "$cache/ctr" ]; then
   echo "$cache"
   exit 0
 fi
@@ -24,6 +24,7 @@ echo "e2e: building kubelet $kube, containerd and its shim from the Go module pr
 go build -trimpath -ldflags "-s -w $ver" -o "$tmp/kubelet" k8s.io/kubernetes/cmd/kubelet
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/containerd-shim-runc-v2" github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
 go build -trimpath -ldflags "-s -w" -o "$tmp/containerd" github.com/containerd/containerd/v2/cmd/containerd
+go build -trimpath -ldflags "-s -w" -o "$tmp/ctr" github.com/containerd/containerd/v2/cmd/ctr
 go build -trimpath -ldflags "-s -w" -o "$tmp/podres" ./podres
 rm -rf "$cache"
 mv "$tmp" "$cache"

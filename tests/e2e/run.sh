@@ -12,6 +12,11 @@ if ! command -v runc >/dev/null; then
   echo "e2e: installing runc from Debian's packages" >&2
   apt-get update -qq && apt-get install -y -qq runc >/dev/null
 fi
+for pkg in umoci:umoci busybox:busybox-static; do
+  command -v "${pkg%%:*}" >/dev/null && continue
+  echo "e2e: installing ${pkg#*:} from Debian's packages" >&2
+  apt-get update -qq && apt-get install -y -qq "${pkg#*:}" >/dev/null
+done
 bin=$("$here/build.sh")
 
 work=$(mktemp -d /tmp/hp-e2e.XXXXXX)
@@ -30,6 +35,19 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   done
+  # Containers and their shims outlive containerd by design. Containers
+  # (each in a mount namespace of its own) by the PIDs containerd recorded
+  # for their tasks; then whatever is still in the run's own mount
+  # namespace (the shims) was started by this run too.
+  for f in "$work"/root/run/containerd/io.containerd.runtime.v2.task/*/*/init.pid; do
+    [ -e "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
+  done
+  if [ -s "$work/mntns" ]; then
+    ns=$(cat "$work/mntns")
+    for p in /proc/[0-9]*; do
+      [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$ns" ] && kill -KILL "${p#/proc/}" 2>/dev/null
+    done
+  fi
   for kv in $saved; do sysctl -q -w "$kv" || true; done
   if [ $rc -ne 0 ]; then
     for f in kubelet containerd daemon; do
@@ -43,4 +61,5 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 mkdir -p "$work/pids"
+"$here/images.sh" "$work"
 unshare --mount --propagation private "$here/scenarios.sh" "$work" "$bin" "$daemon"

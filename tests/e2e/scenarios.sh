@@ -4,8 +4,12 @@
 # temporary directory, then the scenarios run and print their figures.
 set -euo pipefail
 work=$1 bin=$2 daemon=$3
+IMAGES=e2e.local/hostpath
+PAUSE=$IMAGES:pause BUSYBOX=$IMAGES:busybox
 R=hostpath-device.k8s.io/sample
 pass=0
+# run.sh stops whatever is left in this namespace, by this identity.
+readlink /proc/self/ns/mnt >"$work/mntns"
 
 for d in /var/lib/kubelet /run/containerd /var/lib/containerd /var/log/pods /var/log/containers /etc/cdi /var/run/cdi; do
   mkdir -p "$d" "$work/root$d"
@@ -40,12 +44,16 @@ now_ms() { date +%s%3N; }
 
 cat >"$work/containerd.toml" <<T
 version = 3
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  # No registry here: the pause image is built and imported by run.sh.
+  sandbox = '$PAUSE'
 [plugins.'io.containerd.cri.v1.runtime']
   # These VMs lack CAP_SYS_RESOURCE: runc cannot set oom_score_adj -998.
   restrict_oom_score_adj = true
 T
 start containerd "$bin/containerd" --config "$work/containerd.toml"
 wait_for "containerd's socket" test -S /run/containerd/containerd.sock
+"$bin/ctr" -n k8s.io images import --base-name "$IMAGES" "$work/images.tar" >/dev/null
 
 cat >"$work/kubelet.yaml" <<T
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -76,8 +84,31 @@ resourceName: $R
 hostPath:
   path: $work/data
   type: Directory
+volumeMount:
+  mountPath: /sample
 healthCheckInterval: 1s
 T
+mkdir -p "$work/out"
+# pod NAME: a static pod asking for one device, copying what it reads
+# through the mount to out/NAME.
+pod() {
+  cat >"$work/manifests/$1.yaml" <<T
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, namespace: default}
+spec:
+  hostNetwork: true
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: $BUSYBOX
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "cat /sample/file > /out/$1 && exec sleep 3600"]
+    resources: {limits: {$R: 1}}
+    volumeMounts: [{name: out, mountPath: /out}]
+  volumes: [{name: out, hostPath: {path: $work/out, type: Directory}}]
+T
+}
 
 # 6. Plugin registration with the real kubelet: start → allocatable.
 t0=$(now_ms)
@@ -89,6 +120,16 @@ mode=$(stat -c %a "$sock") || fail "no socket at $sock"
 [ "$mode" = 600 ] || fail "our socket is mode $mode, not 0600"
 ok "our socket is private (0600)"
 
+# 1. A path reaches the container: the pod reads the file through the
+#    mount from our Allocate answer, and pod-resources shows the device.
+t0=$(now_ms)
+pod reader
+wait_for "the pod to read the file" test -s "$work/out/reader"
+[ "$(cat "$work/out/reader")" = "through the mount" ] || fail "the pod read '$(cat "$work/out/reader")'"
+ok "a pod read the host file through the mount: manifest → read in $(( $(now_ms) - t0 )) ms"
+held=$("$bin/podres" -list | grep " $R ") || fail "pod-resources shows no $R allocation"
+ok "pod-resources: $held"
+
 # 3. Health: the path removed → nothing allocatable; back → all again.
 mv "$work/data" "$work/data.away"
 t0=$(now_ms)
@@ -99,7 +140,16 @@ t0=$(now_ms)
 allocatable 100 >/dev/null
 ok "path back → 100 allocatable: $(( $(now_ms) - t0 )) ms"
 
-# 4. Kubelet restart with the daemon running: registered again.
+# task_pid: the PID of the reader pod's container (not its sandbox).
+task_pid() {
+  local id
+  id=$("$bin/ctr" -n k8s.io containers ls -q 'labels."io.kubernetes.pod.name"==reader-e2e-node,labels."io.kubernetes.container.name"==c')
+  [ -n "$id" ] && "$bin/ctr" -n k8s.io tasks ls | awk -v id="$id" '$1 == id {print $2}'
+}
+before=$(task_pid) || fail "no container for the reader pod"
+
+# 4. Kubelet restart with the pod running: registered again, the container
+#    not restarted, a new pod admitted.
 stop kubelet
 t0=$(now_ms)
 start_kubelet
@@ -108,6 +158,12 @@ allocatable 100 >/dev/null
 ok "kubelet restart: kubelet start → 100 allocatable again: $(( $(now_ms) - t0 )) ms"
 [ "$(grep -c "registered with the kubelet" "$work/daemon.log")" = 2 ] || fail "not exactly two registrations in the daemon's log"
 ok "one registration per kubelet start"
+[ "$(task_pid)" = "$before" ] || fail "the reader's container changed across the kubelet restart"
+ok "the running container was not restarted (pid $before)"
+t0=$(now_ms)
+pod second
+wait_for "the second pod to read the file" test -s "$work/out/second"
+ok "a new pod was admitted after the restart: manifest → read in $(( $(now_ms) - t0 )) ms"
 
 # 8. The daemon stopped and started: its socket goes on SIGTERM, and the
 #    resource comes back with the new process.
@@ -121,6 +177,8 @@ t0=$(now_ms)
 start daemon "$daemon" --config "$work/config.yaml"
 allocatable 100 >/dev/null
 ok "daemon restart: start → 100 allocatable: $(( $(now_ms) - t0 )) ms"
+[ "$(task_pid)" = "$before" ] || fail "the reader's container changed across the daemon restart"
+ok "the pod holding a device kept running through the daemon's restart"
 
 stop daemon
 stop kubelet

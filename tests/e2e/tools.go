@@ -7,5 +7,6 @@ package e2e
 import (
 	_ "github.com/containerd/containerd/v2/cmd/containerd"
 	_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"
+	_ "github.com/containerd/containerd/v2/cmd/ctr"
 	_ "k8s.io/kubernetes/cmd/kubelet"
 )

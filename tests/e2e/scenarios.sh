@@ -7,6 +7,7 @@ work=$1 bin=$2 daemon=$3
 IMAGES=e2e.local/hostpath
 PAUSE=$IMAGES:pause BUSYBOX=$IMAGES:busybox
 R=hostpath-device.k8s.io/sample
+DEV=hostpath-device.k8s.io/chardev
 pass=0
 # run.sh stops whatever is left in this namespace, by this identity.
 readlink /proc/self/ns/mnt >"$work/mntns"
@@ -79,14 +80,19 @@ wait_for "kubelet.sock" test -S /var/lib/kubelet/device-plugins/kubelet.sock
 wait_for "the pod-resources socket" test -S /var/lib/kubelet/pod-resources/kubelet.sock
 echo "kubelet: $("$bin/kubelet" --version), containerd: $("$bin/containerd" --version | cut -d' ' -f3), runc: $(runc --version | head -n1 | cut -d' ' -f3)"
 
+mkdir -p "$work/dev"
+mknod -m 0666 "$work/dev/e2e-null" c 1 3   # the kernel's null device, at a path of ours
 cat >"$work/config.yaml" <<T
-resourceName: $R
-hostPath:
-  path: $work/data
-  type: Directory
-volumeMount:
-  mountPath: /sample
-healthCheckInterval: 1s
+resources:
+- resourceName: $R
+  hostPath: {path: $work/data, type: Directory}
+  volumeMount: {mountPath: /sample}
+  healthCheckInterval: 1s
+- resourceName: $DEV
+  numDevices: 2
+  hostPath: {path: $work/dev/e2e-null, type: CharDevice}
+  volumeMount: {mountPath: /dev/e2e-null}
+  permissions: rw
 T
 mkdir -p "$work/out"
 # pod NAME: a static pod asking for one device, copying what it reads
@@ -130,6 +136,29 @@ ok "a pod read the host file through the mount: manifest → read in $(( $(now_m
 held=$("$bin/podres" -list | grep " $R ") || fail "pod-resources shows no $R allocation"
 ok "pod-resources: $held"
 
+# 2. A device node reaches the container as a device node, and the
+#    runtime's device cgroup lets a write through.
+cat >"$work/manifests/writer.yaml" <<T
+apiVersion: v1
+kind: Pod
+metadata: {name: writer, namespace: default}
+spec:
+  hostNetwork: true
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: $BUSYBOX
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "test -c /dev/e2e-null && echo written > /dev/e2e-null && echo yes > /out/writer; exec sleep 3600"]
+    resources: {limits: {$DEV: 1}}
+    volumeMounts: [{name: out, mountPath: /out}]
+  volumes: [{name: out, hostPath: {path: $work/out, type: Directory}}]
+T
+t0=$(now_ms)
+wait_for "the writer pod to write to the device" test -s "$work/out/writer"
+ok "a CharDevice node reached the container and took a write: manifest → written in $(( $(now_ms) - t0 )) ms"
+"$bin/podres" -list | grep -q " $DEV " || fail "pod-resources shows no $DEV allocation"
+
 # 3. Health: the path removed → nothing allocatable; back → all again.
 mv "$work/data" "$work/data.away"
 t0=$(now_ms)
@@ -156,7 +185,7 @@ start_kubelet
 wait_for "the new kubelet.sock" test -S /var/lib/kubelet/device-plugins/kubelet.sock
 allocatable 100 >/dev/null
 ok "kubelet restart: kubelet start → 100 allocatable again: $(( $(now_ms) - t0 )) ms"
-[ "$(grep -c "registered with the kubelet" "$work/daemon.log")" = 2 ] || fail "not exactly two registrations in the daemon's log"
+[ "$(grep -c "$R: registered with the kubelet" "$work/daemon.log")" = 2 ] || fail "not exactly two registrations in the daemon's log"
 ok "one registration per kubelet start"
 [ "$(task_pid)" = "$before" ] || fail "the reader's container changed across the kubelet restart"
 ok "the running container was not restarted (pid $before)"

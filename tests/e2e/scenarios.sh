@@ -220,7 +220,22 @@ distinct=$(awk '{print $4}' "$work/held" | sort -u | wc -l)
 [ "$held" = 22 ] && [ "$distinct" = 22 ] || fail "pod-resources: $held containers hold $distinct distinct devices, expected 22 and 22"
 ok "pod-resources: 22 containers hold 22 distinct devices (no double booking)"
 
+# 6. Plugin-watcher registration: the kubelet finds our socket in its
+#    plugins registry, and deregisters it when SIGTERM removes it.
 stop daemon
+allocatable 0 >/dev/null
+t0=$(now_ms)
+start daemon "$daemon" --config "$work/config.yaml" --registration plugin-watcher
+allocatable 100 >/dev/null
+ok "plugin watcher: daemon start → 100 allocatable: $(( $(now_ms) - t0 )) ms"
+[ -z "$(ls -A /var/lib/kubelet/device-plugins | grep -v -x -e kubelet.sock -e kubelet_internal_checkpoint)" ] \
+  || fail "plugin-watcher mode left sockets in the device-plugin directory"
+[ -S "/var/lib/kubelet/plugins_registry/$(echo "$R" | tr / -).sock" ] || fail "no socket in the plugins registry"
+t0=$(now_ms)
+stop daemon
+allocatable 0 >/dev/null
+ok "plugin watcher: SIGTERM → socket removed, none allocatable: $(( $(now_ms) - t0 )) ms"
+
 stop kubelet
 stop containerd
 echo "e2e: $pass passed"

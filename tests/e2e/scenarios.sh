@@ -38,6 +38,25 @@ wait_for() {
   for _ in $(seq 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
   echo "e2e: timed out waiting for $what" >&2; return 1
 }
+# podstatus NAME: "phase reason" of a pod, from the kubelet's read-only /pods;
+# `podstatus NAME health` the allocatedResourcesStatus healths of its containers.
+podstatus() {
+  curl -sf http://127.0.0.1:21255/pods | python3 -c '
+import json, sys
+name, what = sys.argv[1] + "-e2e-node", sys.argv[2]
+for p in json.load(sys.stdin).get("items") or []:
+    if p["metadata"]["name"] != name:
+        continue
+    st = p.get("status", {})
+    if what == "health":
+        print(" ".join(d.get("health", "?") for c in st.get("containerStatuses", [])
+                       for r in c.get("allocatedResourcesStatus") or [] for d in r.get("resources") or []))
+    else:
+        print(st.get("phase", ""), st.get("reason", ""))
+' "$1" "${2:-phase}"
+}
+reader_health_is() { [ "$(podstatus reader health)" = "$1" ]; }
+refused() { case "$(podstatus refused)" in Failed\ *) return 0 ;; *) return 1 ;; esac; }
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
 fail() { echo "FAIL $*" >&2; exit 1; }
 allocatable() { "$bin/podres" -resource "$R" -want "$1" -timeout "${2:-30s}"; }
@@ -66,7 +85,10 @@ enforceNodeAllocatable: []
 containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
 staticPodPath: $work/manifests
 address: 127.0.0.1
-readOnlyPort: 0
+# Ports of our own, clear of a real kubelet's 10250/10255/10248.
+port: 21250
+readOnlyPort: 21255
+healthzPort: 21248
 authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}
 authorization: {mode: AlwaysAllow}
 failSwapOn: false
@@ -164,10 +186,18 @@ mv "$work/data" "$work/data.away"
 t0=$(now_ms)
 allocatable 0 >/dev/null
 ok "path removed → 0 allocatable: $(( $(now_ms) - t0 )) ms"
+wait_for "the reader pod's status to show its device Unhealthy" reader_health_is Unhealthy
+ok "the reader pod's allocatedResourcesStatus says Unhealthy: $(( $(now_ms) - t0 )) ms"
+pod refused
+wait_for "the new pod to be refused admission" refused
+ok "a pod asking for the resource meanwhile is refused admission: $(podstatus refused)"
+rm "$work/manifests/refused.yaml"
 mv "$work/data.away" "$work/data"
 t0=$(now_ms)
 allocatable 100 >/dev/null
 ok "path back → 100 allocatable: $(( $(now_ms) - t0 )) ms"
+wait_for "the reader pod's status to show its device Healthy" reader_health_is Healthy
+ok "the reader pod's allocatedResourcesStatus says Healthy again: $(( $(now_ms) - t0 )) ms"
 
 # task_pid: the PID of the reader pod's container (not its sandbox).
 task_pid() {

@@ -266,6 +266,28 @@ stop daemon
 allocatable 0 >/dev/null
 ok "plugin watcher: SIGTERM → socket removed, none allocatable: $(( $(now_ms) - t0 )) ms"
 
+# 5. A reboot, emulated: every container gone, the kubelet and the daemon
+#    started together, the daemon D ms after the kubelet, with a static pod
+#    asking for the resource already in the manifest directory. Recorded:
+#    admitted, or refused with UnexpectedAdmissionError.
+boot_outcome() { case "$(podstatus "$1")" in Running\ *|Failed\ *) return 0 ;; *) return 1 ;; esac; }
+for delay in 0 100 1000; do
+  stop kubelet
+  for f in /run/containerd/io.containerd.runtime.v2.task/k8s.io/*/init.pid; do
+    [ -e "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
+  done
+  rm -f "$work"/manifests/*.yaml
+  pod "boot$delay"
+  t0=$(now_ms)
+  start_kubelet
+  left=$(( delay - ($(now_ms) - t0) ))
+  [ "$left" -gt 0 ] && sleep "$(printf '0.%03d' "$left")"
+  start daemon "$daemon" --config "$work/config.yaml"
+  wait_for "pod boot$delay to be admitted or refused" boot_outcome "boot$delay"
+  ok "reboot, daemon $delay ms after the kubelet: the pod is $(podstatus "boot$delay")"
+  stop daemon
+done
+
 stop kubelet
 stop containerd
 echo "e2e: $pass passed"

@@ -12,7 +12,7 @@ if ! command -v runc >/dev/null; then
   echo "e2e: installing runc from Debian's packages" >&2
   apt-get update -qq && apt-get install -y -qq runc >/dev/null
 fi
-for pkg in umoci:umoci busybox:busybox-static; do
+for pkg in umoci:umoci busybox:busybox-static kubectl:kubectl; do
   command -v "${pkg%%:*}" >/dev/null && continue
   echo "e2e: installing ${pkg#*:} from Debian's packages" >&2
   apt-get update -qq && apt-get install -y -qq "${pkg#*:}" >/dev/null
@@ -56,10 +56,12 @@ cleanup() {
     done
   fi
   # Mounts were private to the namespace, gone with it; only files remain.
-  rm -rf "$work"
+  [ -n "${E2E_KEEP:-}" ] && echo "e2e: kept $work" >&2 || rm -rf "$work"
   exit $rc
 }
 trap cleanup EXIT INT TERM
 mkdir -p "$work/pids"
-"$here/images.sh" "$work"
+"$here/images.sh" "$work" "$daemon"
+# The DaemonSet as kustomize renders it (scenario 7 runs its pod template).
+kubectl kustomize "$here/../../deploy" >"$work/deploy.yaml"
 unshare --mount --propagation private "$here/scenarios.sh" "$work" "$bin" "$daemon"

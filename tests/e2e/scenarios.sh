@@ -12,6 +12,9 @@ pass=0
 # run.sh stops whatever is left in this namespace, by this identity.
 readlink /proc/self/ns/mnt >"$work/mntns"
 
+# HostToContainer mounts (the DaemonSet's host root) need a shared source:
+# this namespace's own copy of / is made shared, the machine's is untouched.
+mount --make-rshared /
 for d in /var/lib/kubelet /run/containerd /var/lib/containerd /var/log/pods /var/log/containers /etc/cdi /var/run/cdi; do
   mkdir -p "$d" "$work/root$d"
   mount --bind "$work/root$d" "$d"
@@ -287,6 +290,50 @@ for delay in 0 100 1000; do
   ok "reboot, daemon $delay ms after the kubelet: the pod is $(podstatus "boot$delay")"
   stop daemon
 done
+
+# 7. The DaemonSet's own pod template, run as a static pod with our image:
+#    host root read-only at /host, capabilities dropped, read-only root
+#    filesystem, the exec probes. Only the ConfigMap volume is swapped for a
+#    hostPath directory holding the same file.
+mkdir -p "$work/cfg"
+cp "$(dirname "$0")/../../deploy/config.yaml" "$work/cfg/config.yaml"
+kubelet_registrations() { grep -c "Got registration request from device plugin with resource\" resourceName=\"$R\"" "$work/kubelet.log" || true; }
+more_registrations() { [ "$(kubelet_registrations)" -gt "$regs_before" ]; }
+regs_before=$(kubelet_registrations)
+python3 - "$work" "$IMAGES:plugin" <<'PY'
+import sys, yaml
+work, image = sys.argv[1], sys.argv[2]
+docs = list(yaml.safe_load_all(open(f"{work}/deploy.yaml")))
+ds = next(d for d in docs if d and d["kind"] == "DaemonSet")
+spec = ds["spec"]["template"]["spec"]
+for c in spec["containers"]:
+    c["image"], c["imagePullPolicy"] = image, "Never"
+for v in spec["volumes"]:
+    if "configMap" in v:
+        v.pop("configMap")
+        v["hostPath"] = {"path": f"{work}/cfg", "type": "Directory"}
+pod = {"apiVersion": "v1", "kind": "Pod",
+       "metadata": {"name": "plugin", "namespace": ds["metadata"]["namespace"]}, "spec": spec}
+yaml.safe_dump(pod, open(f"{work}/manifests/plugin.yaml", "w"))
+PY
+t0=$(now_ms)
+plugin_ready() {
+  curl -sf http://127.0.0.1:21255/pods | python3 -c '
+import json, sys
+for p in json.load(sys.stdin).get("items") or []:
+    if p["metadata"]["name"] == "plugin-e2e-node":
+        sys.exit(0 if all(c.get("ready") for c in p["status"].get("containerStatuses") or [{}]) else 1)
+sys.exit(1)'
+}
+wait_for "the DaemonSet pod to be Ready (its exec readiness probe)" plugin_ready
+ok "the DaemonSet's pod template as a static pod: Ready (exec probe passed) $(( $(now_ms) - t0 )) ms after its manifest"
+# /sample (deploy/config.yaml's path) is absent on this machine, and
+# creating it would touch the machine's root: the devices are Unhealthy, so
+# nothing is allocatable and the kubelet's checkpoint lists none. What shows
+# the registration is the kubelet itself, counting its registrations of $R.
+wait_for "the kubelet to take the DaemonSet pod's registration" more_registrations
+ok "the kubelet took $R's registration from the DaemonSet pod (devices Unhealthy: /sample is absent here)"
+grep -q "probe failed\|Liveness probe failed\|Readiness probe failed" "$work/kubelet.log" && fail "a probe failed: $(grep -m1 'probe failed' "$work/kubelet.log")"
 
 stop kubelet
 stop containerd

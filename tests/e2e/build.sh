@@ -5,9 +5,9 @@
 # those pins. Prints the cache directory. A second run builds nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-key=$(cat "$here/go.mod" "$here/go.sum" "$here"/podres/*.go "$0" | sha256sum | cut -c1-16)
+key=$(cat "$here/go.mod" "$here/go.sum" "$here"/kubelet-1.35/go.* "$here"/podres/*.go "$0" | sha256sum | cut -c1-16)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/k8s-hostpath-device-plugin/e2e/$key
-if [ -x "$cache/kubelet" ] && [ -x "$cache/containerd" ] && [ -x "$cache/containerd-shim-runc-v2" ] && [ -x "$cache/podres" ] && [ -x "$cache/ctr" ]; then
+if [ -x "$cache/kubelet" ] && [ -x "$cache/kubelet-1.35" ] && [ -x "$cache/containerd" ] && [ -x "$cache/containerd-shim-runc-v2" ] && [ -x "$cache/podres" ] && [ -x "$cache/ctr" ]; then
   echo "$cache"
   exit 0
 fi
@@ -20,8 +20,13 @@ trap 'rm -rf "$tmp"' EXIT
 cd "$here"
 start=$(date +%s)
 ver="-X k8s.io/component-base/version.gitVersion=$kube -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-echo "e2e: building kubelet $kube, containerd and its shim from the Go module proxy into $cache" >&2
+echo "e2e: building kubelets $kube and the one of tests/e2e/kubelet-1.35, containerd and its shim from the Go module proxy into $cache" >&2
 go build -trimpath -ldflags "-s -w $ver" -o "$tmp/kubelet" k8s.io/kubernetes/cmd/kubelet
+# The oldest minor still supported upstream, from its own module.
+old=$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$here/kubelet-1.35/go.mod")
+(cd "$here/kubelet-1.35" && go build -trimpath -o "$tmp/kubelet-1.35" \
+  -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$old -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$old" | cut -d. -f2) -X k8s.io/component-base/version.gitTreeState=clean" \
+  k8s.io/kubernetes/cmd/kubelet)
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/containerd-shim-runc-v2" github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
 go build -trimpath -ldflags "-s -w" -o "$tmp/containerd" github.com/containerd/containerd/v2/cmd/containerd
 go build -trimpath -ldflags "-s -w" -o "$tmp/ctr" github.com/containerd/containerd/v2/cmd/ctr

@@ -19,6 +19,9 @@ for pkg in umoci:umoci busybox:busybox-static kubectl:kubectl; do
 done
 bin=$("$here/build.sh")
 
+# One full pass per kubelet: the newest release, then the oldest minor
+# still supported upstream. Each pass has its own directory and cleanup.
+one_pass() {
 work=$(mktemp -d /tmp/hp-e2e.XXXXXX)
 sysctls="kernel.panic kernel.panic_on_oops vm.overcommit_memory"
 saved=$(for s in $sysctls; do echo "$s=$(sysctl -n "$s")"; done)
@@ -64,4 +67,8 @@ mkdir -p "$work/pids"
 "$here/images.sh" "$work" "$daemon"
 # The DaemonSet as kustomize renders it (scenario 7 runs its pod template).
 kubectl kustomize "$here/../../deploy" >"$work/deploy.yaml"
-unshare --mount --propagation private "$here/scenarios.sh" "$work" "$bin" "$daemon"
+unshare --mount --propagation private "$here/scenarios.sh" "$work" "$bin" "$daemon" "$1"
+}
+for kubelet in kubelet kubelet-1.35; do
+  ( one_pass "$kubelet" )
+done

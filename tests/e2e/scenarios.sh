@@ -3,7 +3,7 @@
 # containerd's state directories are bind-mounted from the run's own
 # temporary directory, then the scenarios run and print their figures.
 set -euo pipefail
-work=$1 bin=$2 daemon=$3
+work=$1 bin=$2 daemon=$3 kubelet=${4:-kubelet}
 IMAGES=e2e.local/hostpath
 PAUSE=$IMAGES:pause BUSYBOX=$IMAGES:busybox
 R=hostpath-device.k8s.io/sample
@@ -99,11 +99,16 @@ localStorageCapacityIsolation: false
 makeIPTablesUtilChains: false
 evictionHard: {}
 T
-start_kubelet() { start kubelet env PATH="$bin:$PATH" "$bin/kubelet" --config "$work/kubelet.yaml" --hostname-override e2e-node; }
+# allocatedResourcesStatus is behind the ResourceHealthStatus gate, off by
+# default before 1.36: turn it on for the older kubelet.
+case "$("$bin/$kubelet" --version)" in
+  *v1.35.*) echo "featureGates: {ResourceHealthStatus: true}" >>"$work/kubelet.yaml" ;;
+esac
+start_kubelet() { start kubelet env PATH="$bin:$PATH" "$bin/$kubelet" --config "$work/kubelet.yaml" --hostname-override e2e-node; }
 start_kubelet
 wait_for "kubelet.sock" test -S /var/lib/kubelet/device-plugins/kubelet.sock
 wait_for "the pod-resources socket" test -S /var/lib/kubelet/pod-resources/kubelet.sock
-echo "kubelet: $("$bin/kubelet" --version), containerd: $("$bin/containerd" --version | cut -d' ' -f3), runc: $(runc --version | head -n1 | cut -d' ' -f3)"
+echo "kubelet: $("$bin/$kubelet" --version), containerd: $("$bin/containerd" --version | cut -d' ' -f3), runc: $(runc --version | head -n1 | cut -d' ' -f3)"
 
 mkdir -p "$work/dev"
 mknod -m 0666 "$work/dev/e2e-null" c 1 3   # the kernel's null device, at a path of ours

@@ -17,6 +17,10 @@ for pkg in umoci:umoci busybox:busybox-static kubectl:kubectl; do
   echo "e2e: installing ${pkg#*:} from Debian's packages" >&2
   apt-get update -qq && apt-get install -y -qq "${pkg#*:}" >/dev/null
 done
+python3 -c 'import yaml' 2>/dev/null || {
+  echo "e2e: installing PyYAML from PyPI (scenario 7 edits the DaemonSet)" >&2
+  python3 -m pip install -q pyyaml
+}
 bin=$("$here/build.sh")
 
 # One full pass per kubelet: the newest release, then the oldest minor

@@ -7,9 +7,9 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::util::{lock, Notifier, WakePipe};
+use crate::util::{lock, wait_on, Notifier, WakePipe};
 
 /// What the daemon reports about one resource.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -183,20 +183,8 @@ impl Handle {
         timeout: Duration,
         mut f: impl FnMut(&Status) -> Option<T>,
     ) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        let mut state = lock(&self.board.state);
-        loop {
-            if let Some(t) = f(&Board::snapshot(&state)) {
-                return Some(t);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            state = match self.board.changed.wait_timeout(state, left) {
-                Ok((s, _)) => s,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
+        wait_on(&self.board.state, &self.board.changed, timeout, |s| {
+            f(&Board::snapshot(s))
+        })
     }
 }

@@ -183,16 +183,15 @@ impl Owner {
                 self.serve_retry = Some(Instant::now() + f.delay);
             }
         }
-        self.report(cx.board, |st, o| {
-            st.serves += u64::from(o.server.is_some());
-        });
+        let served = u64::from(self.server.is_some());
+        self.report(cx.board, |st| st.serves += served);
     }
 
     /// Takes a changed resource in place: same socket, same streams.
     pub(crate) fn update(&self, resource: Resource, board: &Board) {
         log::info!("{}: updated in place", resource.resource_name);
         self.state.update_resource(Arc::new(resource));
-        self.report(board, |_, _| {});
+        self.report(board, |_| {});
     }
 
     /// Retires the resource (B5, B10): an empty list on its streams, then
@@ -222,7 +221,7 @@ impl Owner {
         if let Some(sock) = self.socket.take() {
             sock.remove();
         }
-        self.report(board, |_, _| {});
+        self.report(board, |_| {});
     }
 
     pub(crate) fn take_server(&mut self) -> Option<Server> {
@@ -335,7 +334,7 @@ impl Owner {
                 );
                 self.reg = Reg::Registered;
                 self.reg_backoff.reset();
-                self.report(cx.board, |st, _| st.registrations += 1);
+                self.report(cx.board, |st| st.registrations += 1);
                 return;
             }
             Err(e) => e,
@@ -372,7 +371,7 @@ impl Owner {
         } else {
             Reg::WaitingForKubelet
         };
-        self.report(cx.board, |_, _| {});
+        self.report(cx.board, |_| {});
     }
 
     /// Abandons a Register call that is out (its late result is ignored).
@@ -383,16 +382,12 @@ impl Owner {
     }
 
     /// Writes this owner's state to the board, after `extra`.
-    fn report(
-        &self,
-        board: &Board,
-        extra: impl FnOnce(&mut crate::control::ResourceStatus, &Owner),
-    ) {
+    fn report(&self, board: &Board, extra: impl FnOnce(&mut crate::control::ResourceStatus)) {
         board.update(self.id, |st| {
             st.name.clone_from(&self.state.resource().resource_name);
             st.socket = self.socket.as_ref().map(|s| s.path().to_path_buf());
             st.registered = matches!(self.reg, Reg::Registered | Reg::NotNeeded);
-            extra(st, self);
+            extra(st);
         });
     }
 }

@@ -44,7 +44,7 @@ use crate::api::v1beta1::{
 };
 use crate::api::v1beta1_grpc::{create_registration, DevicePluginClient, Registration};
 use crate::kubelet::{API_VERSION, DEVICE_PLUGIN_TYPE, HEALTHY, KUBELET_SOCKET, UNHEALTHY};
-use crate::util::{block_on_timeout, lock, poll_readable, unix_channel};
+use crate::util::{block_on_timeout, lock, poll_readable, unix_channel, wait_on};
 use crate::watch::{Key, Watcher};
 
 /// The kubelet's checkpoint file; a restart never deletes it.
@@ -435,25 +435,9 @@ impl SimKubelet {
     pub fn wait_for<T>(
         &self,
         timeout: Duration,
-        mut pred: impl FnMut(&Recorded) -> Option<T>,
+        pred: impl FnMut(&Recorded) -> Option<T>,
     ) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        let mut r = lock(&self.shared.recorded);
-        loop {
-            if let Some(v) = pred(&r) {
-                return Some(v);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            r = self
-                .shared
-                .cv
-                .wait_timeout(r, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        wait_on(&self.shared.recorded, &self.shared.cv, timeout, pred)
     }
 
     /// Calls Allocate on the current connection of `resource`, one container

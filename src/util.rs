@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -15,6 +15,32 @@ use std::time::{Duration, Instant};
 /// stores), so a panic elsewhere while holding it does not make it unusable.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits on `cv` until `f` returns `Some` for the state behind `m`, or
+/// `timeout` passes (then `None`). Woken by every notify, no polling;
+/// poison-tolerant like [`lock`].
+pub fn wait_on<S, T>(
+    m: &Mutex<S>,
+    cv: &Condvar,
+    timeout: Duration,
+    mut f: impl FnMut(&S) -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    let mut state = lock(m);
+    loop {
+        if let Some(t) = f(&state) {
+            return Some(t);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        state = cv
+            .wait_timeout(state, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
 }
 
 /// A channel to a Unix socket as the kubelet dials: plaintext, authority

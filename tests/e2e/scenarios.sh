@@ -125,9 +125,11 @@ resources:
   permissions: rw
 T
 mkdir -p "$work/out"
-# pod NAME: a static pod asking for one device, copying what it reads
-# through the mount to out/NAME.
+# pod NAME [RESOURCE SCRIPT]: a static pod asking for one device of
+# RESOURCE (default $R) and running SCRIPT (default: copy what it reads
+# through the mount to out/NAME), then sleeping.
 pod() {
+  local script=${3:-"cat /sample/file > /out/$1"}
   cat >"$work/manifests/$1.yaml" <<T
 apiVersion: v1
 kind: Pod
@@ -139,8 +141,8 @@ spec:
   - name: c
     image: $BUSYBOX
     imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "cat /sample/file > /out/$1 && exec sleep 3600"]
-    resources: {limits: {$R: 1}}
+    command: ["/bin/sh", "-c", "$script && exec sleep 3600"]
+    resources: {limits: {${2:-$R}: 1}}
     volumeMounts: [{name: out, mountPath: /out}]
   volumes: [{name: out, hostPath: {path: $work/out, type: Directory}}]
 T
@@ -168,23 +170,8 @@ ok "pod-resources: $held"
 
 # 2. A device node reaches the container as a device node, and the
 #    runtime's device cgroup lets a write through.
-cat >"$work/manifests/writer.yaml" <<T
-apiVersion: v1
-kind: Pod
-metadata: {name: writer, namespace: default}
-spec:
-  hostNetwork: true
-  restartPolicy: Never
-  containers:
-  - name: c
-    image: $BUSYBOX
-    imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "test -c /dev/e2e-null && echo written > /dev/e2e-null && echo yes > /out/writer; exec sleep 3600"]
-    resources: {limits: {$DEV: 1}}
-    volumeMounts: [{name: out, mountPath: /out}]
-  volumes: [{name: out, hostPath: {path: $work/out, type: Directory}}]
-T
 t0=$(now_ms)
+pod writer "$DEV" "test -c /dev/e2e-null && echo written > /dev/e2e-null && echo yes > /out/writer"
 wait_for "the writer pod to write to the device" test -s "$work/out/writer"
 ok "a CharDevice node reached the container and took a write: manifest → written in $(( $(now_ms) - t0 )) ms"
 "$bin/podres" -list | grep -q " $DEV " || fail "pod-resources shows no $DEV allocation"

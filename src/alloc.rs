@@ -49,6 +49,16 @@ pub enum Refusal {
     },
     /// The answer would exceed the kubelet's message limit.
     TooLarge { resource: String, bytes: usize },
+    /// IDs of a resource whose devices come and go that are not listed
+    /// (never were, or removed) or have vanished: a few shown, each with
+    /// why, and how many in all.
+    Gone {
+        resource: String,
+        container: usize,
+        shown: Vec<String>,
+        total: usize,
+        present: usize,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -70,6 +80,23 @@ impl std::fmt::Display for Refusal {
                     write!(f, ", and {} more", total - shown.len())?;
                 }
                 write!(f, " (known IDs are \"0\"..\"{}\")", num_devices - 1)
+            }
+            Refusal::Gone {
+                resource,
+                container,
+                shown,
+                total,
+                present,
+            } => {
+                write!(
+                    f,
+                    "{resource}: device IDs not available in container request {container}: {}",
+                    shown.join(", ")
+                )?;
+                if *total > shown.len() {
+                    write!(f, ", and {} more", total - shown.len())?;
+                }
+                write!(f, " ({present} devices are present now)")
             }
             Refusal::TooLarge { resource, bytes } => write!(
                 f,
@@ -153,6 +180,104 @@ pub fn allocate(r: &Resource, req: &AllocateRequest) -> Result<AllocateResponse,
         });
     }
     Ok(resp)
+}
+
+/// What a device set knows of one ID.
+pub enum Lookup {
+    Present(std::sync::Arc<[crate::discovery::Grant]>),
+    Vanished,
+    Unknown,
+}
+
+/// The Allocate answer for a resource whose devices come and go: each ID
+/// maps to exactly that device's paths (one DeviceSpec or Mount per path,
+/// each container path once), plus the envs. `lookup` reads the device set.
+///
+/// # Errors
+///
+/// A [`Refusal`]: IDs unknown or vanished (INVALID_ARGUMENT naming them),
+/// or an answer over the kubelet's limit.
+pub fn allocate_found(
+    r: &Resource,
+    req: &AllocateRequest,
+    present: usize,
+    lookup: impl Fn(&str) -> Lookup,
+) -> Result<AllocateResponse, Refusal> {
+    const SHOWN: usize = 10;
+    let mut resp = AllocateResponse::new();
+    for (i, creq) in req.container_requests.iter().enumerate() {
+        let mut c = ContainerAllocateResponse::new();
+        let mut bad: Vec<String> = Vec::new();
+        let mut total_bad = 0usize;
+        let mut paths: BTreeSet<String> = BTreeSet::new();
+        for id in &creq.devices_ids {
+            let grants = match lookup(id) {
+                Lookup::Present(g) => g,
+                other => {
+                    total_bad += 1;
+                    if bad.len() < SHOWN {
+                        let why = if matches!(other, Lookup::Vanished) {
+                            "vanished"
+                        } else {
+                            "unknown"
+                        };
+                        bad.push(format!("{} ({why})", show_id(id)));
+                    }
+                    continue;
+                }
+            };
+            for g in grants.iter() {
+                if !paths.insert(g.container_path().to_string()) {
+                    continue;
+                }
+                if g.device {
+                    let mut d = DeviceSpec::new();
+                    d.container_path = g.container_path().to_string();
+                    d.host_path = g.host.to_string();
+                    d.permissions = g.permissions.letters();
+                    c.devices.push(d);
+                } else {
+                    let mut m = Mount::new();
+                    m.container_path = g.container_path().to_string();
+                    m.host_path = g.host.to_string();
+                    m.read_only = g.read_only;
+                    c.mounts.push(m);
+                }
+            }
+        }
+        if total_bad > 0 {
+            return Err(Refusal::Gone {
+                resource: r.resource_name.clone(),
+                container: i,
+                shown: bad,
+                total: total_bad,
+                present,
+            });
+        }
+        c.envs = r.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        resp.container_responses.push(c);
+    }
+    let bytes = resp.compute_size() as usize;
+    if bytes > MAX_MESSAGE_BYTES {
+        return Err(Refusal::TooLarge {
+            resource: r.resource_name.clone(),
+            bytes,
+        });
+    }
+    Ok(resp)
+}
+
+/// A ListAndWatch answer from a device set's list.
+pub fn found_list(devices: &[(&str, &'static str)]) -> ListAndWatchResponse {
+    let mut resp = ListAndWatchResponse::new();
+    resp.devices.reserve(devices.len());
+    for (id, health) in devices {
+        let mut d = Device::new();
+        d.ID = (*id).to_string();
+        d.health = (*health).to_string();
+        resp.devices.push(d);
+    }
+    resp
 }
 
 /// A valid preferred allocation (B8): must-include IDs first, then the

@@ -81,6 +81,7 @@ fn resource(selector: u8) -> Resource {
         require_mount_point: false,
         health_check_interval: std::time::Duration::from_secs(10),
         allow_sensitive_path: false,
+        discovery: None,
     }
 }
 

@@ -15,6 +15,7 @@
 //! | [`kubelet`] | the kubelet protocol's names and constants, once | — |
 //! | [`limits`] | the open-file limit: raised at start, estimated by `check` | main thread |
 //! | [`monitor`] | the health monitor: dispatcher + worker threads own every host-path check and watch | `health`, `health-check` threads |
+//! | [`discovery`] | devices that come and go: glob patterns, USB from sysfs, groups → devices with stable IDs; the device set merged over time | `health-check` workers |
 //! | [`health`] | host-path checks (typed reasons), resolution inside the host root, OrCreate through directory descriptors | `health-check` workers |
 //! | [`reload`] | pure: running resources + new config → retire / update / add | supervisor |
 //! | [`retry`] | one backoff with "log once, then debug"; registration retries keyed on the gRPC status code | supervisor |
@@ -43,6 +44,7 @@ pub mod config;
 mod control;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+pub mod discovery;
 #[cfg(feature = "daemon")]
 pub mod fs_events;
 #[cfg(feature = "fuzzing")]

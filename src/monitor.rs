@@ -424,6 +424,24 @@ fn work(shared: &Shared) {
         drop(inner);
 
         let resource = state.resource();
+        if resource.is_dynamic() {
+            let due = scan(shared, id, &state, &resource);
+            inner = shared.lock();
+            if let Some(e) = inner.entries.get_mut(&id) {
+                if Arc::ptr_eq(&e.state, &state) {
+                    e.running = None;
+                    e.hung = false;
+                    if std::mem::take(&mut e.again) {
+                        e.next = Instant::now();
+                    }
+                    if let Some(due) = due {
+                        e.next = e.next.min(due);
+                    }
+                }
+            }
+            shared.wake.notify();
+            continue;
+        }
         // Watches first: whatever changes after they are set is an event
         // (and a check again); whatever changed before, the check sees.
         let wds = watch(shared, &resource.host_path);
@@ -456,6 +474,59 @@ fn work(shared: &Shared) {
         }
         shared.wake.notify();
     }
+}
+
+/// Scans a resource whose devices come and go (B15): each directory the
+/// scan looks into is watched before it is read (and the watch counted for
+/// the resource at once, so no event on it is missed), watches the scan no
+/// longer needs are dropped, and the result is merged into the resource's
+/// device set. Returns when the next vanished device is due to be removed.
+fn scan(
+    shared: &Shared,
+    id: u64,
+    state: &Arc<ResourceState>,
+    resource: &crate::config::Resource,
+) -> Option<Instant> {
+    let d = resource.discovery.as_ref()?;
+    let mut wds: Vec<WatchDescriptor> = Vec::new();
+    let mut watches = shared.watches.clone();
+    let found = crate::discovery::scan(
+        &shared.host_root,
+        d,
+        resource.allow_sensitive_path,
+        resource.require_mount_point,
+        &mut |dir| {
+            let Some(w) = watches.as_mut() else {
+                return;
+            };
+            if let Ok(wd) = w.add(dir, mask()) {
+                if !wds.contains(&wd) {
+                    shared
+                        .lock()
+                        .by_wd
+                        .entry(wd.clone())
+                        .or_default()
+                        .insert(id);
+                    wds.push(wd);
+                }
+            }
+        },
+    );
+    let mut inner = shared.lock();
+    match inner.entries.get_mut(&id) {
+        Some(e) if Arc::ptr_eq(&e.state, state) => {
+            let old = std::mem::replace(&mut e.wds, wds.clone());
+            let stale: Vec<WatchDescriptor> =
+                old.into_iter().filter(|w| !wds.contains(w)).collect();
+            release(shared, &mut inner, id, &stale);
+        }
+        _ => {
+            release(shared, &mut inner, id, &wds);
+            return None;
+        }
+    }
+    drop(inner);
+    state.merge_scan(found, Instant::now()).next_removal
 }
 
 /// Watches a host path and its ancestors up to the nearest existing one,

@@ -24,8 +24,9 @@ use crate::api::v1beta1::{
 use crate::api::v1beta1_grpc::DevicePlugin;
 use crate::config::Resource;
 
-use crate::alloc::{allocate, preferred};
+use crate::alloc::{allocate, allocate_found, found_list, preferred, Lookup};
 use crate::alloc::{build_list, show_id, Refusal};
+use crate::discovery::{DeviceSet, Merged};
 use crate::kubelet::API_VERSION;
 
 /// Where a resource is in its life, as its streams see it.
@@ -61,6 +62,12 @@ struct State {
     /// or hostile client must not flood the log); the rest are counted.
     last_refusal_log: Option<std::time::Instant>,
     refusals_unlogged: u64,
+    /// The devices found so far (resources whose devices come and go).
+    set: DeviceSet,
+    /// The list was cut to fit one message: said once, until it fits again.
+    cut_said: bool,
+    /// The scan problems last logged, so each is logged once.
+    problems: std::collections::BTreeSet<String>,
 }
 
 /// Per-resource state shared by the gRPC handlers, the health thread and
@@ -92,6 +99,9 @@ impl ResourceState {
                 open_streams: 0,
                 last_refusal_log: None,
                 refusals_unlogged: 0,
+                set: DeviceSet::default(),
+                cut_said: false,
+                problems: Default::default(),
             }),
         })
     }
@@ -166,7 +176,13 @@ impl ResourceState {
     /// list on the streams if the device count changed.
     pub fn update_resource(&self, resource: Arc<Resource>) {
         let mut s = self.lock();
-        let devices_changed = s.resource.num_devices != resource.num_devices;
+        let switched = s.resource.is_dynamic() != resource.is_dynamic();
+        let devices_changed = s.resource.num_devices != resource.num_devices || switched;
+        if switched {
+            // Another kind of ID: wait for the first check or scan.
+            s.set = DeviceSet::default();
+            s.checked = false;
+        }
         s.resource = resource;
         if devices_changed {
             s.version += 1;
@@ -204,12 +220,109 @@ impl ResourceState {
 
     /// The full device list as it stands.
     pub fn device_list(&self) -> ListAndWatchResponse {
+        let mut s = self.lock();
+        Self::list_locked(&mut s)
+    }
+
+    fn list_locked(s: &mut State) -> ListAndWatchResponse {
+        if !s.resource.is_dynamic() {
+            return build_list(s.resource.num_devices, s.healthy);
+        }
+        let (devices, left) = s.set.list(!s.healthy);
+        let resp = found_list(&devices);
+        if left > 0 && !s.cut_said {
+            log::warn!(
+                "{}: {} devices do not fit one ListAndWatch message ({} bytes at most): \
+                 listing the first {} by ID, leaving out {left}",
+                s.resource.resource_name,
+                s.set.len(),
+                crate::kubelet::MAX_MESSAGE_BYTES,
+                devices.len()
+            );
+        }
+        s.cut_said = left > 0;
+        resp
+    }
+
+    /// Merges one scan of a resource whose devices come and go; the scan
+    /// also means the resource itself is healthy (its scan returned).
+    /// Logs what appeared, vanished, came back and was removed, and wakes
+    /// the streams when the list changed.
+    pub fn merge_scan(&self, scan: crate::discovery::Scan, now: std::time::Instant) -> Merged {
+        let mut s = self.lock();
+        let Some(remove_after) = s.resource.discovery.as_ref().map(|d| d.remove_after) else {
+            return Merged::default();
+        };
+        let name = s.resource.resource_name.clone();
+        let merged = s.set.merge(scan.devices, now, remove_after);
+        let first = !s.checked;
+        let was_healthy = s.healthy;
+        s.checked = true;
+        s.healthy = true;
+        s.reason.clear();
+        if first || merged.changed() || !was_healthy {
+            s.version += 1;
+            Self::wake(&mut s);
+        }
+        let new_problems: Vec<String> = scan.problems.difference(&s.problems).cloned().collect();
+        s.problems = scan.problems;
+        let (listed, present) = (s.set.len(), s.set.present());
+        drop(s);
+        for p in new_problems {
+            log::warn!("{name}: {p}");
+        }
+        if first {
+            log::info!("{name}: {present} device(s) found");
+        } else if !was_healthy {
+            log::info!("{name}: scanning works again");
+        }
+        let say = |what: &str, ids: &[String]| {
+            if ids.is_empty() {
+                return;
+            }
+            const SHOWN: usize = 5;
+            let mut text: Vec<&str> = ids.iter().take(SHOWN).map(String::as_str).collect();
+            let more = ids.len().saturating_sub(SHOWN);
+            let tail = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            text.sort_unstable();
+            if what == "vanished" {
+                log::warn!("{name}: {what}: {}{tail}", text.join(", "));
+            } else {
+                log::info!("{name}: {what}: {}{tail}", text.join(", "));
+            }
+        };
+        if !first {
+            say("appeared", &merged.appeared);
+        }
+        say("back", &merged.back);
+        say("vanished", &merged.vanished);
+        say("removed", &merged.removed);
+        if merged.changed() && !first {
+            log::debug!("{name}: {listed} listed, {present} present");
+        }
+        merged
+    }
+
+    /// What the device set knows of `id` (resources whose devices come and go).
+    fn lookup(&self, id: &str) -> Lookup {
         let s = self.lock();
-        build_list(s.resource.num_devices, s.healthy)
+        match s.set.grants(id) {
+            Some(g) => Lookup::Present(g),
+            None if s.set.is_vanished(id) => Lookup::Vanished,
+            None => Lookup::Unknown,
+        }
+    }
+
+    fn present(&self) -> usize {
+        self.lock().set.present()
     }
 
     fn next_step(&self, epoch: u64, last_sent: u64) -> Step {
-        let s = self.lock();
+        let mut s = self.lock();
         match s.phase {
             Phase::Stopping => return Step::End { empty_first: false },
             Phase::Retiring => return Step::End { empty_first: true },
@@ -221,7 +334,7 @@ impl ResourceState {
         if s.version == last_sent || !s.checked {
             return Step::Wait;
         }
-        Step::Send(build_list(s.resource.num_devices, s.healthy), s.version)
+        Step::Send(Self::list_locked(&mut s), s.version)
     }
 }
 
@@ -352,9 +465,18 @@ impl DevicePlugin for DevicePluginService {
     ) {
         let resource = self.state.resource();
         let name = resource.resource_name.clone();
-        let result = allocate(&resource, &req).map_err(|refusal| {
+        let result = if resource.is_dynamic() {
+            allocate_found(&resource, &req, self.state.present(), |id| {
+                self.state.lookup(id)
+            })
+        } else {
+            allocate(&resource, &req)
+        };
+        let result = result.map_err(|refusal| {
             let code = match refusal {
-                Refusal::UnknownIds { .. } => RpcStatusCode::INVALID_ARGUMENT,
+                Refusal::UnknownIds { .. } | Refusal::Gone { .. } => {
+                    RpcStatusCode::INVALID_ARGUMENT
+                }
                 Refusal::TooLarge { .. } => RpcStatusCode::RESOURCE_EXHAUSTED,
             };
             let msg = refusal.to_string();

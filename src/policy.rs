@@ -7,7 +7,8 @@
 //! the kubelet resolves to the same place. Component boundaries hold:
 //! `/sample2` is not under `/sample`.
 
-use crate::config::Config;
+use crate::config::{Config, Resource};
+use crate::discovery::{Component, Source};
 
 /// RE2 pattern for `path` (normalised, absolute) and anything under it.
 pub fn path_pattern(path: &str) -> String {
@@ -39,18 +40,57 @@ fn escape(s: &str) -> String {
     out
 }
 
+/// RE2 pattern for every current and future match of a glob pattern, and
+/// anything under one: each component's wildcards stay within it.
+pub fn glob_pattern(components: &[Component]) -> String {
+    if components.is_empty() {
+        return "^/".to_string();
+    }
+    let sep = r"/+(\./+)*";
+    let parts: Vec<String> = components.iter().map(Component::to_regex).collect();
+    format!("^{sep}{}(/+.*)?$", parts.join(sep))
+}
+
+/// Where a USB resource's devices appear: `/dev/bus/usb/BBB/DDD`.
+const USB_NODES: &str = "/dev/bus/usb/[0-9][0-9][0-9]/[0-9][0-9][0-9]";
+
+/// The served paths of a resource: (RE2 pattern, path as written).
+fn served_paths(r: &Resource) -> Vec<(String, String)> {
+    let Some(d) = &r.discovery else {
+        return vec![(path_pattern(&r.host_path), r.host_path.clone())];
+    };
+    let mut out = Vec::new();
+    for g in &d.groups {
+        match &g.source {
+            Source::Paths(rules) => {
+                for rule in rules {
+                    out.push((glob_pattern(&rule.components), rule.pattern.clone()));
+                }
+            }
+            Source::Usb { .. } => {
+                let comps = crate::discovery::glob::path(USB_NODES).unwrap_or_default();
+                out.push((glob_pattern(&comps), USB_NODES.to_string()));
+            }
+        }
+    }
+    out.dedup();
+    out
+}
+
 /// The CEL list literal of served paths: pattern, path, resource.
 pub fn served_expression(config: &Config) -> String {
     let items: Vec<String> = config
         .resources
         .iter()
-        .map(|r| {
-            format!(
-                r#"{{"re": r"{}", "path": "{}", "resource": "{}"}}"#,
-                path_pattern(&r.host_path),
-                r.host_path.replace('\\', "\\\\").replace('"', "\\\""),
-                r.resource_name
-            )
+        .flat_map(|r| {
+            served_paths(r).into_iter().map(move |(re, path)| {
+                format!(
+                    r#"{{"re": r"{}", "path": "{}", "resource": "{}"}}"#,
+                    re,
+                    path.replace('\\', "\\\\").replace('"', "\\\""),
+                    r.resource_name
+                )
+            })
         })
         .collect();
     format!("[{}]", items.join(", "))
@@ -120,5 +160,19 @@ mod tests {
         assert_eq!(path_pattern("/a.b/c"), r"^/+(\./+)*a\.b/+(\./+)*c(/+.*)?$");
         assert_eq!(path_pattern("/a\"b"), r"^/+(\./+)*a\x22b(/+.*)?$");
         assert_eq!(path_pattern("/"), "^/");
+    }
+
+    #[test]
+    fn globs_become_component_bound_patterns() {
+        let c = crate::discovery::glob::path("/dev/ttyUSB*").unwrap();
+        assert_eq!(
+            glob_pattern(&c),
+            r"^/+(\./+)*dev/+(\./+)*ttyUSB[^/]*(/+.*)?$"
+        );
+        let c = crate::discovery::glob::path("/dev/snd/pcmC[0-9]D0c").unwrap();
+        assert_eq!(
+            glob_pattern(&c),
+            r"^/+(\./+)*dev/+(\./+)*snd/+(\./+)*pcmC[0-9]D0c(/+.*)?$"
+        );
     }
 }

@@ -106,6 +106,19 @@ const SYSTEM_PARENTS: &[&str] = &["/usr", "/var"];
 
 const RAW_MEMORY: &[&str] = &["/dev/mem", "/dev/kmem", "/dev/port"];
 
+/// Every path the rule names, and whether what is under it counts too,
+/// for testing whether a pattern could reach one.
+pub fn roots() -> Vec<(&'static str, bool)> {
+    let mut v = vec![("/proc", true), ("/sys", true), ("/etc/sudoers.d", true)];
+    for list in [CLUSTER_TREES, CREDENTIAL_TREES] {
+        v.extend(list.iter().map(|p| (*p, true)));
+    }
+    for list in [SYSTEM_DIRECTORIES, RAW_MEMORY] {
+        v.extend(list.iter().map(|p| (*p, false)));
+    }
+    v
+}
+
 fn in_tree(path: &str, tree: &str) -> bool {
     path == tree
         || path

@@ -14,12 +14,15 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
+mod devices;
+mod generic;
 mod read;
 mod rules;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use generic::GENERIC_DEFAULT_DOMAIN;
 pub use read::{nesting_depth, read_file, ReadError, MAX_CONFIG_BYTES, MAX_NESTING};
 pub use rules::*;
 use validate::Validator;
@@ -128,6 +131,16 @@ pub struct Resource {
     pub require_mount_point: bool,
     pub health_check_interval: Duration,
     pub allow_sensitive_path: bool,
+    /// Devices found at runtime (patterns, `usb`, `group`, Form C): then
+    /// `num_devices` is the slots per device, `host_path` the first
+    /// pattern (for messages), and the fields above describe nothing else.
+    pub discovery: Option<crate::discovery::Discovery>,
+}
+
+impl Resource {
+    pub fn is_dynamic(&self) -> bool {
+        self.discovery.is_some()
+    }
 }
 
 /// A validated configuration: at least one resource, names unique.
@@ -246,6 +259,9 @@ impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}", self.resource_name)?;
         writeln!(f, "  socket:       {}", self.socket_name)?;
+        if let Some(d) = &self.discovery {
+            return display_discovery(self, d, f);
+        }
         writeln!(
             f,
             "  devices:      {} (IDs 0..{})",
@@ -279,4 +295,82 @@ impl fmt::Display for Resource {
         }
         write!(f, "  health check: every {:?}", self.health_check_interval)
     }
+}
+
+fn display_discovery(
+    r: &Resource,
+    d: &crate::discovery::Discovery,
+    f: &mut fmt::Formatter<'_>,
+) -> fmt::Result {
+    use crate::discovery::Source;
+    for (i, g) in d.groups.iter().enumerate() {
+        let slots = if g.count == 1 {
+            String::new()
+        } else {
+            format!(", {} slots per device", g.count)
+        };
+        match &g.source {
+            Source::Paths(rules) if rules.len() == 1 => {
+                writeln!(f, "  group {i}:      each match is a device{slots}")?
+            }
+            Source::Paths(_) => writeln!(
+                f,
+                "  group {i}:      the i-th matches of these paths form the i-th device{slots}"
+            )?,
+            Source::Usb { permissions, .. } => writeln!(
+                f,
+                "  group {i}:      each USB device is a device, its /dev/bus/usb node with permissions {}{slots}",
+                permissions.letters()
+            )?,
+        }
+        match &g.source {
+            Source::Paths(rules) => {
+                for rule in rules {
+                    let to = rule.mount_path.as_deref().unwrap_or("the same path");
+                    let how = match rule.kind {
+                        crate::discovery::MatchKind::Mount => "mounted".to_string(),
+                        _ => format!("device nodes {}", rule.permissions.letters()),
+                    };
+                    write!(
+                        f,
+                        "    path:       {} ({}), at {to} in the container, {how}",
+                        rule.pattern,
+                        rule.kind.describe()
+                    )?;
+                    if rule.read_only {
+                        write!(f, ", mounts read-only")?;
+                    }
+                    if rule.limit > 1 {
+                        write!(f, ", each match shared by up to {} devices", rule.limit)?;
+                    }
+                    writeln!(f)?;
+                }
+            }
+            Source::Usb { selectors, .. } => {
+                for s in selectors {
+                    write!(f, "    usb:        {:04x}:{:04x}", s.vendor, s.product)?;
+                    if let Some(serial) = &s.serial {
+                        write!(f, " serial {serial}")?;
+                    }
+                    writeln!(f)?;
+                }
+            }
+        }
+    }
+    for (k, v) in &r.envs {
+        writeln!(f, "  env:          {k}={v}")?;
+    }
+    if r.require_mount_point {
+        writeln!(f, "  requires:     each match a mount point")?;
+    }
+    writeln!(
+        f,
+        "  vanished:     listed Unhealthy for {:?}, then removed",
+        d.remove_after
+    )?;
+    write!(
+        f,
+        "  rescan:       on inotify events and every {:?}",
+        r.health_check_interval
+    )
 }

@@ -323,3 +323,261 @@ fn type_errors_and_empty() {
     let e = errs("resources: [\n");
     assert!(e[0].contains("not valid YAML"), "{e:?}");
 }
+
+mod devices {
+    use super::*;
+    use crate::discovery::{MatchKind, Source};
+
+    fn one(text: &str) -> Resource {
+        ok(text).resources.remove(0)
+    }
+
+    fn rules(r: &Resource) -> Vec<crate::discovery::PathRule> {
+        match &r.discovery.as_ref().unwrap().groups[0].source {
+            Source::Paths(p) => p.clone(),
+            Source::Usb { .. } => panic!("usb"),
+        }
+    }
+
+    #[test]
+    fn a_glob_path_is_a_pattern_with_one_slot_per_match() {
+        let r = one("resources:\n- resourceName: example.com/serial\n  hostPath: {path: '/dev/ttyUSB*', type: CharDevice}\n");
+        assert!(r.is_dynamic());
+        assert_eq!(r.num_devices, 1);
+        let d = r.discovery.as_ref().unwrap();
+        assert_eq!(d.remove_after, Duration::from_secs(60));
+        let p = rules(&r);
+        assert_eq!(p[0].kind, MatchKind::CharDevice);
+        assert_eq!(p[0].mount_path, None, "each match at its own path");
+        assert_eq!(p[0].permissions.letters(), "rw");
+        let fixed = one("resourceName: example.com/kvm\nhostPath: {path: /dev/kvm}\n");
+        assert!(!fixed.is_dynamic());
+        assert_eq!(fixed.num_devices, 100);
+        let r = one("resourceName: example.com/s\nhostPath: {path: '/dev/serial/by-id/*'}\nnumDevices: 2\nremoveAfter: 0s\n");
+        assert_eq!(r.num_devices, 2);
+        assert_eq!(r.discovery.unwrap().remove_after, Duration::ZERO);
+    }
+
+    #[test]
+    fn pattern_errors_are_named() {
+        let e = errs(
+            "resourceName: example.com/s\nhostPath: {path: '/dev/tty[USB', type: CharDevice}\n",
+        );
+        assert!(
+            e[0].contains("hostPath.path") && e[0].contains("closing `]`"),
+            "{e:?}"
+        );
+        let e = errs(
+            "resourceName: example.com/s\nhostPath: {path: '/data/*', type: DirectoryOrCreate}\n",
+        );
+        assert!(e[0].contains("cannot be used with a pattern"), "{e:?}");
+        let e = errs("resourceName: example.com/s\nhostPath: {path: /dev/kvm}\nremoveAfter: 1m\n");
+        assert!(
+            e[0].contains("removeAfter") && e[0].contains("fixed path"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_pattern_that_could_reach_a_sensitive_node_needs_the_opt_in() {
+        let e = errs("resourceName: example.com/all\nhostPath: {path: '/dev/*'}\n");
+        assert!(e[0].contains("could match /dev/mem"), "{e:?}");
+        assert!(e[0].contains("allowSensitivePath"), "{e:?}");
+        for p in [
+            "/sys/class/*",
+            "/var/lib/kubelet/*",
+            "/*",
+            "/var/*",
+            "/etc/ssh/*",
+        ] {
+            let e = errs(&format!(
+                "resourceName: example.com/x\nhostPath: {{path: '{p}'}}\n"
+            ));
+            assert!(e[0].contains("allowSensitivePath"), "{p}: {e:?}");
+        }
+        ok("resourceName: example.com/all\nhostPath: {path: '/dev/*'}\nallowSensitivePath: true\n");
+        ok("resourceName: example.com/t\nhostPath: {path: '/dev/tty*'}\n");
+        ok("resourceName: example.com/t\nhostPath: {path: '/mnt/disks/*', type: Directory}\n");
+    }
+
+    #[test]
+    fn usb_selectors() {
+        let r = one("resourceName: example.com/coral\nusb:\n- {vendor: '1A6E', product: 089a}\n- {vendor: 18d1, product: '9302', serial: X1}\n");
+        let Source::Usb {
+            selectors,
+            permissions,
+        } = &r.discovery.as_ref().unwrap().groups[0].source
+        else {
+            panic!()
+        };
+        assert_eq!(selectors[0].vendor, 0x1a6e);
+        assert_eq!(selectors[0].product, 0x089a);
+        assert_eq!(selectors[1].serial.as_deref(), Some("X1"));
+        assert_eq!(permissions.letters(), "rw");
+        assert_eq!(r.num_devices, 1);
+        let e = errs("resourceName: example.com/c\nusb:\n- {vendor: 1a6, product: 9302}\n");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("usb[0].vendor") && m.contains("4 hex digits")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("usb[0].product") && m.contains("in quotes")),
+            "{e:?}"
+        );
+        let e = errs("resourceName: example.com/c\nusb: [{vendor: '1a6e', product: '089a', bus: 1}]\nhostPath: {path: /dev/x}\n");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("usb[0].bus") && m.contains("unknown key")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("hostPath") && m.contains("cannot be combined")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_group_zips_its_members() {
+        let r = one("resourceName: example.com/capture\ngroup:\n- hostPath: {path: '/dev/snd/pcmC[0-9]D0c', type: CharDevice}\n- hostPath: {path: '/dev/snd/controlC[0-9]', type: CharDevice}\n  permissions: r\n");
+        let p = rules(&r);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].permissions.letters(), "r");
+        assert_eq!(r.host_path, "/dev/snd/pcmC[0-9]D0c");
+        let e = errs("resourceName: example.com/c\ngroup:\n- hostPath: {path: /dev/a}\n  volumeMount: {mountPath: rel}\npermissions: r\n");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("group[0].volumeMount.mountPath")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("permissions") && m.contains("each member")),
+            "{e:?}"
+        );
+    }
+
+    const GENERIC: &str = r#"
+devices:
+  - name: serial
+    groups:
+      - paths:
+          - path: /dev/ttyUSB*
+      - paths:
+          - path: /dev/ttyACM*
+  - name: capture
+    groups:
+      - paths:
+          - path: /dev/snd/pcmC0D0c
+          - path: /dev/snd/controlC0
+  - name: ch340
+    groups:
+      - usb:
+          - vendor: "1a86"
+            product: "7523"
+  - name: fuse
+    groups:
+      - count: 10
+        paths:
+          - path: /dev/fuse
+  - name: video
+    groups:
+      - paths:
+          - path: /dev/video0
+            mountPath: /dev/cam
+            permissions: rw
+          - path: /run/udev/data
+            type: Mount
+            readOnly: true
+            limit: 10
+"#;
+
+    #[test]
+    fn generic_device_plugin_examples_load_unchanged() {
+        let c = ok(GENERIC);
+        let names: Vec<&str> = c
+            .resources
+            .iter()
+            .map(|r| r.resource_name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "squat.ai/serial",
+                "squat.ai/capture",
+                "squat.ai/ch340",
+                "squat.ai/fuse",
+                "squat.ai/video"
+            ]
+        );
+        let serial = &c.resources[0];
+        assert_eq!(serial.socket_name, "squat.ai-serial.sock");
+        let d = serial.discovery.as_ref().unwrap();
+        assert_eq!(d.groups.len(), 2);
+        let Source::Paths(p) = &d.groups[0].source else {
+            panic!()
+        };
+        assert_eq!(p[0].kind, MatchKind::AnyDevice);
+        assert_eq!(p[0].permissions.letters(), "rwm", "default mrw");
+        assert_eq!(p[0].limit, 1);
+        let Source::Usb { selectors, .. } =
+            &c.resources[2].discovery.as_ref().unwrap().groups[0].source
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (selectors[0].vendor, selectors[0].product),
+            (0x1a86, 0x7523)
+        );
+        assert_eq!(
+            c.resources[3].discovery.as_ref().unwrap().groups[0].count,
+            10
+        );
+        let Source::Paths(p) = &c.resources[4].discovery.as_ref().unwrap().groups[0].source else {
+            panic!()
+        };
+        assert_eq!(p[0].mount_path.as_deref(), Some("/dev/cam"));
+        assert_eq!(p[1].kind, MatchKind::Mount);
+        assert!(p[1].read_only);
+        assert_eq!(p[1].limit, 10);
+    }
+
+    #[test]
+    fn generic_domain_and_its_other_keys() {
+        let l = parse(
+            "domain: example.org\nlog-level: debug\nlisten: ':8080'\nplugin-directory: /x\ndevices:\n- name: fuse\n  groups: [{paths: [{path: /dev/fuse}]}]\n",
+            "c.yaml",
+            Path::new("/d"),
+        )
+        .unwrap();
+        assert_eq!(l.config.resources[0].resource_name, "example.org/fuse");
+        let w: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w
+            .iter()
+            .any(|m| m.contains("plugin-directory") && m.contains("--device-plugin-dir")));
+        let e = errs("devices:\n- name: Bad_Name\n  groups: [{paths: [{path: /dev/x, type: Block}], usb: [{vendor: '1', product: '2'}]}]\n");
+        assert!(e.iter().any(|m| m.contains("devices[0].name")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("not both")), "{e:?}");
+        let e = errs("devices:\n- name: x\n  groups: [{paths: [{path: /dev/x, type: Block}]}]\n");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("devices[0].groups[0].paths[0].type")
+                    && m.contains("`Device` or `Mount`")),
+            "{e:?}"
+        );
+        let l = parse(
+            "devices:\n- name: n\n  groups: [{usb: [{vendor: 7523, product: '7523'}]}]\n",
+            "c.yaml",
+            Path::new("/d"),
+        )
+        .unwrap();
+        assert!(
+            l.warnings[0].to_string().contains("1d63"),
+            "{:?}",
+            l.warnings
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! collects every problem with its field path.
 
 use super::*;
+use crate::discovery::{glob, Perm, Source};
 
 const RESOURCE_KEYS: &[&str] = &[
     "resourceName",
@@ -14,11 +15,25 @@ const RESOURCE_KEYS: &[&str] = &[
     "requireMountPoint",
     "healthCheckInterval",
     "allowSensitivePath",
+    "usb",
+    "group",
+    "removeAfter",
 ];
 const HOST_PATH_KEYS: &[&str] = &["path", "type"];
 const VOLUME_MOUNT_KEYS: &[&str] = &["mountPath", "readOnly", "name"];
 /// Keys of a Kubernetes VolumeMount that a device plugin's Mount cannot carry.
 const VOLUME_MOUNT_UNSUPPORTED: &[&str] = &["subPath", "subPathExpr", "mountPropagation"];
+
+/// Where a USB resource's nodes live.
+pub(super) const USB_DIR: &str = "/dev/bus/usb";
+
+/// Which of the native forms a resource uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Path,
+    Usb,
+    Group,
+}
 
 pub(super) struct Validator {
     pub(super) file: String,
@@ -28,7 +43,7 @@ pub(super) struct Validator {
 }
 
 /// Joins a field path: `join("resources[0]", "hostPath")`.
-fn join(prefix: &str, key: &str) -> String {
+pub(super) fn join(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
         key.to_string()
     } else {
@@ -57,7 +72,7 @@ impl Validator {
         });
     }
 
-    fn warn(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, field: &str, message: impl Into<String>) {
         self.warnings.push(Problem {
             file: self.file.clone(),
             field: field.to_string(),
@@ -80,7 +95,9 @@ impl Validator {
             self.error("", "the config is empty: it needs `resourceName` and `hostPath`, or a `resources` list");
             return Vec::new();
         }
-        let resources = if map.contains_key("resources") {
+        let resources = if map.contains_key("devices") && !map.contains_key("resources") {
+            self.generic_document(&map)
+        } else if map.contains_key("resources") {
             let mixed: Vec<&str> = map
                 .keys()
                 .filter(|k| k.as_str() != "resources")
@@ -105,7 +122,7 @@ impl Validator {
     }
 
     /// Returns the mapping as string keys, reporting non-string keys.
-    fn mapping(&mut self, v: &Value, field: &str) -> Option<BTreeMap<String, Value>> {
+    pub(super) fn mapping(&mut self, v: &Value, field: &str) -> Option<BTreeMap<String, Value>> {
         let Value::Mapping(m) = v else {
             self.error(field, format!("expected a mapping, found {}", kind_of(v)));
             return None;
@@ -125,7 +142,7 @@ impl Validator {
         Some(out)
     }
 
-    fn unknown_key(&mut self, prefix: &str, key: &str, known: &[&str]) {
+    pub(super) fn unknown_key(&mut self, prefix: &str, key: &str, known: &[&str]) {
         let hint = match suggest(key, known) {
             Some(s) => format!("; did you mean `{s}`?"),
             None => format!("; known keys: {}", known.join(", ")),
@@ -133,7 +150,12 @@ impl Validator {
         self.error(&join(prefix, key), format!("unknown key{hint}"));
     }
 
-    fn check_keys(&mut self, map: &BTreeMap<String, Value>, prefix: &str, known: &[&str]) {
+    pub(super) fn check_keys(
+        &mut self,
+        map: &BTreeMap<String, Value>,
+        prefix: &str,
+        known: &[&str],
+    ) {
         for key in map.keys() {
             if !known.contains(&key.as_str()) {
                 self.unknown_key(prefix, key, known);
@@ -162,7 +184,7 @@ impl Validator {
         out
     }
 
-    fn string(&mut self, v: &Value, field: &str) -> Option<String> {
+    pub(super) fn string(&mut self, v: &Value, field: &str) -> Option<String> {
         match v {
             Value::String(s) => Some(s.clone()),
             other => {
@@ -175,7 +197,12 @@ impl Validator {
         }
     }
 
-    fn boolean(&mut self, map: &BTreeMap<String, Value>, key: &str, prefix: &str) -> bool {
+    pub(super) fn boolean(
+        &mut self,
+        map: &BTreeMap<String, Value>,
+        key: &str,
+        prefix: &str,
+    ) -> bool {
         match map.get(key) {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
@@ -219,9 +246,11 @@ impl Validator {
             self.socket_name(s, &socket_field);
         }
 
+        let dynamic = devices::is_dynamic(map);
         let num_field = join(prefix, "numDevices");
+        let default_num = if dynamic { 1 } else { DEFAULT_NUM_DEVICES };
         let num_devices = match map.get("numDevices") {
-            None | Some(Value::Null) => DEFAULT_NUM_DEVICES,
+            None | Some(Value::Null) => default_num,
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(n) if n >= 1 => n,
                 _ => {
@@ -229,7 +258,7 @@ impl Validator {
                         &num_field,
                         format!("must be a whole number of at least 1, found {n}"),
                     );
-                    DEFAULT_NUM_DEVICES
+                    default_num
                 }
             },
             Some(other) => {
@@ -237,7 +266,7 @@ impl Validator {
                     &num_field,
                     format!("expected a number, found {}", kind_of(other)),
                 );
-                DEFAULT_NUM_DEVICES
+                default_num
             }
         };
         let max = max_devices();
@@ -251,9 +280,41 @@ impl Validator {
                 ),
             );
         }
+        let allow_sensitive_path = self.boolean(map, "allowSensitivePath", prefix);
 
-        let (host_path, path_type) = self.host_path(map, prefix);
-        let (mount_path, read_only) = self.volume_mount(map, prefix, host_path.as_deref());
+        let source = if map.contains_key("usb") {
+            for key in ["hostPath", "volumeMount", "group"] {
+                if map.contains_key(key) {
+                    self.error(
+                        &join(prefix, key),
+                        "cannot be combined with `usb`: a USB device is handed out as its /dev/bus/usb node",
+                    );
+                }
+            }
+            Form::Usb
+        } else if map.contains_key("group") {
+            for key in ["hostPath", "volumeMount", "permissions"] {
+                if map.contains_key(key) {
+                    self.error(
+                        &join(prefix, key),
+                        "cannot be combined with `group`: give it on each member of the group",
+                    );
+                }
+            }
+            Form::Group
+        } else {
+            Form::Path
+        };
+        let (host_path, path_type) = match source {
+            Form::Path => self.host_path(map, prefix),
+            Form::Usb => (Some(USB_DIR.to_string()), Some(HostPathType::CharDevice)),
+            Form::Group => (None, Some(HostPathType::Unset)),
+        };
+        let (mount_path, read_only) = match source {
+            Form::Path => self.volume_mount(map, prefix, host_path.as_deref()),
+            _ => (host_path.clone(), false),
+        };
+        let pattern = source == Form::Path && host_path.as_deref().is_some_and(glob::has_glob);
 
         let perm_field = join(prefix, "permissions");
         let permissions = match map.get("permissions") {
@@ -268,7 +329,7 @@ impl Validator {
                 let p = self.string(v, &perm_field).unwrap_or_default();
                 if !p.is_empty() {
                     if let Some(t) = path_type {
-                        if !t.is_device() {
+                        if !t.is_device() && !(pattern && t == HostPathType::Unset) {
                             self.error(
                                 &perm_field,
                                 format!(
@@ -288,7 +349,6 @@ impl Validator {
 
         let envs = self.envs(map, prefix);
         let require_mount_point = self.boolean(map, "requireMountPoint", prefix);
-        let allow_sensitive_path = self.boolean(map, "allowSensitivePath", prefix);
 
         let interval_field = join(prefix, "healthCheckInterval");
         let health_check_interval = match map.get("healthCheckInterval") {
@@ -308,17 +368,72 @@ impl Validator {
                 }
             },
         };
+        let remove_after = self.remove_after(map, prefix, dynamic);
+        let count = u32::try_from(num_devices).unwrap_or(1);
 
-        if let Some(path) = &host_path {
-            if !allow_sensitive_path {
-                if let Some(rule) = sensitive_rule(path) {
-                    self.error(
+        let mut host_path = host_path;
+        let discovery = match source {
+            Form::Usb => {
+                let selectors = self.usb_selectors(&map["usb"], &join(prefix, "usb"), false);
+                Some(devices::single(
+                    Source::Usb {
+                        selectors,
+                        permissions: Perm::from_letters(&permissions),
+                    },
+                    count,
+                    remove_after,
+                ))
+            }
+            Form::Group => {
+                let rules =
+                    self.group_rules(&map["group"], &join(prefix, "group"), allow_sensitive_path);
+                host_path = rules.first().map(|r| r.pattern.clone());
+                Some(devices::single(Source::Paths(rules), count, remove_after))
+            }
+            Form::Path if pattern => {
+                let path = host_path.clone().unwrap_or_default();
+                let kind = path_type.and_then(devices::match_kind);
+                if kind.is_none() {
+                    if let Some(t) = path_type {
+                        self.error(
+                            &join(prefix, "hostPath.type"),
+                            format!(
+                                "{} cannot be used with a pattern: nothing is created for a pattern",
+                                t.as_str()
+                            ),
+                        );
+                    }
+                }
+                let mp = mount_path.clone().filter(|m| *m != path);
+                kind.and_then(|kind| {
+                    self.path_rule(
                         &join(prefix, "hostPath.path"),
-                        format!(
-                            "{path} is a sensitive host path ({rule}); set `allowSensitivePath: true` \
-                             on this resource if you really mean to hand it to pods"
-                        ),
-                    );
+                        &path,
+                        kind,
+                        mp,
+                        read_only,
+                        Perm::from_letters(&permissions),
+                        1,
+                        allow_sensitive_path,
+                    )
+                })
+                .map(|rule| devices::single(Source::Paths(vec![rule]), count, remove_after))
+            }
+            Form::Path => None,
+        };
+
+        if source == Form::Path && !pattern {
+            if let Some(path) = &host_path {
+                if !allow_sensitive_path {
+                    if let Some(rule) = sensitive_rule(path) {
+                        self.error(
+                            &join(prefix, "hostPath.path"),
+                            format!(
+                                "{path} is a sensitive host path ({rule}); set `allowSensitivePath: true` \
+                                 on this resource if you really mean to hand it to pods"
+                            ),
+                        );
+                    }
                 }
             }
         }
@@ -326,6 +441,11 @@ impl Validator {
         if self.errors.len() > errors_before {
             return None;
         }
+        let mount_path = if source == Form::Group {
+            host_path.clone()
+        } else {
+            mount_path
+        };
         let r = Resource {
             resource_name: resource_name?,
             socket_name: socket_name?,
@@ -339,7 +459,13 @@ impl Validator {
             require_mount_point,
             health_check_interval,
             allow_sensitive_path,
+            discovery,
         };
+        self.answer_fits(r, prefix)
+    }
+
+    /// The fixed Allocate answer must fit the kubelet's message limit.
+    pub(super) fn answer_fits(&mut self, r: Resource, prefix: &str) -> Option<Resource> {
         let bytes = crate::alloc::largest_answer_bytes(&r);
         if bytes > MAX_MESSAGE_BYTES {
             self.error(
@@ -354,7 +480,7 @@ impl Validator {
         Some(r)
     }
 
-    fn socket_name(&mut self, s: &str, field: &str) {
+    pub(super) fn socket_name(&mut self, s: &str, field: &str) {
         if let Err(msg) = validate_socket_name(s) {
             self.error(field, msg);
             return;
@@ -376,7 +502,7 @@ impl Validator {
         }
     }
 
-    fn host_path(
+    pub(super) fn host_path(
         &mut self,
         map: &BTreeMap<String, Value>,
         prefix: &str,
@@ -428,7 +554,7 @@ impl Validator {
         (path, path_type)
     }
 
-    fn volume_mount(
+    pub(super) fn volume_mount(
         &mut self,
         map: &BTreeMap<String, Value>,
         prefix: &str,
@@ -512,7 +638,7 @@ impl Validator {
     }
 
     /// Normalises an absolute path, recording an error or a warning.
-    fn abs_path(&mut self, p: &str, field: &str) -> Option<String> {
+    pub(super) fn abs_path(&mut self, p: &str, field: &str) -> Option<String> {
         match normalize_path(p) {
             Ok(n) => {
                 if n != p {

@@ -83,6 +83,38 @@ fn load_config(opts: &Options) -> Result<config::Loaded, Failure> {
 /// # Errors
 ///
 /// A [`Failure`] carrying what went wrong and the exit code.
+/// `check` on a resource whose devices come and go: what a scan finds
+/// now under the host root, as the daemon would list it.
+fn print_matches(
+    r: &config::Resource,
+    d: &crate::discovery::Discovery,
+    host_root: &std::path::Path,
+) {
+    const SHOWN: usize = 20;
+    let scan = crate::discovery::scan(
+        host_root,
+        d,
+        r.allow_sensitive_path,
+        r.require_mount_point,
+        &mut |_| {},
+    );
+    println!("  found now:   {}", scan.devices.len());
+    for (id, grants) in scan.devices.iter().take(SHOWN) {
+        let paths: Vec<&str> = grants.iter().map(|g| &*g.host).collect();
+        if paths.len() == 1 && paths[0] == id {
+            println!("    {id}");
+        } else {
+            println!("    {id}: {}", paths.join(", "));
+        }
+    }
+    if scan.devices.len() > SHOWN {
+        println!("    … and {} more", scan.devices.len() - SHOWN);
+    }
+    for p in &scan.problems {
+        println!("  note:        {p}");
+    }
+}
+
 pub fn run_command(opts: &Options) -> Result<(), Failure> {
     match opts.command {
         Command::Help => {
@@ -105,6 +137,9 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             );
             for r in &config.resources {
                 println!("\n{r}");
+                if let Some(d) = &r.discovery {
+                    print_matches(r, d, &opts.host_root);
+                }
             }
             Ok(())
         }

@@ -329,7 +329,8 @@ impl Validator {
                 let p = self.string(v, &perm_field).unwrap_or_default();
                 if !p.is_empty() {
                     if let Some(t) = path_type {
-                        if !t.is_device() && !(pattern && t == HostPathType::Unset) {
+                        let fits = t.is_device() || (pattern && t == HostPathType::Unset);
+                        if !fits {
                             self.error(
                                 &perm_field,
                                 format!(

@@ -3,6 +3,7 @@
 
 mod cli;
 mod corpus;
+mod devices;
 mod harness;
 mod health;
 mod hostile;

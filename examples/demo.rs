@@ -4,7 +4,8 @@
 //! the real daemon binary with a demo config whose host path is a temporary
 //! directory, then shows registration, the device list, health flipping when
 //! the path is removed and restored, one Allocate answer, a kubelet restart
-//! survived, and a clean stop. `MODE=plugin-watcher` registers through the
+//! survived, then a reload adding a pattern resource whose devices are
+//! plugged, unplugged and re-plugged, and a clean stop. `MODE=plugin-watcher` registers through the
 //! kubelet's plugins registry instead of kubelet.sock.
 
 mod common;
@@ -17,6 +18,7 @@ use std::{env, fs, process};
 use k8s_hostpath_device_plugin::sim::SimKubelet;
 
 const RESOURCE: &str = "hostpath-device.k8s.io/sample";
+const SERIAL: &str = "example.com/serial";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn say(msg: &str) {
@@ -38,6 +40,113 @@ impl Drop for Cleanup {
         }
         let _ = fs::remove_dir_all(&self.0);
     }
+}
+
+/// Plugs a "serial adapter": a character device node where the process may
+/// make one (root), else a regular file (the pattern accepts any kind).
+fn plug(path: &std::path::Path, minor: u32) {
+    let c = std::ffi::CString::new(path.to_str().unwrap_or_default()).unwrap_or_default();
+    // SAFETY: a valid path; the result is checked.
+    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(188, minor)) };
+    if rc != 0 {
+        fs::write(path, b"").unwrap_or_else(|e| fail(&e.to_string()));
+    }
+}
+
+/// Waits until the kubelet's list of SERIAL is `want` (IDs, all of `health`).
+fn wait_serial(kubelet: &SimKubelet, want: &[(String, &str)]) -> Duration {
+    let t = Instant::now();
+    kubelet
+        .wait_for(WAIT, |r| {
+            let mut got = r.devices.get(SERIAL)?.clone();
+            got.sort();
+            let ok = got.len() == want.len()
+                && got.iter().zip(want).all(|(g, w)| g.0 == w.0 && g.1 == w.1);
+            ok.then_some(())
+        })
+        .unwrap_or_else(|| fail(&format!("{SERIAL} never listed {want:?}")));
+    t.elapsed()
+}
+
+fn devices_that_come_and_go(
+    kubelet: &SimKubelet,
+    root: &std::path::Path,
+    config: &std::path::Path,
+    first: &str,
+) {
+    let dev = root.join("dev");
+    fs::create_dir_all(&dev).unwrap_or_else(|e| fail(&e.to_string()));
+    let pattern = dev.join("ttyUSB*");
+    let mut text = String::from("resources:\n- ");
+    text.push_str(&first.trim_end().replace('\n', "\n  "));
+    text.push_str(&format!(
+        "\n- resourceName: {SERIAL}\n  hostPath: {{path: '{}'}}\n  removeAfter: 2s\n",
+        pattern.display()
+    ));
+    say("Devices that come and go: the config gains a pattern resource, each match one device:");
+    print!("{text}");
+    let tmp = config.with_extension("new");
+    fs::write(&tmp, &text).unwrap_or_else(|e| fail(&e.to_string()));
+    fs::rename(&tmp, config).unwrap_or_else(|e| fail(&e.to_string()));
+    let t = wait_serial(kubelet, &[]);
+    println!(
+        "    after {t:?} the reload registered {SERIAL}, with no devices yet: nothing is plugged"
+    );
+
+    let id = |n: u32| dev.join(format!("ttyUSB{n}")).display().to_string();
+    say(&format!("Plugging a serial adapter: {} appears ...", id(0)));
+    plug(&dev.join("ttyUSB0"), 0);
+    let t = wait_serial(kubelet, &[(id(0), "Healthy")]);
+    println!(
+        "    after {t:?} the kubelet lists device {} Healthy (inotify, no polling)",
+        id(0)
+    );
+    say(&format!("Plugging a second one: {} ...", id(1)));
+    plug(&dev.join("ttyUSB1"), 1);
+    let t = wait_serial(kubelet, &[(id(0), "Healthy"), (id(1), "Healthy")]);
+    println!("    after {t:?} both are listed; each ID is the matched path, so it never changes");
+    let resp = kubelet
+        .allocate(SERIAL, &[&[id(1).as_str()]])
+        .unwrap_or_else(|e| fail(&format!("Allocate: {e}")));
+    let c = &resp.container_responses[0];
+    for d in &c.devices {
+        println!(
+            "    Allocate([\"{}\"]): device node {} -> {}, permissions {}",
+            id(1),
+            d.host_path,
+            d.container_path,
+            d.permissions
+        );
+    }
+    for m in &c.mounts {
+        println!(
+            "    Allocate([\"{}\"]): mount {} -> {} (not a device node here: the demo is not root)",
+            id(1),
+            m.host_path,
+            m.container_path
+        );
+    }
+
+    say(&format!("Unplugging {} ...", id(0)));
+    fs::remove_file(dev.join("ttyUSB0")).unwrap_or_else(|e| fail(&e.to_string()));
+    let t = wait_serial(kubelet, &[(id(0), "Unhealthy"), (id(1), "Healthy")]);
+    println!(
+        "    after {t:?} it is Unhealthy: no new pod gets it; it stays listed for removeAfter (2s here, 1m by default)"
+    );
+    match kubelet.allocate(SERIAL, &[&[id(0).as_str()]]) {
+        Err(e) => println!("    an Allocate for it now is refused: {e}"),
+        Ok(_) => fail("a vanished device was allocated"),
+    }
+    let t = wait_serial(kubelet, &[(id(1), "Healthy")]);
+    println!("    after another {t:?} it has left the list");
+
+    say(&format!("Plugging {} back in ...", id(0)));
+    plug(&dev.join("ttyUSB0"), 0);
+    let t = wait_serial(kubelet, &[(id(0), "Healthy"), (id(1), "Healthy")]);
+    println!(
+        "    after {t:?} it is listed again under the same ID, {}",
+        id(0)
+    );
 }
 
 fn main() {
@@ -227,6 +336,8 @@ fn main() {
         resp.container_responses[0].mounts[0].host_path,
         resp.container_responses[0].mounts[0].container_path
     );
+
+    devices_that_come_and_go(&kubelet, &root, &config, &config_text);
 
     say("Sending SIGTERM to the daemon ...");
     // SAFETY: kill(2) on our own child's pid.

@@ -96,7 +96,7 @@ impl std::fmt::Display for Refusal {
                 if *total > shown.len() {
                     write!(f, ", and {} more", total - shown.len())?;
                 }
-                write!(f, " ({present} devices are present now)")
+                write!(f, " (devices present now: {present})")
             }
             Refusal::TooLarge { resource, bytes } => write!(
                 f,

@@ -399,3 +399,65 @@ devices:
     assert!(text.contains("/dev/ttyACM3"), "{text}");
     assert!(text.contains("found now:   10"), "{text}");
 }
+
+#[test]
+fn a_list_over_4_mib_sends_what_fits_by_id_and_says_so_once() {
+    let dir = TestDir::new();
+    let (r, args) = root(&dir);
+    mknod(&r.join("dev/fuse"), 10, 229);
+    // 200,000 slots of one match: IDs `/dev/fuse#N` make over 4 MiB.
+    let config = "resources:\n- resourceName: example.com/fuse\n  hostPath: {path: '/dev/fus[e]'}\n  numDevices: 200000\n  healthCheckInterval: 1h\n";
+    let k = SimKubelet::start(&dir.dp()).unwrap();
+    let d = start(&dir, config, &args);
+    let n = k
+        .wait_for(WAIT, |rec| {
+            rec.devices.get("example.com/fuse").map(Vec::len)
+        })
+        .unwrap_or_else(|| panic!("no list\n{}", d.log()));
+    assert!(n > 100_000 && n < 200_000, "{n}");
+    let list = k.recorded().devices["example.com/fuse"].clone();
+    assert!(list.windows(2).all(|w| w[0].0 < w[1].0), "ordered by ID");
+    d.wait_log("do not fit one ListAndWatch message");
+    // A change resends the cut list without saying it again (fewer fit:
+    // "Unhealthy" is the longer word).
+    fs::remove_file(r.join("dev/fuse")).unwrap();
+    assert!(k
+        .wait_for(WAIT, |rec| {
+            let l = rec.devices.get("example.com/fuse")?;
+            (l.len() < n && l.len() > 100_000 && l.iter().all(|(_, h)| h == "Unhealthy"))
+                .then_some(())
+        })
+        .is_some());
+    assert_eq!(d.log().matches("do not fit").count(), 1, "{}", d.log());
+}
+
+#[test]
+fn a_hung_filesystem_under_one_pattern_holds_up_no_other() {
+    let dir = TestDir::new();
+    let (r, args) = root(&dir);
+    let Some(hung) = crate::safety::HungMount::new(&r.join("mnt/nfs")) else {
+        println!("SKIP: cannot mount FUSE here");
+        return;
+    };
+    let config = format!(
+        "{}- resourceName: example.com/nfs\n  hostPath: {{path: '/mnt/nfs/*'}}\n  healthCheckInterval: 100ms\n",
+        serial_config("")
+    );
+    let k = SimKubelet::start(&dir.dp()).unwrap();
+    let mut d = start(&dir, &config, &args);
+    wait_list(&k, &d, SERIAL, &[]);
+    mknod(&r.join("dev/ttyUSB0"), 188, 0);
+    wait_list(&k, &d, SERIAL, &[("/dev/ttyUSB0", "Healthy")]);
+    d.wait_log("has not returned");
+    fs::remove_file(r.join("dev/ttyUSB0")).unwrap();
+    wait_list(&k, &d, SERIAL, &[("/dev/ttyUSB0", "Unhealthy")]);
+    d.signal(libc::SIGTERM);
+    let t = std::time::Instant::now();
+    assert!(d.wait_exit(WAIT).success());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(hung);
+}

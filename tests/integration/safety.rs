@@ -227,13 +227,13 @@ fn stuck_listener(path: &Path) -> (UnixListener, Vec<OwnedFd>) {
 /// A FUSE mount whose server never answers: every `stat` below it waits
 /// (killably) as on a hard NFS mount whose server is gone. Unmounting and
 /// closing the device aborts the connection, and the waiters get ENOTCONN.
-struct HungMount {
+pub struct HungMount {
     dir: PathBuf,
     _fd: OwnedFd,
 }
 
 impl HungMount {
-    fn new(dir: &Path) -> Option<HungMount> {
+    pub fn new(dir: &Path) -> Option<HungMount> {
         fs::create_dir_all(dir).unwrap();
         // SAFETY: open(2) of the FUSE device; checked.
         let fd = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };

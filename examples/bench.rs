@@ -4,7 +4,8 @@
 //! kubelet over real Unix sockets, repeats each figure, prints a table with
 //! median and worst, and writes `target/bench.json`. Figures are printed,
 //! never asserted. `BENCH_IDLE_SECS` (default 60) sets the idle-CPU window;
-//! `BENCH_RESTARTS` (default 1000) the kubelet restarts.
+//! `BENCH_RESTARTS` (default 1000) the kubelet restarts. `BENCH_ONLY=devices`
+//! runs only the figures of devices that come and go.
 
 mod common;
 
@@ -70,11 +71,15 @@ impl Scratch {
         p
     }
     fn spawn(&self, config: &Path) -> Child {
+        self.spawn_with(config, &[])
+    }
+    fn spawn_with(&self, config: &Path, args: &[&str]) -> Child {
         Command::new(common::daemon_binary().expect("daemon binary"))
             .arg("--config")
             .arg(config)
             .arg("--device-plugin-dir")
             .arg(self.dp())
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -241,9 +246,137 @@ fn client(socket: &Path) -> DevicePluginClient {
     )
 }
 
+/// A pattern resource over `/dev/tty*` with a long interval (inotify
+/// only) and `removeAfter: 0s`; the daemon runs with a host root whose
+/// `dev` is a scratch directory, so IDs are as long as on a node.
+fn pattern_config(s: &Scratch) -> PathBuf {
+    let text = "resources:\n- resourceName: example.com/p\n  hostPath: {path: '/dev/tty*'}\n  healthCheckInterval: 1h\n  removeAfter: 0s\n";
+    let p = s.0.join("config.yaml");
+    fs::write(&p, text).unwrap();
+    p
+}
+
+fn spawn_rooted(s: &Scratch, root: &Path) -> Stop {
+    let cfg = pattern_config(s);
+    Stop(s.spawn_with(&cfg, &["--host-root", root.to_str().unwrap()]))
+}
+
+/// Devices that come and go (issue 11): the first list of 10,000 matches,
+/// a burst of 100 new ones, single plugs, and the memory 10,000 take.
+fn come_and_go(t: &mut Table) {
+    const N: usize = 10_000;
+    let name = "example.com/p";
+    let s = Scratch::new("g");
+    let many = s.0.join("many");
+    fs::create_dir_all(many.join("dev")).unwrap();
+    for i in 0..N {
+        fs::write(many.join(format!("dev/tty{i:05}")), b"").unwrap();
+    }
+    let mut first = Vec::new();
+    for _ in 0..10 {
+        let k = SimKubelet::start(&s.dp()).unwrap();
+        let child = spawn_rooted(&s, &many);
+        let rec = k
+            .wait_for(WAIT, |r| {
+                r.counts(name).filter(|c| c.1 == N).map(|_| r.clone())
+            })
+            .expect("10k list");
+        first.push(rec.first_list_at[name] - rec.registered_at[0]);
+        drop(child);
+        drop(k);
+        let _ = fs::remove_file(s.dp().join("example.com-p.sock"));
+    }
+    t.times(
+        "10,000 matches in one directory: Register → first list",
+        "≤ 50 ms",
+        Some(Duration::from_millis(50)),
+        first,
+        false,
+    );
+
+    // Bursts, plugs and memory on one daemon watching an empty directory.
+    let root = s.0.join("plug");
+    let dir = root.join("dev");
+    fs::create_dir_all(&dir).unwrap();
+    let k = SimKubelet::start(&s.dp()).unwrap();
+    let d = spawn_rooted(&s, &root);
+    let pid = d.0.id();
+    k.wait_for(WAIT, |r| r.counts(name).filter(|c| c.1 == 0))
+        .expect("empty list");
+    let wait_total = |n: usize| {
+        k.wait_for(WAIT, |r| {
+            r.counts(name)
+                .filter(|c| c.0 == n && c.1 == n)
+                .map(|_| r.last_list_at[name])
+        })
+        .expect("list")
+    };
+    let mut plugs = Vec::new();
+    for i in 0..200 {
+        let p = dir.join(format!("tty{i}"));
+        let t0 = Instant::now();
+        fs::write(&p, b"").unwrap();
+        plugs.push(wait_total(1) - t0);
+        fs::remove_file(&p).unwrap();
+        wait_total(0);
+    }
+    t.times(
+        "one plug → the kubelet lists it",
+        "≤ 100 ms",
+        Some(Duration::from_millis(100)),
+        plugs,
+        false,
+    );
+    let mut bursts = Vec::new();
+    for round in 0..20 {
+        let mut last = Instant::now();
+        for i in 0..100 {
+            fs::write(dir.join(format!("tty{round}-{i}")), b"").unwrap();
+            last = Instant::now();
+        }
+        bursts.push(wait_total(100).saturating_duration_since(last));
+        for i in 0..100 {
+            fs::remove_file(dir.join(format!("tty{round}-{i}"))).unwrap();
+        }
+        wait_total(0);
+    }
+    t.times(
+        "burst of 100 new matches: last created → all 100 listed",
+        "≤ 100 ms",
+        Some(Duration::from_millis(100)),
+        bursts,
+        false,
+    );
+    thread::sleep(Duration::from_secs(1));
+    let idle = proc_status(pid, "VmRSS:");
+    for i in 0..N {
+        fs::write(dir.join(format!("tty{i:05}")), b"").unwrap();
+    }
+    wait_total(N);
+    thread::sleep(Duration::from_secs(1));
+    let full = proc_status(pid, "VmRSS:");
+    let delta = full.saturating_sub(idle);
+    t.value(
+        "RSS with 10,000 devices listed, above the same daemon idle",
+        "≤ 2 MB",
+        format!(
+            "+{:.2} MB ({:.1} → {:.1} MB)",
+            delta as f64 / 1024.0,
+            idle as f64 / 1024.0,
+            full as f64 / 1024.0
+        ),
+        Some(delta <= 2 * 1024),
+    );
+}
+
 fn main() {
     let bin = common::daemon_binary().expect("daemon binary");
     let mut t = Table::default();
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("devices") {
+        come_and_go(&mut t);
+        t.print();
+        return;
+    }
     println!(
         "benchmarking {} ({} bytes)",
         bin.display(),
@@ -531,6 +664,8 @@ fn main() {
             true,
         );
     }
+
+    come_and_go(&mut t);
 
     let size = fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
     t.value(

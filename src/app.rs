@@ -83,6 +83,20 @@ fn load_config(opts: &Options) -> Result<config::Loaded, Failure> {
 /// # Errors
 ///
 /// A [`Failure`] carrying what went wrong and the exit code.
+/// At most two malloc arenas: glibc's default (8 per core) lets each of
+/// the daemon's threads keep its own freed memory, and the resident size
+/// is what counts on an edge node (`make bench`: 10,000 devices listed
+/// varied between +1.7 and +3.0 MB above idle with the default, +1.7 to
+/// +1.9 MB with two arenas, before the device set's compact layout).
+fn limit_heap_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before the daemon's
+    // threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// `check` on a resource whose devices come and go: what a scan finds
 /// now under the host root, as the daemon would list it.
 fn print_matches(
@@ -163,6 +177,7 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
                 }
                 Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
             }
+            limit_heap_arenas();
             // gRPC creates sockets with the process umask: 0177 makes them
             // 0600 from the first instant. Files created on purpose (OrCreate
             // paths) get explicit modes.

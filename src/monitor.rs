@@ -526,7 +526,12 @@ fn scan(
         }
     }
     drop(inner);
-    state.merge_scan(found, Instant::now()).next_removal
+    let big = found.devices.len() >= crate::util::TRIM_AFTER;
+    let due = state.merge_scan(found, Instant::now()).next_removal;
+    if big {
+        crate::util::trim_heap();
+    }
+    due
 }
 
 /// Watches a host path and its ancestors up to the nearest existing one,

@@ -410,6 +410,9 @@ impl DevicePlugin for DevicePluginService {
                         }
                         log::debug!("{name}: ListAndWatch sent {n} devices (version {version})");
                         last_sent = version;
+                        if n >= crate::util::TRIM_AFTER {
+                            crate::util::trim_heap();
+                        }
                     }
                     Step::Wait => {
                         if rx.next().await.is_none() {

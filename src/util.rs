@@ -280,3 +280,17 @@ mod tests {
         assert!(!pipe.drain());
     }
 }
+
+/// Lists and scans this large hand their temporary memory back to the
+/// system afterwards: on an edge node the resident size is what counts,
+/// and glibc otherwise keeps the freed memory of each thread's arena.
+pub const TRIM_AFTER: usize = 1000;
+
+/// Returns free heap pages to the kernel (glibc's `malloc_trim`).
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -215,6 +215,20 @@ pub fn poll_events(fds: &[(RawFd, i16)], timeout: Option<Duration>) -> io::Resul
     Ok(pfds.iter().map(|p| p.revents).collect())
 }
 
+/// Lists and scans this large hand their temporary memory back to the
+/// system afterwards: on an edge node the resident size is what counts,
+/// and glibc otherwise keeps the freed memory of each thread's arena.
+pub const TRIM_AFTER: usize = 1000;
+
+/// Returns free heap pages to the kernel (glibc's `malloc_trim`).
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,19 +292,5 @@ mod tests {
         );
         assert!(pipe.drain());
         assert!(!pipe.drain());
-    }
-}
-
-/// Lists and scans this large hand their temporary memory back to the
-/// system afterwards: on an edge node the resident size is what counts,
-/// and glibc otherwise keeps the freed memory of each thread's arena.
-pub const TRIM_AFTER: usize = 1000;
-
-/// Returns free heap pages to the kernel (glibc's `malloc_trim`).
-pub fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

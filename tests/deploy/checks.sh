@@ -38,6 +38,8 @@ check "admission policy in sync with deploy/config.yaml (make policy)" \
 check "policy CEL, sample config (cel-python)" "$PY" tests/policy/test_policy.py deploy/policy/policy.yaml sample
 "$GEN" tests/policy/multi-config.yaml > target/multi-policy.yaml
 check "policy CEL, three served paths (cel-python)" "$PY" tests/policy/test_policy.py target/multi-policy.yaml multi
+"$GEN" tests/policy/devices-config.yaml > target/devices-policy.yaml
+check "policy CEL, patterns, a group and USB ids (cel-python)" "$PY" tests/policy/test_policy.py target/devices-policy.yaml devices
 check "deploy/config.yaml is a valid config" "$BIN" check --config deploy/config.yaml
 
 if ! command -v kubectl > /dev/null 2>&1; then

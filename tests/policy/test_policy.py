@@ -35,6 +35,20 @@ CASES = {
             "/mnt/a.b/c": "example.com/dotted",
         },
     },
+    # tests/policy/devices-config.yaml: every current and future match.
+    "devices": {
+        "allowed": [None, ["/dev/ttyACM0"], ["/dev"], ["/dev/snd"], ["/dev/snd/controlC0"],
+                    ["/dev/snd/pcmC10D0c"], ["/dev/bus/usb"], ["/dev/bus/usb/001"], ["/dev/ttyUS"]],
+        "denied": {
+            "/dev/ttyUSB0": "example.com/serial",
+            "/dev/ttyUSB12": "example.com/serial",
+            "//dev/./ttyUSB3": "example.com/serial",
+            "/dev/ttyUSB": "example.com/serial",
+            "/dev/snd/pcmC3D0c": "example.com/capture",
+            "/dev/snd/seq": "example.com/capture",
+            "/dev/bus/usb/001/004": "example.com/coral",
+        },
+    },
 }
 
 

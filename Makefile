@@ -144,7 +144,7 @@ FUZZ_SECS ?= 60
 fuzz:
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
-	for t in config allocate preferred; do \
+	for t in config allocate preferred glob; do \
 		mkdir -p target/fuzz-corpus/$$t; \
 		env -u RUSTFLAGS -u PKG_CONFIG_LIBDIR cargo +nightly fuzz run $$t target/fuzz-corpus/$$t fuzz/corpus/$$t \
 			-- -max_total_time=$(FUZZ_SECS) || exit 1; \

@@ -85,6 +85,33 @@ fn resource(selector: u8) -> Resource {
     }
 }
 
+/// A glob component and a name, split at the first NUL: compiling never
+/// panics, a component without glob characters or escapes is a literal of
+/// itself, matching and the RE2 translation never panic, and a literal
+/// matches exactly itself.
+pub fn glob(data: &[u8]) {
+    use crate::discovery::glob::{component, has_glob, Component};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (pat, name) = text.split_once('\0').unwrap_or((text, ""));
+    let Ok(c) = component(pat) else {
+        assert!(pat.contains('[') || pat.ends_with('\\'));
+        return;
+    };
+    if !has_glob(pat) && !pat.contains('\\') {
+        assert_eq!(c, Component::Literal(pat.to_string()));
+    }
+    let m = c.matches(name);
+    if let Component::Literal(l) = &c {
+        assert_eq!(m, l == name);
+    }
+    if pat == "*" {
+        assert!(m);
+    }
+    let _ = c.to_regex();
+}
+
 /// An Allocate request as the kubelet (or anyone) could send it: one
 /// answer per container, or a bounded INVALID_ARGUMENT message.
 pub fn allocate(data: &[u8]) {

@@ -37,3 +37,8 @@ fn allocate_corpus() {
 fn preferred_corpus() {
     replay("preferred", k8s_hostpath_device_plugin::fuzzing::preferred);
 }
+
+#[test]
+fn glob_corpus() {
+    replay("glob", k8s_hostpath_device_plugin::fuzzing::glob);
+}

@@ -112,7 +112,7 @@ fn print_matches(
         r.require_mount_point,
         &mut |_| {},
     );
-    println!("  found now:   {}", scan.devices.len());
+    println!("  found now:    {}", scan.devices.len());
     for (id, grants) in scan.devices.iter().take(SHOWN) {
         let paths: Vec<&str> = grants.iter().map(|g| &*g.host).collect();
         if paths.len() == 1 && paths[0] == id {
@@ -125,7 +125,7 @@ fn print_matches(
         println!("    … and {} more", scan.devices.len() - SHOWN);
     }
     for p in &scan.problems {
-        println!("  note:        {p}");
+        println!("  note:         {p}");
     }
 }
 

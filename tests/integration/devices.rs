@@ -395,9 +395,9 @@ devices:
     assert!(out.status.success(), "{text}");
     assert!(text.contains("squat.ai/serial"), "{text}");
     assert!(text.contains("/dev/ttyACM*"), "{text}");
-    assert!(text.contains("found now:   2"), "{text}");
+    assert!(text.contains("found now:    2"), "{text}");
     assert!(text.contains("/dev/ttyACM3"), "{text}");
-    assert!(text.contains("found now:   10"), "{text}");
+    assert!(text.contains("found now:    10"), "{text}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ IMAGES=e2e.local/hostpath
 PAUSE=$IMAGES:pause BUSYBOX=$IMAGES:busybox
 R=hostpath-device.k8s.io/sample
 DEV=hostpath-device.k8s.io/chardev
+GLOB=e2e.local/serial
 pass=0
 # run.sh stops whatever is left in this namespace, by this identity.
 readlink /proc/self/ns/mnt >"$work/mntns"
@@ -62,7 +63,7 @@ reader_health_is() { [ "$(podstatus reader health)" = "$1" ]; }
 refused() { case "$(podstatus refused)" in Failed\ *) return 0 ;; *) return 1 ;; esac; }
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
 fail() { echo "FAIL $*" >&2; exit 1; }
-allocatable() { "$bin/podres" -resource "$R" -want "$1" -timeout "${2:-30s}"; }
+allocatable() { "$bin/podres" -resource "${3:-$R}" -want "$1" -timeout "${2:-30s}"; }
 now_ms() { date +%s%3N; }
 
 cat >"$work/containerd.toml" <<T
@@ -123,6 +124,9 @@ resources:
   hostPath: {path: $work/dev/e2e-null, type: CharDevice}
   volumeMount: {mountPath: /dev/e2e-null}
   permissions: rw
+- resourceName: $GLOB
+  hostPath: {path: '$work/dev/ttyE2E*', type: CharDevice}
+  healthCheckInterval: 1h
 T
 mkdir -p "$work/out"
 # pod NAME [RESOURCE SCRIPT]: a static pod asking for one device of
@@ -244,6 +248,44 @@ held=$(wc -l <"$work/held")
 distinct=$(awk '{print $4}' "$work/held" | sort -u | wc -l)
 [ "$held" = 22 ] && [ "$distinct" = 22 ] || fail "pod-resources: $held containers hold $distinct distinct devices, expected 22 and 22"
 ok "pod-resources: 22 containers hold 22 distinct devices (no double booking)"
+
+# 10. Devices that come and go under the real kubelet: a pattern resource's
+#     device plugged (a node made with mknod: the kernel's null device at a
+#     path of ours), handed to a pod as a device node, unplugged (Unhealthy
+#     in the pod's status), plugged back under the same ID. The resource has
+#     a one-hour rescan interval: every change here came through inotify.
+allocatable 0 30s "$GLOB" >/dev/null
+t0=$(now_ms)
+mknod -m 0666 "$work/dev/ttyE2E0" c 1 3
+allocatable 1 30s "$GLOB" >/dev/null
+ok "pattern resource: a node plugged → allocatable in the kubelet: $(( $(now_ms) - t0 )) ms"
+t0=$(now_ms)
+pod serial "$GLOB" "test -c $work/dev/ttyE2E0 && echo written > $work/dev/ttyE2E0 && echo yes > /out/serial"
+wait_for "the serial pod to write to its device" test -s "$work/out/serial"
+ok "the plugged device reached a pod at its own path and took a write: manifest → written in $(( $(now_ms) - t0 )) ms"
+id=$("$bin/podres" -list | awk -v r="$GLOB" '$3 == r {print $4}')
+[ "$id" = "$work/dev/ttyE2E0" ] || fail "pod-resources shows the serial pod holding '$id', not $work/dev/ttyE2E0"
+ok "pod-resources: the pod holds device $id (its ID is the matched path)"
+mknod -m 0666 "$work/dev/ttyE2E1" c 1 3
+allocatable 2 30s "$GLOB" >/dev/null
+ok "a second node plugged → 2 allocatable"
+t0=$(now_ms)
+rm "$work/dev/ttyE2E0"
+allocatable 1 30s "$GLOB" >/dev/null
+ok "the held device unplugged → 1 allocatable: $(( $(now_ms) - t0 )) ms"
+serial_health_is() { [ "$(podstatus serial health)" = "$1" ]; }
+wait_for "the serial pod's status to show its device Unhealthy" serial_health_is Unhealthy
+ok "the serial pod's allocatedResourcesStatus says Unhealthy: $(( $(now_ms) - t0 )) ms; the pod is $(podstatus serial)"
+t0=$(now_ms)
+mknod -m 0666 "$work/dev/ttyE2E0" c 1 3
+allocatable 2 30s "$GLOB" >/dev/null
+wait_for "the serial pod's status to show its device Healthy" serial_health_is Healthy
+ok "plugged back → 2 allocatable and the pod's device Healthy under the same ID: $(( $(now_ms) - t0 )) ms"
+[ "$("$bin/podres" -list | awk -v r="$GLOB" '$3 == r {print $4}')" = "$work/dev/ttyE2E0" ] || fail "the serial pod's device ID changed"
+grep -q "$GLOB: vanished: $work/dev/ttyE2E0" "$work/daemon.log" && grep -q "$GLOB: back: $work/dev/ttyE2E0" "$work/daemon.log" \
+  || fail "the daemon's log lacks the vanished/back lines"
+ok "the daemon logged the device vanished and back"
+rm -f "$work/manifests/serial.yaml"
 
 # 6. Plugin-watcher registration: the kubelet finds our socket in its
 #    plugins registry, and deregisters it when SIGTERM removes it.

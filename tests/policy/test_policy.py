@@ -1,55 +1,19 @@
 """Checks deploy/policy's CEL with an independent CEL implementation (cel-python).
 
 Usage: test_policy.py POLICY_YAML CASES_NAME
-Evaluates the policy's variables and validations against pods that must be
+Reads the cases from cases.yaml beside it (shared with the real API
+server's check). Evaluates the policy's variables and validations against pods that must be
 allowed and denied, the way the API server would, and prints one line per
 case and a closing "N passed, M failed" line.
 """
 
+import os
 import sys
 
 import celpy
 import yaml
 
-CASES = {
-    # The sample config: /sample served as hostpath-device.k8s.io/sample.
-    "sample": {
-        "allowed": [None, [], ["/sample2"], ["/samples"], ["/"], ["/var/log"], ["/data/sample"], ["/sam"]],
-        "denied": {
-            "/sample": "hostpath-device.k8s.io/sample",
-            "/sample/": "hostpath-device.k8s.io/sample",
-            "/sample/sub": "hostpath-device.k8s.io/sample",
-            "/sample/sub/deeper/": "hostpath-device.k8s.io/sample",
-            "//sample": "hostpath-device.k8s.io/sample",
-            "/./sample": "hostpath-device.k8s.io/sample",
-            "/sample/.": "hostpath-device.k8s.io/sample",
-        },
-    },
-    # tests/policy/multi-config.yaml: three resources, one with a dot.
-    "multi": {
-        "allowed": [None, ["/data/model"], ["/data/models2"], ["/dev/kvm2"], ["/mnt/aXb"], ["/mnt"], ["/dev"]],
-        "denied": {
-            "/data/models": "example.com/models",
-            "/data/models/llama": "example.com/models",
-            "/dev/kvm": "example.com/kvm",
-            "/mnt/a.b/c": "example.com/dotted",
-        },
-    },
-    # tests/policy/devices-config.yaml: every current and future match.
-    "devices": {
-        "allowed": [None, ["/dev/ttyACM0"], ["/dev"], ["/dev/snd"], ["/dev/snd/controlC0"],
-                    ["/dev/snd/pcmC10D0c"], ["/dev/bus/usb"], ["/dev/bus/usb/001"], ["/dev/ttyUS"]],
-        "denied": {
-            "/dev/ttyUSB0": "example.com/serial",
-            "/dev/ttyUSB12": "example.com/serial",
-            "//dev/./ttyUSB3": "example.com/serial",
-            "/dev/ttyUSB": "example.com/serial",
-            "/dev/snd/pcmC3D0c": "example.com/capture",
-            "/dev/snd/seq": "example.com/capture",
-            "/dev/bus/usb/001/004": "example.com/coral",
-        },
-    },
-}
+CASES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cases.yaml")
 
 
 def pod(paths):
@@ -87,7 +51,8 @@ def evaluate(policy, obj):
 def main():
     policy_path, name = sys.argv[1], sys.argv[2]
     policy = load_policy(policy_path)
-    cases = CASES[name]
+    with open(CASES_FILE) as f:
+        cases = yaml.safe_load(f)[name]
     passed = failed = 0
 
     def report(ok, what):

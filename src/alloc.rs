@@ -172,6 +172,11 @@ pub fn allocate(r: &Resource, req: &AllocateRequest) -> Result<AllocateResponse,
         }
         resp.container_responses.push(container_response(r));
     }
+    within_limit(r, resp)
+}
+
+/// The answer, or the refusal when it exceeds the kubelet's message limit.
+fn within_limit(r: &Resource, resp: AllocateResponse) -> Result<AllocateResponse, Refusal> {
     let bytes = resp.compute_size() as usize;
     if bytes > MAX_MESSAGE_BYTES {
         return Err(Refusal::TooLarge {
@@ -257,14 +262,7 @@ pub fn allocate_found(
         c.envs = r.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         resp.container_responses.push(c);
     }
-    let bytes = resp.compute_size() as usize;
-    if bytes > MAX_MESSAGE_BYTES {
-        return Err(Refusal::TooLarge {
-            resource: r.resource_name.clone(),
-            bytes,
-        });
-    }
-    Ok(resp)
+    within_limit(r, resp)
 }
 
 /// A ListAndWatch answer from a device set's list.

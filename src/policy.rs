@@ -28,14 +28,7 @@ pub fn path_pattern(path: &str) -> String {
 fn escape(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
-        match c {
-            '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '"' => out.push_str(r"\x22"),
-            c => out.push(c),
-        }
+        crate::discovery::glob::push_escaped(&mut out, c);
     }
     out
 }

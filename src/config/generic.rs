@@ -101,13 +101,7 @@ impl Validator {
         let errors_before = self.errors.len();
         self.check_keys(map, prefix, DEVICE_KEYS);
         let name_field = join(prefix, "name");
-        let name = match map.get("name") {
-            None | Some(Value::Null) => {
-                self.error(&name_field, "is required (e.g. `serial`)");
-                None
-            }
-            Some(v) => self.string(v, &name_field),
-        };
+        let name = self.required_string(map, "name", prefix, "serial");
         if let Some(n) = &name {
             if !valid_name(n) {
                 self.error(

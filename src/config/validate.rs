@@ -197,6 +197,24 @@ impl Validator {
         }
     }
 
+    /// A required string under `key`; its absence names an example.
+    pub(super) fn required_string(
+        &mut self,
+        map: &BTreeMap<String, Value>,
+        key: &str,
+        prefix: &str,
+        example: &str,
+    ) -> Option<String> {
+        let field = join(prefix, key);
+        match map.get(key) {
+            None | Some(Value::Null) => {
+                self.error(&field, format!("is required (e.g. `{example}`)"));
+                None
+            }
+            Some(v) => self.string(v, &field),
+        }
+    }
+
     pub(super) fn boolean(
         &mut self,
         map: &BTreeMap<String, Value>,
@@ -222,13 +240,7 @@ impl Validator {
         self.check_keys(map, prefix, RESOURCE_KEYS);
 
         let name_field = join(prefix, "resourceName");
-        let resource_name = match map.get("resourceName") {
-            None | Some(Value::Null) => {
-                self.error(&name_field, "is required (e.g. `example.com/disk`)");
-                None
-            }
-            Some(v) => self.string(v, &name_field),
-        };
+        let resource_name = self.required_string(map, "resourceName", prefix, "example.com/disk");
         if let Some(name) = &resource_name {
             if let Err(msg) = validate_extended_resource_name(name) {
                 self.error(&name_field, msg);

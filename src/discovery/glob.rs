@@ -249,10 +249,8 @@ impl Component {
     pub fn to_regex(&self) -> String {
         match self {
             Component::Literal(l) => {
-                let mut out = String::new();
-                for c in l.chars() {
-                    push_escaped(&mut out, c);
-                }
+                let mut out = String::with_capacity(l.len());
+                l.chars().for_each(|c| push_escaped(&mut out, c));
                 out
             }
             Component::Glob(g) => g.to_regex(),

@@ -73,6 +73,6 @@ mkdir -p "$work/pids"
 kubectl kustomize "$here/../../deploy" >"$work/deploy.yaml"
 unshare --mount --propagation private "$here/scenarios.sh" "$work" "$bin" "$daemon" "$1"
 }
-for kubelet in kubelet kubelet-1.35; do
+for kubelet in ${E2E_KUBELETS:-kubelet kubelet-1.35}; do
   ( one_pass "$kubelet" )
 done

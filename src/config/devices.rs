@@ -122,25 +122,9 @@ impl Validator {
         field: &str,
         generic: bool,
     ) -> Vec<discovery::UsbSelector> {
-        let Value::Sequence(items) = v else {
-            self.error(
-                field,
-                format!(
-                    "expected a list of {{vendor, product, serial}}, found {}",
-                    kind_of(v)
-                ),
-            );
-            return Vec::new();
-        };
-        if items.is_empty() && !generic {
-            self.error(field, "must list at least one USB device");
-        }
+        let one = if generic { "" } else { "USB device" };
         let mut out = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let f = format!("{field}[{i}]");
-            let Some(m) = self.mapping(item, &f) else {
-                continue;
-            };
+        for (f, m) in self.mappings(v, field, "{vendor, product, serial}", one) {
             self.check_keys(&m, &f, USB_KEYS);
             let vendor = self.usb_id(m.get("vendor"), &join(&f, "vendor"), generic);
             let product = self.usb_id(m.get("product"), &join(&f, "product"), generic);
@@ -235,25 +219,13 @@ impl Validator {
     /// `group:` — paths handed out together, each `{hostPath, volumeMount,
     /// permissions, limit}` as a resource's own.
     pub(super) fn group_rules(&mut self, v: &Value, field: &str, allow: bool) -> Vec<PathRule> {
-        let Value::Sequence(items) = v else {
-            self.error(
-                field,
-                format!(
-                    "expected a list of {{hostPath, volumeMount, permissions, limit}}, found {}",
-                    kind_of(v)
-                ),
-            );
-            return Vec::new();
-        };
-        if items.is_empty() {
-            self.error(field, "must list at least one path");
-        }
         let mut out = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let f = format!("{field}[{i}]");
-            let Some(m) = self.mapping(item, &f) else {
-                continue;
-            };
+        for (f, m) in self.mappings(
+            v,
+            field,
+            "{hostPath, volumeMount, permissions, limit}",
+            "path",
+        ) {
             self.check_keys(&m, &f, MEMBER_KEYS);
             let (path, t) = self.host_path(&m, &f);
             let (mount, read_only) = self.volume_mount(&m, &f, None);

@@ -69,25 +69,9 @@ impl Validator {
             None | Some(Value::Null) => GENERIC_DEFAULT_DOMAIN.to_string(),
             Some(v) => self.string(v, "domain").unwrap_or_default(),
         };
-        let Value::Sequence(items) = &map["devices"] else {
-            self.error(
-                "devices",
-                format!(
-                    "expected a list of devices, found {}",
-                    kind_of(&map["devices"])
-                ),
-            );
-            return Vec::new();
-        };
-        if items.is_empty() {
-            self.error("devices", "must list at least one device");
-        }
         let mut out = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let field = format!("devices[{i}]");
-            if let Some(m) = self.mapping(item, &field) {
-                out.extend(self.generic_device(&m, &field, &domain));
-            }
+        for (field, m) in self.mappings(&map["devices"], "devices", "devices", "device") {
+            out.extend(self.generic_device(&m, &field, &domain));
         }
         out
     }
@@ -128,21 +112,11 @@ impl Validator {
             None | Some(Value::Null) => {
                 self.error(&groups_field, "is required: a list of {paths, usb, count}")
             }
-            Some(Value::Sequence(items)) => {
-                if items.is_empty() {
-                    self.error(&groups_field, "must list at least one group");
-                }
-                for (i, item) in items.iter().enumerate() {
-                    let f = format!("{groups_field}[{i}]");
-                    if let Some(m) = self.mapping(item, &f) {
-                        groups.extend(self.generic_group(&m, &f));
-                    }
+            Some(v) => {
+                for (f, m) in self.mappings(v, &groups_field, "groups", "group") {
+                    groups.extend(self.generic_group(&m, &f));
                 }
             }
-            Some(other) => self.error(
-                &groups_field,
-                format!("expected a list of groups, found {}", kind_of(other)),
-            ),
         }
         if self.errors.len() > errors_before {
             return None;
@@ -196,22 +170,8 @@ impl Validator {
             }
             (true, false) => {
                 let field = join(prefix, "paths");
-                let Value::Sequence(items) = &map["paths"] else {
-                    self.error(
-                        &field,
-                        format!("expected a list of paths, found {}", kind_of(&map["paths"])),
-                    );
-                    return None;
-                };
-                if items.is_empty() {
-                    self.error(&field, "must list at least one path");
-                }
                 let mut rules = Vec::new();
-                for (i, item) in items.iter().enumerate() {
-                    let f = format!("{field}[{i}]");
-                    let Some(m) = self.mapping(item, &f) else {
-                        continue;
-                    };
+                for (f, m) in self.mappings(&map["paths"], &field, "paths", "path") {
                     rules.extend(self.generic_path(&m, &f));
                 }
                 Some(Group {

@@ -164,21 +164,39 @@ impl Validator {
     }
 
     fn resource_list(&mut self, v: &Value) -> Vec<Resource> {
+        let mut out = Vec::new();
+        for (field, map) in self.mappings(v, "resources", "resources", "resource") {
+            out.extend(self.resource(&map, &field));
+        }
+        out
+    }
+
+    /// A list of mappings at `field` (`what`: its entries, in messages;
+    /// `one`: one of them, for "at least one"; empty for an empty list
+    /// being fine): each entry with its own field path. A value that is not
+    /// a list, and entries that are not mappings, are reported.
+    pub(super) fn mappings(
+        &mut self,
+        v: &Value,
+        field: &str,
+        what: &str,
+        one: &str,
+    ) -> Vec<(String, BTreeMap<String, Value>)> {
         let Value::Sequence(items) = v else {
             self.error(
-                "resources",
-                format!("expected a list of resources, found {}", kind_of(v)),
+                field,
+                format!("expected a list of {what}, found {}", kind_of(v)),
             );
             return Vec::new();
         };
-        if items.is_empty() {
-            self.error("resources", "must list at least one resource");
+        if items.is_empty() && !one.is_empty() {
+            self.error(field, format!("must list at least one {one}"));
         }
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            let field = format!("resources[{i}]");
-            if let Some(map) = self.mapping(item, &field) {
-                out.extend(self.resource(&map, &field));
+            let f = format!("{field}[{i}]");
+            if let Some(m) = self.mapping(item, &f) {
+                out.push((f, m));
             }
         }
         out

@@ -1,8 +1,8 @@
 //! `make soak`: a bounded soak of the real binary (issue 6).
 //!
 //! Kubelet restarts interleaved with config reloads (valid and invalid),
-//! host-path flaps and a continuous Allocate load, against the simulated
-//! kubelet. Then checks: every restart re-registered, the kubelet's view
+//! host-path flaps, devices of a pattern resource plugged and unplugged,
+//! and a continuous Allocate load on both, against the simulated kubelet. Then checks: every restart re-registered, the kubelet's view
 //! matches the config, no Allocate error but unknown IDs, file descriptors
 //! and threads back to their starting count, RSS growth under 1 MB.
 //! Prints the figures; exits 1 if a check fails.
@@ -26,12 +26,22 @@ use k8s_hostpath_device_plugin::sim::SimKubelet;
 const WAIT: Duration = Duration::from_secs(10);
 const STABLE: &str = "example.com/stable";
 const TOGGLE: &str = "example.com/toggle";
+const SERIAL: &str = "example.com/serial";
+
+/// The pattern resource's directory, beside the data directory.
+fn devs(data: &Path) -> std::path::PathBuf {
+    data.with_file_name("devs")
+}
 
 fn config(data: &Path, devices: u32, toggle: bool) -> String {
     let mut s = format!(
         "resources:\n  - {{resourceName: {STABLE}, numDevices: {devices}, hostPath: {{path: {}, type: Directory}}}}\n",
         data.display()
     );
+    s.push_str(&format!(
+        "  - {{resourceName: {SERIAL}, hostPath: {{path: '{}/tty*'}}, healthCheckInterval: 1h, removeAfter: 0s}}\n",
+        devs(data).display()
+    ));
     if toggle {
         s.push_str(&format!(
             "  - {{resourceName: {TOGGLE}, numDevices: 3, hostPath: {{path: {}}}}}\n",
@@ -86,6 +96,11 @@ fn main() {
     let (dp, data, cfg) = (root.join("dp"), root.join("data"), root.join("config.yaml"));
     fs::create_dir_all(&dp).unwrap();
     fs::create_dir_all(&data).unwrap();
+    fs::create_dir_all(devs(&data)).unwrap();
+    // The pattern resource's devices that exist now (all listed Healthy).
+    let plugged = Arc::new(std::sync::Mutex::new(
+        std::collections::BTreeSet::<String>::new(),
+    ));
     let replace = |text: &str| {
         fs::write(root.join("config.tmp"), text).unwrap();
         fs::rename(root.join("config.tmp"), &cfg).unwrap();
@@ -125,8 +140,19 @@ fn main() {
     let last_error = Arc::new(std::sync::Mutex::new(String::new()));
 
     let wait_view = |k: &SimKubelet, devices: usize, toggle: bool, regs: usize| {
+        let want: Vec<(String, String)> = plugged
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|id| (id.clone(), "Healthy".to_string()))
+            .collect();
         k.wait_for(WAIT, |r| {
-            let stable_ok = r.counts(STABLE) == Some((devices, devices));
+            let serial_ok = r.devices.get(SERIAL).is_some_and(|d| {
+                let mut d = d.clone();
+                d.sort();
+                d == want
+            });
+            let stable_ok = r.counts(STABLE) == Some((devices, devices)) && serial_ok;
             let toggle_ok = if toggle {
                 r.counts(TOGGLE) == Some((3, 3))
             } else {
@@ -154,6 +180,8 @@ fn main() {
             last_error.clone(),
         );
         let sock = dp.join("example.com-stable.sock");
+        let serial_sock = dp.join("example.com-serial.sock");
+        let serial_id = devs(&data).join("tty0").display().to_string();
 
         thread::spawn(move || {
             let env = Arc::new(grpcio::EnvBuilder::new().cq_count(1).build());
@@ -164,8 +192,45 @@ fn main() {
                     .default_authority("localhost")
                     .connect(&format!("unix:{}", sock.display()));
                 let cl = k8s_hostpath_device_plugin::api::v1beta1_grpc::DevicePluginClient::new(ch);
+                let serial = k8s_hostpath_device_plugin::api::v1beta1_grpc::DevicePluginClient::new(
+                    grpcio::ChannelBuilder::new(env.clone())
+                        .default_authority("localhost")
+                        .connect(&format!("unix:{}", serial_sock.display())),
+                );
                 for _ in 0..20 {
                     n += 1;
+                    // The pattern resource's device, present or not: an
+                    // answer or INVALID_ARGUMENT, never anything else.
+                    if n % 4 == 0 {
+                        let mut req =
+                            k8s_hostpath_device_plugin::api::v1beta1::AllocateRequest::new();
+                        let mut c =
+                            k8s_hostpath_device_plugin::api::v1beta1::ContainerAllocateRequest::new(
+                            );
+                        c.devices_ids = vec![serial_id.clone()];
+                        req.container_requests.push(c);
+                        match serial.allocate(
+                            &req,
+                            grpcio::CallOption::default().timeout(Duration::from_secs(2)),
+                        ) {
+                            Ok(r) if r.container_responses[0].mounts[0].host_path == serial_id => {
+                                ok.fetch_add(1, Ordering::Relaxed)
+                            }
+                            Ok(r) => {
+                                *last_error.lock().unwrap() = format!("wrong answer {r:?}");
+                                errors.fetch_add(1, Ordering::Relaxed)
+                            }
+                            Err(grpcio::Error::RpcFailure(s))
+                                if s.code() == RpcStatusCode::INVALID_ARGUMENT =>
+                            {
+                                unknown.fetch_add(1, Ordering::Relaxed)
+                            }
+                            Err(e) => {
+                                *last_error.lock().unwrap() = e.to_string();
+                                errors.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
                     let mut req = k8s_hostpath_device_plugin::api::v1beta1::AllocateRequest::new();
                     let mut c =
                         k8s_hostpath_device_plugin::api::v1beta1::ContainerAllocateRequest::new();
@@ -201,7 +266,7 @@ fn main() {
         if i < restarts {
             let _g = gate.write().unwrap();
             let regs = kubelet.recorded().registrations.len();
-            let expect = 1 + usize::from(toggle);
+            let expect = 2 + usize::from(toggle);
             kubelet
                 .restart(if i % 2 == 0 {
                     Duration::ZERO
@@ -249,6 +314,22 @@ fn main() {
             let up = kubelet.wait_for(WAIT, |r| r.counts(STABLE).filter(|c| c.0 == devices));
             if down.is_none() || up.is_none() {
                 failures.push(format!("flap {i} not seen"));
+            }
+            // A device of the pattern resource plugged or unplugged.
+            let dev = devs(&data).join(format!("tty{}", i % 4));
+            let id = dev.display().to_string();
+            if plugged.lock().unwrap().remove(&id) {
+                fs::remove_file(&dev).unwrap();
+            } else {
+                fs::write(&dev, b"").unwrap();
+                plugged.lock().unwrap().insert(id);
+            }
+            if !wait_view(&kubelet, devices, toggle, 0) {
+                failures.push(format!(
+                    "hotplug {i}: kubelet lists {:?}, expected {:?}",
+                    kubelet.recorded().devices.get(SERIAL),
+                    plugged.lock().unwrap()
+                ));
             }
         }
         // After a warm-up, in the same config shape as at the end (no
@@ -347,7 +428,7 @@ fn main() {
             .unwrap_or_default()
     };
     println!(
-        "soak: {:?} for {restarts} kubelet restarts, {reloads} reloads, {flaps} flaps",
+        "soak: {:?} for {restarts} kubelet restarts, {reloads} reloads, {flaps} flaps and as many plugs or unplugs",
         started.elapsed()
     );
     println!("  restarts re-registered: {}/{restarts}; restart -> full view: median {:?}, p99 {:?}, max {:?}", restart_lat.len(), pct(50), pct(99), restart_lat.last().copied().unwrap_or_default());

@@ -238,6 +238,9 @@ impl Validator {
         let limit = self.count(map, "limit", prefix, 1);
         let (path, kind) = (path?, kind?);
         let mount_path = mount_path.filter(|m| *m != path);
+        if mount_path.is_some() && crate::discovery::glob::has_glob(&path) {
+            self.shared_mount_warning(&mp_field);
+        }
         self.path_rule(
             &path_field,
             &path,

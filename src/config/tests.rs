@@ -353,6 +353,19 @@ mod devices {
         let fixed = one("resourceName: example.com/kvm\nhostPath: {path: /dev/kvm}\n");
         assert!(!fixed.is_dynamic());
         assert_eq!(fixed.num_devices, 100);
+        let l = parse(
+            "resourceName: example.com/s\nhostPath: {path: '/dev/ttyUSB*'}\nvolumeMount: {mountPath: /dev/serial}\n",
+            "c.yaml",
+            Path::new("/d"),
+        )
+        .unwrap();
+        assert!(
+            l.warnings[0]
+                .to_string()
+                .contains("volumeMount.mountPath: puts every match"),
+            "{:?}",
+            l.warnings
+        );
         let r = one("resourceName: example.com/s\nhostPath: {path: '/dev/serial/by-id/*'}\nnumDevices: 2\nremoveAfter: 0s\n");
         assert_eq!(r.num_devices, 2);
         assert_eq!(r.discovery.unwrap().remove_after, Duration::ZERO);

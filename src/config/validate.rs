@@ -436,6 +436,9 @@ impl Validator {
                     }
                 }
                 let mp = mount_path.clone().filter(|m| *m != path);
+                if mp.is_some() {
+                    self.shared_mount_warning(&join(prefix, "volumeMount.mountPath"));
+                }
                 kind.and_then(|kind| {
                     self.path_rule(
                         &join(prefix, "hostPath.path"),
@@ -493,6 +496,15 @@ impl Validator {
             discovery,
         };
         self.answer_fits(r, prefix)
+    }
+
+    /// A pattern with one container path: every match lands there.
+    pub(super) fn shared_mount_warning(&mut self, field: &str) {
+        self.warn(
+            field,
+            "puts every match of the pattern at this one container path: a container given \
+             several of these devices gets only the first at it",
+        );
     }
 
     /// The fixed Allocate answer must fit the kubelet's message limit.

@@ -85,6 +85,70 @@ fn resource(selector: u8) -> Resource {
     }
 }
 
+/// Allocate for a resource whose devices come and go: a set of two
+/// present devices (one of two paths) and one vanished. Every ID answered
+/// is present, each container path appears once, and a refusal is bounded.
+fn allocate_found(r: &Resource, req: &AllocateRequest) {
+    use crate::discovery::{DeviceSet, Grant, Perm};
+    let grant = |h: &str| Grant {
+        host: h.into(),
+        container: None,
+        device: true,
+        read_only: false,
+        permissions: Perm::from_letters("rw"),
+    };
+    let mut set = DeviceSet::default();
+    let now = std::time::Instant::now();
+    let keep = std::time::Duration::from_secs(60);
+    set.merge(
+        vec![
+            ("/dev/a".into(), vec![grant("/dev/a")]),
+            ("/dev/b".into(), vec![grant("/dev/b"), grant("/dev/a")]),
+            ("/dev/c".into(), vec![grant("/dev/c")]),
+        ],
+        now,
+        keep,
+    );
+    set.merge(
+        vec![
+            ("/dev/a".into(), vec![grant("/dev/a")]),
+            ("/dev/b".into(), vec![grant("/dev/b"), grant("/dev/a")]),
+        ],
+        now,
+        keep,
+    );
+    let lookup = |id: &str| match set.grants(id) {
+        Some(g) => alloc::Lookup::Present(g),
+        None if set.is_vanished(id) => alloc::Lookup::Vanished,
+        None => alloc::Lookup::Unknown,
+    };
+    match alloc::allocate_found(r, req, set.present(), lookup) {
+        Ok(resp) => {
+            assert_eq!(resp.container_responses.len(), req.container_requests.len());
+            for (c, creq) in resp.container_responses.iter().zip(&req.container_requests) {
+                assert!(creq.devices_ids.iter().all(|id| set.grants(id).is_some()));
+                let mut paths: Vec<&str> = c
+                    .devices
+                    .iter()
+                    .map(|d| d.container_path.as_str())
+                    .collect();
+                let n = paths.len();
+                paths.sort_unstable();
+                paths.dedup();
+                assert_eq!(paths.len(), n, "a container path twice");
+            }
+        }
+        Err(refusal) => {
+            let msg = refusal.to_string();
+            assert!(
+                msg.len() <= MAX_ERROR_MESSAGE,
+                "error message of {} bytes",
+                msg.len()
+            );
+        }
+    }
+}
+
 /// A glob component and a name, split at the first NUL: compiling never
 /// panics, a component without glob characters or escapes is a literal of
 /// itself, matching and the RE2 translation never panic, and a literal
@@ -122,6 +186,9 @@ pub fn allocate(data: &[u8]) {
         return;
     };
     let r = resource(selector);
+    if selector & 0x80 != 0 {
+        return allocate_found(&r, &req);
+    }
     match alloc::allocate(&r, &req) {
         Ok(resp) => {
             assert_eq!(resp.container_responses.len(), req.container_requests.len());

@@ -10,6 +10,7 @@ use crate::api::v1beta1::{
     PreferredAllocationRequest, PreferredAllocationResponse,
 };
 use crate::config::Resource;
+use crate::discovery::{DeviceSet, Lookup};
 use crate::kubelet::MAX_MESSAGE_BYTES;
 use protobuf::Message;
 
@@ -73,12 +74,9 @@ impl std::fmt::Display for Refusal {
             } => {
                 write!(
                     f,
-                    "{resource}: unknown device IDs in container request {container}: {}",
-                    shown.join(", ")
+                    "{resource}: unknown device IDs in container request {container}: "
                 )?;
-                if *total > shown.len() {
-                    write!(f, ", and {} more", total - shown.len())?;
-                }
+                write_shown(f, shown, *total)?;
                 write!(f, " (known IDs are \"0\"..\"{}\")", num_devices - 1)
             }
             Refusal::Gone {
@@ -90,12 +88,9 @@ impl std::fmt::Display for Refusal {
             } => {
                 write!(
                     f,
-                    "{resource}: device IDs not available in container request {container}: {}",
-                    shown.join(", ")
+                    "{resource}: device IDs not available in container request {container}: "
                 )?;
-                if *total > shown.len() {
-                    write!(f, ", and {} more", total - shown.len())?;
-                }
+                write_shown(f, shown, *total)?;
                 write!(f, " (devices present now: {present})")
             }
             Refusal::TooLarge { resource, bytes } => write!(
@@ -108,6 +103,19 @@ impl std::fmt::Display for Refusal {
 }
 
 impl std::error::Error for Refusal {}
+
+/// The IDs shown, and how many more there were.
+fn write_shown(
+    f: &mut std::fmt::Formatter<'_>,
+    shown: &[String],
+    total: usize,
+) -> std::fmt::Result {
+    f.write_str(&shown.join(", "))?;
+    if total > shown.len() {
+        write!(f, ", and {} more", total - shown.len())?;
+    }
+    Ok(())
+}
 
 /// A client-sent ID as it may appear in a message: quoted, cut short.
 pub fn show_id(s: &str) -> String {
@@ -187,16 +195,9 @@ fn within_limit(r: &Resource, resp: AllocateResponse) -> Result<AllocateResponse
     Ok(resp)
 }
 
-/// What a device set knows of one ID.
-pub enum Lookup {
-    Present(std::sync::Arc<[crate::discovery::Grant]>),
-    Vanished,
-    Unknown,
-}
-
 /// The Allocate answer for a resource whose devices come and go: each ID
 /// maps to exactly that device's paths (one DeviceSpec or Mount per path,
-/// each container path once), plus the envs. `lookup` reads the device set.
+/// each container path once), plus the envs, read from the device set.
 ///
 /// # Errors
 ///
@@ -205,8 +206,7 @@ pub enum Lookup {
 pub fn allocate_found(
     r: &Resource,
     req: &AllocateRequest,
-    present: usize,
-    lookup: impl Fn(&str) -> Lookup,
+    set: &DeviceSet,
 ) -> Result<AllocateResponse, Refusal> {
     const SHOWN: usize = 10;
     let mut resp = AllocateResponse::new();
@@ -216,7 +216,7 @@ pub fn allocate_found(
         let mut total_bad = 0usize;
         let mut paths: BTreeSet<String> = BTreeSet::new();
         for id in &creq.devices_ids {
-            let grants = match lookup(id) {
+            let grants = match set.lookup(id) {
                 Lookup::Present(g) => g,
                 other => {
                     total_bad += 1;
@@ -256,7 +256,7 @@ pub fn allocate_found(
                 container: i,
                 shown: bad,
                 total: total_bad,
-                present,
+                present: set.present(),
             });
         }
         c.envs = r.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();

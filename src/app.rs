@@ -77,12 +77,6 @@ fn load_config(opts: &Options) -> Result<config::Loaded, Failure> {
     Ok(loaded)
 }
 
-/// Runs the command `opts` names. Output for the user (`check`, `--help`)
-/// goes to stdout; everything else is logged.
-///
-/// # Errors
-///
-/// A [`Failure`] carrying what went wrong and the exit code.
 /// At most two malloc arenas: glibc's default (8 per core) lets each of
 /// the daemon's threads keep its own freed memory, and the resident size
 /// is what counts on an edge node (`make bench`: 10,000 devices listed
@@ -129,6 +123,12 @@ fn print_matches(
     }
 }
 
+/// Runs the command `opts` names. Output for the user (`check`, `--help`)
+/// goes to stdout; everything else is logged.
+///
+/// # Errors
+///
+/// A [`Failure`] carrying what went wrong and the exit code.
 pub fn run_command(opts: &Options) -> Result<(), Failure> {
     match opts.command {
         Command::Help => {

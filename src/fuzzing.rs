@@ -90,13 +90,7 @@ fn resource(selector: u8) -> Resource {
 /// is present, each container path appears once, and a refusal is bounded.
 fn allocate_found(r: &Resource, req: &AllocateRequest) {
     use crate::discovery::{DeviceSet, Grant, Perm};
-    let grant = |h: &str| Grant {
-        host: h.into(),
-        container: None,
-        device: true,
-        read_only: false,
-        permissions: Perm::from_letters("rw"),
-    };
+    let grant = |h: &str| Grant::node(h, Perm::from_letters("rw"));
     let mut set = DeviceSet::default();
     let now = std::time::Instant::now();
     let keep = std::time::Duration::from_secs(60);
@@ -117,12 +111,7 @@ fn allocate_found(r: &Resource, req: &AllocateRequest) {
         now,
         keep,
     );
-    let lookup = |id: &str| match set.grants(id) {
-        Some(g) => alloc::Lookup::Present(g),
-        None if set.is_vanished(id) => alloc::Lookup::Vanished,
-        None => alloc::Lookup::Unknown,
-    };
-    match alloc::allocate_found(r, req, set.present(), lookup) {
+    match alloc::allocate_found(r, req, &set) {
         Ok(resp) => {
             assert_eq!(resp.container_responses.len(), req.container_requests.len());
             for (c, creq) in resp.container_responses.iter().zip(&req.container_requests) {
@@ -138,15 +127,18 @@ fn allocate_found(r: &Resource, req: &AllocateRequest) {
                 assert_eq!(paths.len(), n, "a container path twice");
             }
         }
-        Err(refusal) => {
-            let msg = refusal.to_string();
-            assert!(
-                msg.len() <= MAX_ERROR_MESSAGE,
-                "error message of {} bytes",
-                msg.len()
-            );
-        }
+        Err(refusal) => assert_bounded(&refusal),
     }
+}
+
+/// A refusal's message stays bounded, whatever the request.
+fn assert_bounded(refusal: &alloc::Refusal) {
+    let msg = refusal.to_string();
+    assert!(
+        msg.len() <= MAX_ERROR_MESSAGE,
+        "error message of {} bytes",
+        msg.len()
+    );
 }
 
 /// A glob component and a name, split at the first NUL: compiling never
@@ -203,14 +195,7 @@ pub fn allocate(data: &[u8]) {
                     .all(|id| alloc::known_id(id, r.num_devices).is_some()));
             }
         }
-        Err(refusal) => {
-            let msg = refusal.to_string();
-            assert!(
-                msg.len() <= MAX_ERROR_MESSAGE,
-                "error message of {} bytes",
-                msg.len()
-            );
-        }
+        Err(refusal) => assert_bounded(&refusal),
     }
 }
 

@@ -425,20 +425,11 @@ fn work(shared: &Shared) {
 
         let resource = state.resource();
         if resource.is_dynamic() {
+            // The merge runs with the check still marked running, so a
+            // second scan of the same resource cannot overtake it.
             let due = scan(shared, id, &state, &resource);
             inner = shared.lock();
-            if let Some(e) = inner.entries.get_mut(&id) {
-                if Arc::ptr_eq(&e.state, &state) {
-                    e.running = None;
-                    e.hung = false;
-                    if std::mem::take(&mut e.again) {
-                        e.next = Instant::now();
-                    }
-                    if let Some(due) = due {
-                        e.next = e.next.min(due);
-                    }
-                }
-            }
+            finish(&mut inner, id, &state, due);
             shared.wake.notify();
             continue;
         }
@@ -454,25 +445,53 @@ fn work(shared: &Shared) {
         let h = health::check(&shared.host_root, &resource);
 
         inner = shared.lock();
-        match inner.entries.get_mut(&id) {
-            Some(e) if Arc::ptr_eq(&e.state, &state) => {
-                e.running = None;
-                e.hung = false;
-                let old = std::mem::replace(&mut e.wds, wds.clone());
-                if std::mem::take(&mut e.again) {
-                    e.next = Instant::now();
-                }
-                let stale: Vec<WatchDescriptor> =
-                    old.into_iter().filter(|w| !wds.contains(w)).collect();
-                release(shared, &mut inner, id, &stale);
-                publish(&state, &h);
-            }
-            _ => {
-                // Removed while checking: drop what the check set up.
-                release(shared, &mut inner, id, &wds);
-            }
+        if settle_watches(shared, &mut inner, id, &state, wds) {
+            finish(&mut inner, id, &state, None);
+            publish(&state, &h);
         }
         shared.wake.notify();
+    }
+}
+
+/// Records the watches a finished check or scan set: those it no longer
+/// needs are dropped. Returns false (and drops all of them) when the
+/// resource was removed or replaced meanwhile.
+fn settle_watches(
+    shared: &Shared,
+    inner: &mut Inner,
+    id: u64,
+    state: &Arc<ResourceState>,
+    wds: Vec<WatchDescriptor>,
+) -> bool {
+    match inner.entries.get_mut(&id) {
+        Some(e) if Arc::ptr_eq(&e.state, state) => {
+            let old = std::mem::replace(&mut e.wds, wds);
+            let stale: Vec<WatchDescriptor> =
+                old.into_iter().filter(|w| !e.wds.contains(w)).collect();
+            release(shared, inner, id, &stale);
+            true
+        }
+        _ => {
+            release(shared, inner, id, &wds);
+            false
+        }
+    }
+}
+
+/// Marks a check or scan done: at once again if poked meanwhile, and no
+/// later than `due` (the next removal of a vanished device).
+fn finish(inner: &mut Inner, id: u64, state: &Arc<ResourceState>, due: Option<Instant>) {
+    if let Some(e) = inner.entries.get_mut(&id) {
+        if Arc::ptr_eq(&e.state, state) {
+            e.running = None;
+            e.hung = false;
+            if std::mem::take(&mut e.again) {
+                e.next = Instant::now();
+            }
+            if let Some(due) = due {
+                e.next = e.next.min(due);
+            }
+        }
     }
 }
 
@@ -512,20 +531,9 @@ fn scan(
             }
         },
     );
-    let mut inner = shared.lock();
-    match inner.entries.get_mut(&id) {
-        Some(e) if Arc::ptr_eq(&e.state, state) => {
-            let old = std::mem::replace(&mut e.wds, wds.clone());
-            let stale: Vec<WatchDescriptor> =
-                old.into_iter().filter(|w| !wds.contains(w)).collect();
-            release(shared, &mut inner, id, &stale);
-        }
-        _ => {
-            release(shared, &mut inner, id, &wds);
-            return None;
-        }
+    if !settle_watches(shared, &mut shared.lock(), id, state, wds) {
+        return None;
     }
-    drop(inner);
     let big = found.devices.len() >= crate::util::TRIM_AFTER;
     let due = state.merge_scan(found, Instant::now()).next_removal;
     if big {

@@ -24,7 +24,7 @@ use crate::api::v1beta1::{
 use crate::api::v1beta1_grpc::DevicePlugin;
 use crate::config::Resource;
 
-use crate::alloc::{allocate, allocate_found, found_list, preferred, Lookup};
+use crate::alloc::{allocate, allocate_found, found_list, preferred};
 use crate::alloc::{build_list, show_id, Refusal};
 use crate::discovery::{DeviceSet, Merged};
 use crate::kubelet::API_VERSION;
@@ -281,14 +281,14 @@ impl ResourceState {
                 return;
             }
             const SHOWN: usize = 5;
-            let mut text: Vec<&str> = ids.iter().take(SHOWN).map(String::as_str).collect();
+            // In ID order already: merges walk the set in order.
+            let text: Vec<&str> = ids.iter().take(SHOWN).map(String::as_str).collect();
             let more = ids.len().saturating_sub(SHOWN);
             let tail = if more > 0 {
                 format!(" and {more} more")
             } else {
                 String::new()
             };
-            text.sort_unstable();
             if what == "vanished" {
                 log::warn!("{name}: {what}: {}{tail}", text.join(", "));
             } else {
@@ -307,18 +307,11 @@ impl ResourceState {
         merged
     }
 
-    /// What the device set knows of `id` (resources whose devices come and go).
-    fn lookup(&self, id: &str) -> Lookup {
+    /// The Allocate answer of a resource whose devices come and go, read
+    /// from its device set under one lock.
+    fn allocate_found(&self, req: &AllocateRequest) -> Result<AllocateResponse, Refusal> {
         let s = self.lock();
-        match s.set.grants(id) {
-            Some(g) => Lookup::Present(g),
-            None if s.set.is_vanished(id) => Lookup::Vanished,
-            None => Lookup::Unknown,
-        }
-    }
-
-    fn present(&self) -> usize {
-        self.lock().set.present()
+        allocate_found(&s.resource, req, &s.set)
     }
 
     fn next_step(&self, epoch: u64, last_sent: u64) -> Step {
@@ -469,9 +462,7 @@ impl DevicePlugin for DevicePluginService {
         let resource = self.state.resource();
         let name = resource.resource_name.clone();
         let result = if resource.is_dynamic() {
-            allocate_found(&resource, &req, self.state.present(), |id| {
-                self.state.lookup(id)
-            })
+            self.state.allocate_found(&req)
         } else {
             allocate(&resource, &req)
         };

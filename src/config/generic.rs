@@ -189,15 +189,7 @@ impl Validator {
     ) -> Option<crate::discovery::PathRule> {
         self.check_keys(map, prefix, PATH_KEYS);
         let path_field = join(prefix, "path");
-        let path = match map.get("path") {
-            None | Some(Value::Null) => {
-                self.error(&path_field, "is required");
-                None
-            }
-            Some(v) => self
-                .string(v, &path_field)
-                .and_then(|p| self.abs_path(&p, &path_field)),
-        };
+        let path = self.required_abs_path(map, "path", prefix);
         let mp_field = join(prefix, "mountPath");
         let mount_path = match map.get("mountPath") {
             None | Some(Value::Null) => None,

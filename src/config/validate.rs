@@ -562,16 +562,7 @@ impl Validator {
             },
         };
         self.check_keys(&hp, &field, HOST_PATH_KEYS);
-        let path_field = join(&field, "path");
-        let path = match hp.get("path") {
-            None | Some(Value::Null) => {
-                self.error(&path_field, "is required");
-                None
-            }
-            Some(v) => self
-                .string(v, &path_field)
-                .and_then(|p| self.abs_path(&p, &path_field)),
-        };
+        let path = self.required_abs_path(&hp, "path", &field);
         let type_field = join(&field, "type");
         let path_type = match hp.get("type") {
             None | Some(Value::Null) => Some(HostPathType::Unset),
@@ -678,6 +669,25 @@ impl Validator {
             out.insert(k, text);
         }
         out
+    }
+
+    /// A required absolute path under `key`, normalised.
+    pub(super) fn required_abs_path(
+        &mut self,
+        map: &BTreeMap<String, Value>,
+        key: &str,
+        prefix: &str,
+    ) -> Option<String> {
+        let field = join(prefix, key);
+        match map.get(key) {
+            None | Some(Value::Null) => {
+                self.error(&field, "is required");
+                None
+            }
+            Some(v) => self
+                .string(v, &field)
+                .and_then(|p| self.abs_path(&p, &field)),
+        }
     }
 
     /// Normalises an absolute path, recording an error or a warning.

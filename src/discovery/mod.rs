@@ -26,7 +26,7 @@ mod tests;
 mod usb;
 
 pub use glob::Component;
-pub use set::{DeviceSet, Merged};
+pub use set::{DeviceSet, Lookup, Merged};
 pub use usb::{scan_usb, UsbDevice};
 
 /// The longest device ID handed out; the API's text asks for at most 63.
@@ -190,6 +190,17 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// A device node handed out at its own path.
+    pub fn node(host: &str, permissions: Perm) -> Grant {
+        Grant {
+            host: host.into(),
+            container: None,
+            device: true,
+            read_only: false,
+            permissions,
+        }
+    }
+
     pub fn container_path(&self) -> &str {
         self.container.as_deref().unwrap_or(&self.host)
     }
@@ -246,16 +257,7 @@ pub fn scan(
                     .get_or_insert_with(|| scan_usb(host_root, &mut watch_once, &mut out.problems));
                 all.iter()
                     .filter(|u| selectors.iter().any(|s| s.matches(u)))
-                    .map(|u| {
-                        let grant = Grant {
-                            host: u.node.clone().into_boxed_str(),
-                            container: None,
-                            device: true,
-                            read_only: false,
-                            permissions: *permissions,
-                        };
-                        (u.key(), vec![grant])
-                    })
+                    .map(|u| (u.key(), vec![Grant::node(&u.node, *permissions)]))
                     .collect()
             }
         };

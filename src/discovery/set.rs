@@ -75,6 +75,13 @@ pub struct DeviceSet {
     devices: Vec<Entry>,
 }
 
+/// What a device set knows of one ID.
+pub enum Lookup {
+    Present(Arc<[Grant]>),
+    Vanished,
+    Unknown,
+}
+
 /// What a merge changed, for the log and the streams.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Merged {
@@ -197,16 +204,21 @@ impl DeviceSet {
             .map(|i| &self.devices[i])
     }
 
-    /// The paths of device `id`, if it is listed and present.
-    pub fn grants(&self, id: &str) -> Option<Arc<[Grant]>> {
-        self.find(id)
-            .filter(|e| e.vanished.is_none())
-            .map(|e| e.paths.grants(id))
+    /// What the set knows of device `id`.
+    pub fn lookup(&self, id: &str) -> Lookup {
+        match self.find(id) {
+            Some(e) if e.vanished.is_none() => Lookup::Present(e.paths.grants(id)),
+            Some(_) => Lookup::Vanished,
+            None => Lookup::Unknown,
+        }
     }
 
-    /// Whether `id` is listed but has vanished.
-    pub fn is_vanished(&self, id: &str) -> bool {
-        self.find(id).is_some_and(|e| e.vanished.is_some())
+    /// The paths of device `id`, if it is listed and present.
+    pub fn grants(&self, id: &str) -> Option<Arc<[Grant]>> {
+        match self.lookup(id) {
+            Lookup::Present(g) => Some(g),
+            _ => None,
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -307,15 +307,7 @@ fn usb_devices_by_id_ignoring_interfaces_and_root_hubs_unless_asked() {
 
 #[test]
 fn a_vanished_device_stays_unhealthy_then_goes_and_comes_back_with_its_id() {
-    let g = |h: &str| {
-        vec![Grant {
-            host: h.into(),
-            container: None,
-            device: true,
-            read_only: false,
-            permissions: Perm::from_letters("rw"),
-        }]
-    };
+    let g = |h: &str| vec![Grant::node(h, Perm::from_letters("rw"))];
     let mut set = DeviceSet::default();
     let t0 = Instant::now();
     let after = Duration::from_secs(60);
@@ -333,7 +325,9 @@ fn a_vanished_device_stays_unhealthy_then_goes_and_comes_back_with_its_id() {
     assert_eq!(m.vanished, ["b"]);
     assert_eq!(m.next_removal, Some(t0 + Duration::from_secs(61)));
     assert_eq!(set.list(false).0, [("a", "Healthy"), ("b", "Unhealthy")]);
-    assert!(set.grants("b").is_none() && set.is_vanished("b"));
+    assert!(matches!(set.lookup("b"), Lookup::Vanished));
+    assert!(set.grants("b").is_none());
+    assert!(matches!(set.lookup("z"), Lookup::Unknown));
     let m = set.merge(
         vec![("a".into(), g("/dev/a")), ("b".into(), g("/dev/b2"))],
         t0 + Duration::from_secs(2),

@@ -26,7 +26,7 @@ BIN         := $(OUT)/k8s-hostpath-device-plugin
 IMAGE       ?= k8s-hostpath-device-plugin:$(VERSION)
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps deps-arm64 build static static-arm64 test unit-test soak-short deploy-test arm64-test e2e lint fmt demo bench soak fuzz policy image image-multiarch release clean
+.PHONY: all deps deps-arm64 build static static-arm64 test unit-test soak-short deploy-test arm64-test e2e lint fmt demo bench e2e-cluster soak fuzz policy image image-multiarch release clean
 
 all: build
 
@@ -107,6 +107,15 @@ arm64-test: deps
 # in a private mount namespace (README "End-to-end with the real kubelet").
 e2e: build
 	tests/e2e/run.sh $(BIN)
+
+# The deployment on a real control plane (etcd, kube-apiserver, scheduler,
+# controller-manager) and two nodes, one with /sample, built from the Go
+# module proxy at the same pins and cached the same way (README "The whole
+# promise on a real cluster"). gen_policy makes the policies of the shared
+# cases the API server evaluates.
+e2e-cluster: build
+	cargo build $(DEV_FLAGS) --examples
+	tests/e2e/cluster.sh $(BIN) $(OUT)/examples/gen_policy
 
 lint: deps
 	cargo fmt --all -- --check

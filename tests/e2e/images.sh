@@ -3,7 +3,8 @@
 # `ctr images import`: `pause` (the pod sandbox: sleeps forever) and
 # `busybox` (the workload), both Debian's static busybox and nothing else;
 # and `plugin`, the daemon's static binary alone (what Dockerfile.distroless
-# ships, minus the distroless base files).
+# ships, minus the distroless base files), and `plugin-next`, the same with
+# one label more: another image for make e2e-cluster's rolling update.
 set -euo pipefail
 work=$1 daemon=$2
 cd "$work"
@@ -24,6 +25,7 @@ mkdir -p bundle/rootfs/usr/local/bin
 cp "$daemon" bundle/rootfs/usr/local/bin/k8s-hostpath-device-plugin
 umoci repack --image oci:plugin bundle
 umoci config --image oci:plugin --config.entrypoint /usr/local/bin/k8s-hostpath-device-plugin --config.cmd deviceplugin
+umoci config --image oci:plugin --config.label org.opencontainers.image.revision=next --tag plugin-next
 rm -rf bundle
 tar -C oci -cf images.tar .
 rm -rf oci

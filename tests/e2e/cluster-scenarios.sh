@@ -264,7 +264,7 @@ python3 - "$work/deploy/config.yaml" "$X" <<'PY'
 import sys, yaml
 path, name = sys.argv[1], sys.argv[2]
 first = yaml.safe_load(open(path))
-extra = {"resourceName": name, "hostPath": {"path": "/extra", "type": "Directory"}, "volumeMount": {"mountPath": "/extra"}}
+extra = {"resourceName": name, "numDevices": 1, "hostPath": {"path": "/extra", "type": "Directory"}, "volumeMount": {"mountPath": "/extra"}}
 with open(path, "w") as f:
     f.write("# Two resources now (make e2e-cluster's live reload).\n")
     yaml.safe_dump({"resources": [first, extra]}, f, sort_keys=False)

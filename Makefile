@@ -104,9 +104,11 @@ arm64-test: deps
 
 # The daemon against the real kubelet and containerd, built from the Go
 # module proxy at tests/e2e/go.mod's pins and cached outside the checkout,
-# in a private mount namespace (README "End-to-end with the real kubelet").
+# in a private mount namespace (README "End-to-end with the real kubelet");
+# then a run with the kubelet killed mid-way, to prove the clean-up.
 e2e: build
 	tests/e2e/run.sh $(BIN)
+	tests/e2e/cleanup-test.sh e2e $(BIN)
 
 # The deployment on a real control plane (etcd, kube-apiserver, scheduler,
 # controller-manager) and two nodes, one with /sample, built from the Go
@@ -116,6 +118,7 @@ e2e: build
 e2e-cluster: build
 	cargo build $(DEV_FLAGS) --examples
 	tests/e2e/cluster.sh $(BIN) $(OUT)/examples/gen_policy
+	tests/e2e/cleanup-test.sh cluster $(BIN) $(OUT)/examples/gen_policy
 
 lint: deps
 	cargo fmt --all -- --check

@@ -5,7 +5,8 @@
 //! median and worst, and writes `target/bench.json`. Figures are printed,
 //! never asserted. `BENCH_IDLE_SECS` (default 60) sets the idle-CPU window;
 //! `BENCH_RESTARTS` (default 1000) the kubelet restarts. `BENCH_ONLY=devices`
-//! runs only the figures of devices that come and go.
+//! runs only the figures of devices that come and go; `BENCH_ONLY=scale`
+//! only those at 100,000 matches and under event storms (issue 20).
 
 mod common;
 
@@ -369,11 +370,166 @@ fn come_and_go(t: &mut Table) {
     );
 }
 
+/// Peak threads of a process while `during` runs, sampled every 2 ms.
+fn peak_threads(pid: u32, during: impl FnOnce()) -> u64 {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let sampler = thread::spawn(move || {
+        let mut peak = 0;
+        while !s.load(Ordering::SeqCst) {
+            peak = peak.max(proc_status(pid, "Threads:"));
+            thread::sleep(Duration::from_millis(2));
+        }
+        peak
+    });
+    during();
+    stop.store(true, Ordering::SeqCst);
+    sampler.join().unwrap()
+}
+
+/// Issue 20, item 10: one plug among 100,000 matches, a storm of 100 new
+/// matches a second, and 40 resources of 20,000 matches rescanning at once.
+fn scale(t: &mut Table) {
+    const N: usize = 100_000;
+    let name = "example.com/p";
+    let s = Scratch::new("x");
+    let root = s.0.join("big");
+    let dir = root.join("dev");
+    fs::create_dir_all(&dir).unwrap();
+    for i in 0..N {
+        fs::write(dir.join(format!("tty{i:06}")), b"").unwrap();
+    }
+    let k = SimKubelet::start(&s.dp()).unwrap();
+    let d = spawn_rooted(&s, &root);
+    let pid = d.0.id();
+    let wait_total = |n: usize| {
+        k.wait_for(Duration::from_secs(30), |r| {
+            r.counts(name)
+                .filter(|c| c.0 == n && c.1 == n)
+                .map(|_| r.last_list_at[name])
+        })
+        .expect("list")
+    };
+    wait_total(N);
+    let mut plugs = Vec::new();
+    let cpu0 = cpu_ticks(pid);
+    const PLUGS: usize = 20;
+    for i in 0..PLUGS {
+        let p = dir.join(format!("new{i}"));
+        let t0 = Instant::now();
+        fs::write(&p, b"").unwrap();
+        plugs.push(wait_total(N + 1) - t0);
+        fs::remove_file(&p).unwrap();
+        wait_total(N);
+    }
+    let cpu = cpu_ticks(pid) - cpu0;
+    t.times(
+        "100,000 matches: one plug → the kubelet lists it",
+        "≤ 100 ms",
+        Some(Duration::from_millis(100)),
+        plugs,
+        false,
+    );
+    let ticks = clock_ticks();
+    t.value(
+        "100,000 matches: daemon CPU per rescan (plug or unplug)",
+        "—",
+        format!(
+            "{:.0} ms",
+            cpu as f64 * 1000.0 / ticks as f64 / (2 * PLUGS) as f64
+        ),
+        None,
+    );
+    // A storm: 100 new matches a second for 5 s.
+    let cpu0 = cpu_ticks(pid);
+    let t0 = Instant::now();
+    let peak = peak_threads(pid, || {
+        for i in 0..500 {
+            fs::write(dir.join(format!("storm{i}")), b"").unwrap();
+            let due = t0 + Duration::from_millis(10 * (i + 1));
+            thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        wait_total(N + 500);
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_ticks(pid) - cpu0;
+    t.value(
+        "100,000 matches, 100 new a second for 5 s: daemon CPU, peak threads, peak RSS",
+        "bounded",
+        format!(
+            "{:.0}% of a core, {peak} threads, {:.1} MB",
+            cpu as f64 / ticks as f64 / secs * 100.0,
+            proc_status(pid, "VmHWM:") as f64 / 1024.0
+        ),
+        None,
+    );
+    drop(d);
+    drop(k);
+    let _ = fs::remove_dir_all(&root);
+
+    // 40 resources over one directory of 20,000 matches: one event
+    // rescans all 40.
+    const M: usize = 20_000;
+    let s = Scratch::new("y");
+    let root = s.0.join("wide");
+    let dir = root.join("dev");
+    fs::create_dir_all(&dir).unwrap();
+    for i in 0..M {
+        fs::write(dir.join(format!("tty{i:05}")), b"").unwrap();
+    }
+    let mut text = String::from("resources:\n");
+    for r in 0..40 {
+        text.push_str(&format!(
+            "- resourceName: example.com/w{r}\n  hostPath: {{path: '/dev/tty*'}}\n  healthCheckInterval: 1h\n  removeAfter: 0s\n"
+        ));
+    }
+    let cfg = s.0.join("wide.yaml");
+    fs::write(&cfg, text).unwrap();
+    let k = SimKubelet::start(&s.dp()).unwrap();
+    let d = Stop(s.spawn_with(&cfg, &["--host-root", root.to_str().unwrap()]));
+    let pid = d.0.id();
+    let all = |n: usize| {
+        k.wait_for(Duration::from_secs(60), |r| {
+            (0..40)
+                .all(|i| r.counts(&format!("example.com/w{i}")) == Some((n, n)))
+                .then_some(())
+        })
+        .expect("40 lists")
+    };
+    all(M);
+    let t0 = Instant::now();
+    let peak = peak_threads(pid, || {
+        fs::write(dir.join("tty-new"), b"").unwrap();
+        all(M + 1);
+    });
+    t.value(
+        "40 resources of 20,000 matches, one event: all 40 listed, peak threads, peak RSS",
+        "bounded",
+        format!(
+            "{}, {peak} threads, {:.1} MB",
+            fmt_d(t0.elapsed()),
+            proc_status(pid, "VmHWM:") as f64 / 1024.0
+        ),
+        None,
+    );
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).unwrap_or(100)
+}
+
 fn main() {
     let bin = common::daemon_binary().expect("daemon binary");
     let mut t = Table::default();
     if std::env::var("BENCH_ONLY").as_deref() == Ok("devices") {
         come_and_go(&mut t);
+        t.print();
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("scale") {
+        scale(&mut t);
         t.print();
         return;
     }

@@ -50,6 +50,14 @@ pub enum Refusal {
     },
     /// The answer would exceed the kubelet's message limit.
     TooLarge { resource: String, bytes: usize },
+    /// Two of the devices asked for would put different host paths at one
+    /// container path (a fixed `mountPath` on a pattern or group member).
+    SamePath {
+        resource: String,
+        container: usize,
+        container_path: String,
+        hosts: [String; 2],
+    },
     /// IDs of a resource whose devices come and go that are not listed
     /// (never were, or removed) or have vanished: a few shown, each with
     /// why, and how many in all.
@@ -93,6 +101,18 @@ impl std::fmt::Display for Refusal {
                 write_shown(f, shown, *total)?;
                 write!(f, " (devices present now: {present})")
             }
+            Refusal::SamePath {
+                resource,
+                container,
+                container_path,
+                hosts,
+            } => write!(
+                f,
+                "{resource}: in container request {container}, the devices asked for would put both \
+                 {} and {} at the container path {container_path}; ask for one device per container, \
+                 or give the config a mountPath that differs per device",
+                hosts[0], hosts[1]
+            ),
             Refusal::TooLarge { resource, bytes } => write!(
                 f,
                 "{resource}: the Allocate answer would be {bytes} bytes, over the kubelet's \
@@ -214,7 +234,10 @@ pub fn allocate_found(
         let mut c = ContainerAllocateResponse::new();
         let mut bad: Vec<String> = Vec::new();
         let mut total_bad = 0usize;
-        let mut paths: BTreeSet<String> = BTreeSet::new();
+        // Container path → host path: a slot twice is one path once; two
+        // host paths at one container path is refused, never one dropped.
+        let mut paths: std::collections::BTreeMap<String, Box<str>> = Default::default();
+        let mut clash: Option<(String, String, String)> = None;
         for id in &creq.devices_ids {
             let grants = match set.lookup(id) {
                 Lookup::Present(g) => g,
@@ -232,18 +255,28 @@ pub fn allocate_found(
                 }
             };
             for g in grants.iter() {
-                if !paths.insert(g.container_path().to_string()) {
-                    continue;
+                let at = g.container_path();
+                match paths.get(at) {
+                    Some(host) if *host == g.host => continue,
+                    Some(host) => {
+                        clash.get_or_insert_with(|| {
+                            (at.to_string(), host.to_string(), g.host.to_string())
+                        });
+                        continue;
+                    }
+                    None => {
+                        paths.insert(at.to_string(), g.host.clone());
+                    }
                 }
                 if g.device {
                     let mut d = DeviceSpec::new();
-                    d.container_path = g.container_path().to_string();
+                    d.container_path = at.to_string();
                     d.host_path = g.host.to_string();
                     d.permissions = g.permissions.letters();
                     c.devices.push(d);
                 } else {
                     let mut m = Mount::new();
-                    m.container_path = g.container_path().to_string();
+                    m.container_path = at.to_string();
                     m.host_path = g.host.to_string();
                     m.read_only = g.read_only;
                     c.mounts.push(m);
@@ -259,6 +292,14 @@ pub fn allocate_found(
                 present: set.present(),
             });
         }
+        if let Some((at, first, second)) = clash {
+            return Err(Refusal::SamePath {
+                resource: r.resource_name.clone(),
+                container: i,
+                container_path: show_id(&at),
+                hosts: [show_id(&first), show_id(&second)],
+            });
+        }
         c.envs = r.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         resp.container_responses.push(c);
     }
@@ -266,12 +307,12 @@ pub fn allocate_found(
 }
 
 /// A ListAndWatch answer from a device set's list.
-pub fn found_list(devices: &[(&str, &'static str)]) -> ListAndWatchResponse {
+pub fn found_list(devices: &[(std::borrow::Cow<'_, str>, &'static str)]) -> ListAndWatchResponse {
     let mut resp = ListAndWatchResponse::new();
     resp.devices.reserve(devices.len());
     for (id, health) in devices {
         let mut d = Device::new();
-        d.ID = (*id).to_string();
+        d.ID = id.to_string();
         d.health = (*health).to_string();
         resp.devices.push(d);
     }

@@ -98,26 +98,35 @@ fn print_matches(
     d: &crate::discovery::Discovery,
     host_root: &std::path::Path,
 ) {
+    use crate::text::shown;
     const SHOWN: usize = 20;
+    let mut watched = 0usize;
     let scan = crate::discovery::scan(
         host_root,
         d,
         r.allow_sensitive_path,
         r.require_mount_point,
-        &mut |_| {},
+        &mut Default::default(),
+        &mut |_: &std::path::Path| watched += 1,
     );
     println!("  found now:    {}", scan.devices.len());
-    for (id, grants) in scan.devices.iter().take(SHOWN) {
-        let paths: Vec<&str> = grants.iter().map(|g| &*g.host).collect();
-        if paths.len() == 1 && paths[0] == id {
-            println!("    {id}");
+    for f in scan.devices.iter().take(SHOWN) {
+        let paths: Vec<&str> = f.grants.iter().map(|g| &*g.host).collect();
+        let slots = if f.slots > 1 {
+            format!(" (×{} slots)", f.slots)
         } else {
-            println!("    {id}: {}", paths.join(", "));
+            String::new()
+        };
+        if paths.len() == 1 && paths[0] == f.id {
+            println!("    {}{slots}", shown(&f.id));
+        } else {
+            println!("    {}{slots}: {}", shown(&f.id), shown(&paths.join(", ")));
         }
     }
     if scan.devices.len() > SHOWN {
         println!("    … and {} more", scan.devices.len() - SHOWN);
     }
+    println!("  watches now:  {watched} directories (inotify)");
     for p in &scan.problems {
         println!("  note:         {p}");
     }

@@ -45,6 +45,9 @@ pub struct Options {
     pub plugins_registry_dir: PathBuf,
     pub registration: Registration,
     pub host_root: PathBuf,
+    /// `--max-watches`: host-path inotify watches at most (default: a
+    /// quarter of the kernel's per-user limit).
+    pub max_watches: Option<usize>,
     pub debug: bool,
 }
 
@@ -57,6 +60,7 @@ impl Default for Options {
             plugins_registry_dir: PathBuf::from(kubelet::DEFAULT_PLUGINS_REGISTRY_DIR),
             registration: Registration::KubeletSocket,
             host_root: PathBuf::from("/"),
+            max_watches: None,
             debug: false,
         }
     }
@@ -99,6 +103,8 @@ Options:
   --plugins-registry-dir DIR    used with --registration plugin-watcher [default: /var/lib/kubelet/plugins_registry]
   --registration MODE           kubelet-socket (default) or plugin-watcher
   --host-root DIR               where the host's / is visible, to inspect host paths [default: /]
+  --max-watches N               host-path inotify watches at most; past it, a 1 s rescan
+                                [default: a quarter of fs.inotify.max_user_watches]
   --debug                       debug logging (RUST_LOG wins when set)
   --log-pretty[=BOOL]           accepted for compatibility; no effect
 
@@ -138,6 +144,17 @@ where
                 opts.plugins_registry_dir = PathBuf::from(value("a directory")?)
             }
             "--host-root" => opts.host_root = PathBuf::from(value("a directory")?),
+            "--max-watches" => {
+                let v = value("a number of watches")?;
+                opts.max_watches = match v.parse::<usize>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        return Err(UsageError(format!(
+                            "--max-watches: `{v}` is not a whole number"
+                        )))
+                    }
+                };
+            }
             "--registration" => {
                 opts.registration = match value("kubelet-socket or plugin-watcher")?.as_str() {
                     "kubelet-socket" => Registration::KubeletSocket,
@@ -224,6 +241,11 @@ mod tests {
         assert_eq!(o.device_plugin_dir, PathBuf::from("/dp"));
         assert_eq!(o.socket_dir(), std::path::Path::new("/pr"));
         assert_eq!(o.host_root, PathBuf::from("/host"));
+        assert_eq!(
+            parse(["--max-watches", "64"]).unwrap().max_watches,
+            Some(64)
+        );
+        assert!(parse(["--max-watches", "lots"]).is_err());
     }
 
     #[test]

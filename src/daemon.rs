@@ -55,6 +55,8 @@ pub struct Settings {
     pub registration: Registration,
     /// The config file, watched for reloads.
     pub config: PathBuf,
+    /// The most host-path inotify watches the daemon holds.
+    pub max_watches: usize,
 }
 
 impl Settings {
@@ -65,6 +67,9 @@ impl Settings {
             host_root: opts.host_root.clone(),
             registration: opts.registration,
             config: opts.config.clone(),
+            max_watches: opts
+                .max_watches
+                .unwrap_or_else(crate::monitor::default_watch_budget),
         }
     }
 
@@ -159,7 +164,8 @@ pub fn run(settings: Settings, loaded: Loaded, control: Control) -> Result<(), D
         }
     };
     let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
-    let monitor = Monitor::start(&settings.host_root).map_err(setup("the health monitor"))?;
+    let monitor = Monitor::start(&settings.host_root, settings.max_watches)
+        .map_err(setup("the health monitor"))?;
 
     let mut sup = Supervisor {
         kubelet_socket: settings.kubelet_socket(),

@@ -89,24 +89,24 @@ fn resource(selector: u8) -> Resource {
 /// present devices (one of two paths) and one vanished. Every ID answered
 /// is present, each container path appears once, and a refusal is bounded.
 fn allocate_found(r: &Resource, req: &AllocateRequest) {
-    use crate::discovery::{DeviceSet, Grant, Perm};
+    use crate::discovery::{DeviceSet, Found, Grant, Perm};
     let grant = |h: &str| Grant::node(h, Perm::from_letters("rw"));
     let mut set = DeviceSet::default();
     let now = std::time::Instant::now();
     let keep = std::time::Duration::from_secs(60);
     set.merge(
         vec![
-            ("/dev/a".into(), vec![grant("/dev/a")]),
-            ("/dev/b".into(), vec![grant("/dev/b"), grant("/dev/a")]),
-            ("/dev/c".into(), vec![grant("/dev/c")]),
+            Found::new("/dev/a", vec![grant("/dev/a")]),
+            Found::new("/dev/b", vec![grant("/dev/b"), grant("/dev/a")]),
+            Found::new("/dev/c", vec![grant("/dev/c")]),
         ],
         now,
         keep,
     );
     set.merge(
         vec![
-            ("/dev/a".into(), vec![grant("/dev/a")]),
-            ("/dev/b".into(), vec![grant("/dev/b"), grant("/dev/a")]),
+            Found::new("/dev/a", vec![grant("/dev/a")]),
+            Found::new("/dev/b", vec![grant("/dev/b"), grant("/dev/a")]),
         ],
         now,
         keep,

@@ -415,10 +415,52 @@ fn create_in_root(host_root: &Path, parts: &[OsString], t: HostPathType) -> Resu
     Ok(())
 }
 
+/// The mount points of `/proc/self/mountinfo` (field 5, the kernel's
+/// octal escapes undone), read once and asked many times: a scan of 2,000
+/// matches reads the table once, not 2,000 times.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MountTable(std::collections::HashSet<Vec<u8>>);
+
+impl MountTable {
+    /// The table as it is now; `None` when it cannot be read.
+    pub fn read() -> Option<MountTable> {
+        fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .map(|info| MountTable::parse(&info))
+    }
+
+    pub fn parse(info: &str) -> MountTable {
+        MountTable(
+            info.lines()
+                .filter_map(|line| line.split(' ').nth(4))
+                .map(unescape_mountinfo)
+                .collect(),
+        )
+    }
+
+    pub fn contains(&self, path: &Path) -> bool {
+        self.0.contains(path.as_os_str().as_encoded_bytes())
+    }
+
+    /// The mount points in one table and not the other, both ways.
+    pub fn changed<'a>(&'a self, other: &'a MountTable) -> Vec<&'a [u8]> {
+        self.0
+            .symmetric_difference(&other.0)
+            .map(Vec::as_slice)
+            .collect()
+    }
+}
+
 /// Whether `full` is a mount point: listed as a mount point in
 /// `/proc/self/mountinfo` (catches bind mounts of the same filesystem), or on
 /// a different device than its parent. The host root itself counts.
 pub fn is_mount_point(full: &Path, host_root: &Path) -> bool {
+    is_mount_point_in(full, host_root, MountTable::read().as_ref())
+}
+
+/// [`is_mount_point`] with the mount table already read (`None`: only the
+/// device numbers are compared).
+pub fn is_mount_point_in(full: &Path, host_root: &Path, table: Option<&MountTable>) -> bool {
     let Ok(canonical) = fs::canonicalize(full) else {
         return false;
     };
@@ -427,10 +469,8 @@ pub fn is_mount_point(full: &Path, host_root: &Path) -> bool {
             return true;
         }
     }
-    if let Ok(info) = fs::read_to_string("/proc/self/mountinfo") {
-        if mountinfo_has(&info, &canonical) {
-            return true;
-        }
+    if table.is_some_and(|t| t.contains(&canonical)) {
+        return true;
     }
     match (
         fs::metadata(&canonical),
@@ -439,15 +479,6 @@ pub fn is_mount_point(full: &Path, host_root: &Path) -> bool {
         (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
         _ => false,
     }
-}
-
-/// Whether a mountinfo text lists `path` as a mount point (field 5, with
-/// the kernel's octal escapes for space, tab, newline and backslash).
-fn mountinfo_has(info: &str, path: &Path) -> bool {
-    let want = path.as_os_str().as_encoded_bytes();
-    info.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|field| unescape_mountinfo(field) == want)
 }
 
 fn unescape_mountinfo(s: &str) -> Vec<u8> {
@@ -530,9 +561,9 @@ mod tests {
     fn mountinfo_parsing() {
         let info =
             "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n30 22 0:5 / /mnt/my\\040disk rw - tmpfs t rw\n";
-        assert!(mountinfo_has(info, Path::new("/mnt/my disk")));
-        assert!(mountinfo_has(info, Path::new("/")));
-        assert!(!mountinfo_has(info, Path::new("/mnt")));
+        assert!(MountTable::parse(info).contains(Path::new("/mnt/my disk")));
+        assert!(MountTable::parse(info).contains(Path::new("/")));
+        assert!(!MountTable::parse(info).contains(Path::new("/mnt")));
     }
 
     #[test]

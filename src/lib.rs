@@ -29,6 +29,7 @@
 //! | [`api`] | generated protobuf messages (and grpcio stubs with `daemon`) | — |
 //! | [`fs_events`] | pure: a batch of the supervisor's inotify events → what changed (restart, directory, our sockets, config, overflow) | supervisor |
 //! | [`watch`] | the supervisor's inotify instance: socket dir, config dir (host paths have the monitor's own) | supervisor |
+//! | [`text`] | host text (file names, serials) escaped for logs and `check` | any |
 //! | [`util`] | self-pipes, `poll`, bounded `block_on`, poison-tolerant `lock`, Unix-socket channels and percent-encoded gRPC targets | — |
 //!
 //! `run_command` (module `app`) is the whole program behind `main`. The
@@ -70,6 +71,7 @@ mod server;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod socket;
+pub mod text;
 #[cfg(feature = "daemon")]
 pub mod util;
 #[cfg(feature = "daemon")]

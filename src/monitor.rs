@@ -19,6 +19,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -31,12 +32,29 @@ use crate::plugin::ResourceState;
 use crate::util::{lock, poll_events, Notifier, WakePipe};
 use crate::watch::path_and_ancestors;
 
-/// A check running this long while others wait gets a spare worker.
+/// A check that has shown no progress for this long while others wait
+/// gets a spare worker. A scan reading a large directory shows progress
+/// (`discovery::Hooks::progress`), so a storm of slow scans runs on one or
+/// two workers, not one each.
 pub const SPARE_AFTER: Duration = Duration::from_millis(20);
-/// A check running this long makes its resource Unhealthy until it returns.
+/// A check without progress this long makes its resource Unhealthy until
+/// it returns.
 pub const HUNG_AFTER: Duration = Duration::from_secs(1);
 /// Most worker threads at once (each hung path can hold one).
 pub const MAX_WORKERS: usize = 32;
+/// How often a resource whose directories cannot all be watched is
+/// rescanned instead: the latency hotplug degrades to, never silence.
+pub const UNWATCHED_RESCAN: Duration = Duration::from_secs(1);
+
+/// The host-path watches the daemon allows itself: a quarter of the
+/// kernel's per-user limit (root's budget is shared with the kubelet,
+/// containerd and systemd), between 256 and 65,536.
+pub fn default_watch_budget() -> usize {
+    std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .map_or(2048, |max| (max / 4).clamp(256, 65_536))
+}
 
 /// One resource as the monitor tracks it.
 struct Entry {
@@ -47,12 +65,18 @@ struct Entry {
     queued: bool,
     /// When the check in progress started.
     running: Option<Instant>,
+    /// When it last showed progress: nanoseconds after `Shared::epoch`,
+    /// written by the worker, read by the dispatcher.
+    progress: Arc<AtomicU64>,
     /// Poked while a check ran: check again as soon as it returns.
     again: bool,
     /// The running check was reported as hung (logged once).
     hung: bool,
     /// The inotify watches its last check set.
     wds: Vec<WatchDescriptor>,
+    /// Its last scan could not watch every directory it reached (said
+    /// once): it is rescanned every [`UNWATCHED_RESCAN`] meanwhile.
+    unwatched: bool,
 }
 
 struct Inner {
@@ -67,6 +91,8 @@ struct Inner {
 
 struct Shared {
     host_root: PathBuf,
+    /// What progress times count from.
+    epoch: Instant,
     inner: Mutex<Inner>,
     /// Wakes idle workers when the queue fills or the monitor stops.
     work: Condvar,
@@ -74,6 +100,8 @@ struct Shared {
     wake: Notifier,
     /// Adds and removes host-path watches from any thread.
     watches: Option<Watches>,
+    /// The most host-path watches held at once.
+    watch_budget: usize,
 }
 
 impl Shared {
@@ -106,7 +134,7 @@ impl Monitor {
     ///
     /// When the wake pipe or the thread cannot be created. Without
     /// inotify the monitor still polls at each resource's interval.
-    pub fn start(host_root: &Path) -> io::Result<Monitor> {
+    pub fn start(host_root: &Path, watch_budget: usize) -> io::Result<Monitor> {
         let wake = WakePipe::new()?;
         let inotify = match Inotify::init() {
             Ok(i) => Some(i),
@@ -118,6 +146,7 @@ impl Monitor {
         let mountinfo = std::fs::File::open("/proc/self/mountinfo").ok();
         let shared = Arc::new(Shared {
             host_root: host_root.to_path_buf(),
+            epoch: Instant::now(),
             inner: Mutex::new(Inner {
                 entries: HashMap::new(),
                 by_wd: HashMap::new(),
@@ -129,6 +158,7 @@ impl Monitor {
             work: Condvar::new(),
             wake: wake.notifier()?,
             watches: inotify.as_ref().map(Inotify::watches),
+            watch_budget,
         });
         let s = shared.clone();
         let dispatcher = thread::Builder::new()
@@ -149,9 +179,11 @@ impl Monitor {
                 next: Instant::now(),
                 queued: false,
                 running: None,
+                progress: Arc::new(AtomicU64::new(0)),
                 again: false,
                 hung: false,
                 wds: Vec::new(),
+                unwatched: false,
             },
         );
         self.shared.wake.notify();
@@ -229,6 +261,7 @@ fn dispatch(
     mut mountinfo: Option<std::fs::File>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut mounts = Mounts::new(&shared.host_root);
     loop {
         let now = Instant::now();
         let mut inner = shared.lock();
@@ -239,18 +272,21 @@ fn dispatch(
         let mut soonest = |t: Instant| wake_at = Some(wake_at.map_or(t, |w: Instant| w.min(t)));
         let mut due = Vec::new();
         let mut youngest_running: Option<Instant> = None;
+        let epoch = shared.epoch;
         for (id, e) in inner.entries.iter_mut() {
             match e.running {
                 Some(started) => {
-                    youngest_running = Some(youngest_running.map_or(started, |y| y.max(started)));
-                    if now.duration_since(started) >= HUNG_AFTER && !e.hung {
+                    let moved = epoch + Duration::from_nanos(e.progress.load(Ordering::Relaxed));
+                    let last = moved.max(started);
+                    youngest_running = Some(youngest_running.map_or(last, |y| y.max(last)));
+                    if now.duration_since(last) >= HUNG_AFTER && !e.hung {
                         e.hung = true;
                         publish(
                             &e.state,
                             &Health::Unhealthy(health::Reason::Hung(now.duration_since(started))),
                         );
                     } else if !e.hung {
-                        soonest(started + HUNG_AFTER);
+                        soonest(last + HUNG_AFTER);
                     }
                 }
                 None if e.queued => {}
@@ -318,7 +354,7 @@ fn dispatch(
         }
         if revents[2] != 0 {
             if let Some(f) = mountinfo.as_mut() {
-                mounts_changed(shared, f);
+                mounts.changed(shared, f);
             }
         }
     }
@@ -373,24 +409,85 @@ fn read_events(shared: &Shared, inotify: &mut Inotify, buf: &mut [u8]) {
     }
 }
 
-/// The mount table changed: re-read it (which re-arms `POLLPRI`) and check
-/// every resource that must be a mount point.
-fn mounts_changed(shared: &Shared, f: &mut std::fs::File) {
-    use std::io::{Read, Seek};
-    let mut sink = Vec::new();
-    let _ = f
-        .seek(std::io::SeekFrom::Start(0))
-        .and_then(|_| f.read_to_end(&mut sink));
-    log::debug!("mount table changed");
-    let mut inner = shared.lock();
-    let ids: Vec<u64> = inner
-        .entries
-        .iter()
-        .filter(|(_, e)| e.state.resource().require_mount_point)
-        .map(|(id, _)| *id)
-        .collect();
-    for id in ids {
-        poke_locked(&mut inner, id);
+/// The mount table as last read, to tell which mount points a change
+/// concerns: a node whose mounts change ten times a second for other
+/// reasons costs a table read each time, not a rescan of every resource
+/// that asks for a mount point.
+struct Mounts {
+    /// The host root as the mount table spells it (canonical).
+    root: Vec<u8>,
+    last: Option<health::MountTable>,
+}
+
+impl Mounts {
+    fn new(host_root: &Path) -> Mounts {
+        let root = std::fs::canonicalize(host_root).unwrap_or_else(|_| host_root.to_path_buf());
+        Mounts {
+            root: root.as_os_str().as_encoded_bytes().to_vec(),
+            last: health::MountTable::read(),
+        }
+    }
+
+    /// A mount point of the table as a host path, if it is under the host
+    /// root.
+    fn host_path(&self, mount_point: &[u8]) -> Option<String> {
+        let rest = if self.root == b"/" {
+            mount_point
+        } else {
+            let rest = mount_point.strip_prefix(self.root.as_slice())?;
+            if !rest.is_empty() && !rest.starts_with(b"/") {
+                return None;
+            }
+            rest
+        };
+        let rest = std::str::from_utf8(rest).ok()?;
+        Some(if rest.is_empty() {
+            "/".into()
+        } else {
+            rest.into()
+        })
+    }
+
+    /// The mount table changed: re-read it (which re-arms `POLLPRI`) and
+    /// check each resource that asks for a mount point and that a changed
+    /// mount point concerns. Unreadable: check them all.
+    fn changed(&mut self, shared: &Shared, f: &mut std::fs::File) {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        let read = f
+            .seek(std::io::SeekFrom::Start(0))
+            .and_then(|_| f.read_to_string(&mut text));
+        let now = read.ok().map(|_| health::MountTable::parse(&text));
+        let changed: Option<Vec<String>> = match (&self.last, &now) {
+            (Some(old), Some(new)) => Some(
+                old.changed(new)
+                    .into_iter()
+                    .filter_map(|m| self.host_path(m))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        self.last = now;
+        if changed.as_ref().is_some_and(Vec::is_empty) {
+            return;
+        }
+        log::debug!("mount table changed: {changed:?}");
+        let mut inner = shared.lock();
+        let ids: Vec<u64> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                let r = e.state.resource();
+                r.require_mount_point
+                    && changed
+                        .as_ref()
+                        .is_none_or(|c| c.iter().any(|m| r.concerns_mount_point(m)))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            poke_locked(&mut inner, id);
+        }
     }
 }
 
@@ -419,6 +516,8 @@ fn work(shared: &Shared) {
         };
         e.queued = false;
         e.running = Some(now);
+        let progress = e.progress.clone();
+        progress.store(nanos_since(shared.epoch, now), Ordering::Relaxed);
         e.next = now + e.state.resource().health_check_interval;
         let state = e.state.clone();
         drop(inner);
@@ -427,7 +526,7 @@ fn work(shared: &Shared) {
         if resource.is_dynamic() {
             // The merge runs with the check still marked running, so a
             // second scan of the same resource cannot overtake it.
-            let due = scan(shared, id, &state, &resource);
+            let due = scan(shared, id, &state, &resource, &progress);
             inner = shared.lock();
             finish(&mut inner, id, &state, due);
             shared.wake.notify();
@@ -504,42 +603,139 @@ fn scan(
     shared: &Shared,
     id: u64,
     state: &Arc<ResourceState>,
-    resource: &crate::config::Resource,
+    resource: &Arc<crate::config::Resource>,
+    progress: &AtomicU64,
 ) -> Option<Instant> {
     let d = resource.discovery.as_ref()?;
-    let mut wds: Vec<WatchDescriptor> = Vec::new();
-    let mut watches = shared.watches.clone();
+    let mut memory = state.scan_memory();
+    let mut hooks = ScanHooks {
+        shared,
+        id,
+        watches: shared.watches.clone(),
+        wds: Vec::new(),
+        missed: 0,
+        why: None,
+        progress,
+    };
     let found = crate::discovery::scan(
         &shared.host_root,
         d,
         resource.allow_sensitive_path,
         resource.require_mount_point,
-        &mut |dir| {
-            let Some(w) = watches.as_mut() else {
-                return;
-            };
-            if let Ok(wd) = w.add(dir, mask()) {
-                if !wds.contains(&wd) {
-                    shared
-                        .lock()
-                        .by_wd
-                        .entry(wd.clone())
-                        .or_default()
-                        .insert(id);
-                    wds.push(wd);
-                }
-            }
-        },
+        &mut memory,
+        &mut hooks,
     );
+    let ScanHooks {
+        wds, missed, why, ..
+    } = hooks;
     if !settle_watches(shared, &mut shared.lock(), id, state, wds) {
         return None;
     }
+    let unwatched = note_unwatched(shared, id, resource, missed, why);
     let big = found.devices.len() >= crate::util::TRIM_AFTER;
-    let due = state.merge_scan(found, Instant::now()).next_removal;
+    let due = state
+        .merge_scan(found, Instant::now(), resource, memory)
+        .and_then(|m| m.next_removal);
     if big {
         crate::util::trim_heap();
     }
-    due
+    let fallback = unwatched.then(|| Instant::now() + UNWATCHED_RESCAN);
+    match (due, fallback) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn nanos_since(epoch: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One scan's hooks: each directory is watched before it is read (and
+/// counted for the resource at once, so no event on it is missed), within
+/// the daemon's watch budget; progress is stamped for the dispatcher.
+struct ScanHooks<'a> {
+    shared: &'a Shared,
+    id: u64,
+    watches: Option<Watches>,
+    wds: Vec<WatchDescriptor>,
+    /// Directories that could not be watched, and the first reason.
+    missed: usize,
+    why: Option<String>,
+    progress: &'a AtomicU64,
+}
+
+impl crate::discovery::Hooks for ScanHooks<'_> {
+    fn watch(&mut self, dir: &Path) {
+        self.progress();
+        let Some(w) = self.watches.as_mut() else {
+            return;
+        };
+        match w.add(dir, mask()) {
+            Ok(wd) => {
+                if self.wds.contains(&wd) {
+                    return;
+                }
+                let budget = self.shared.watch_budget;
+                let mut inner = self.shared.lock();
+                if !inner.by_wd.contains_key(&wd) && inner.by_wd.len() >= budget {
+                    // Over the daemon's own budget: not kept.
+                    drop(inner);
+                    let _ = w.remove(wd);
+                    self.missed += 1;
+                    self.why.get_or_insert_with(|| {
+                        format!("the daemon's budget of {budget} watches is used")
+                    });
+                    return;
+                }
+                inner.by_wd.entry(wd.clone()).or_default().insert(self.id);
+                drop(inner);
+                self.wds.push(wd);
+            }
+            Err(e) => {
+                // ENOSPC: the kernel's per-user limit is reached.
+                self.missed += 1;
+                self.why.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+
+    fn progress(&mut self) {
+        self.progress.store(
+            nanos_since(self.shared.epoch, Instant::now()),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Records whether a scan watched every directory it reached, saying so
+/// once when that changes; returns whether some were left unwatched.
+fn note_unwatched(
+    shared: &Shared,
+    id: u64,
+    resource: &crate::config::Resource,
+    missed: usize,
+    why: Option<String>,
+) -> bool {
+    let unwatched = missed > 0;
+    let was = match shared.lock().entries.get_mut(&id) {
+        Some(e) => std::mem::replace(&mut e.unwatched, unwatched),
+        None => return unwatched,
+    };
+    match (was, unwatched) {
+        (false, true) => log::warn!(
+            "{}: cannot watch {missed} of the directories it scans ({}): devices there are \
+             seen by a rescan every {:?} instead of at once",
+            resource.resource_name,
+            why.unwrap_or_default(),
+            UNWATCHED_RESCAN
+        ),
+        (true, false) => log::info!(
+            "{}: every directory it scans is watched again",
+            resource.resource_name
+        ),
+        _ => {}
+    }
+    unwatched
 }
 
 /// Watches a host path and its ancestors up to the nearest existing one,

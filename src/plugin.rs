@@ -68,6 +68,11 @@ struct State {
     cut_said: bool,
     /// The scan problems last logged, so each is logged once.
     problems: std::collections::BTreeSet<String>,
+    /// What the scans remember (USB serials seen twice).
+    memory: crate::discovery::Memory,
+    /// A reload changed how devices are found: the next merge tells a
+    /// device no longer configured from one that vanished.
+    reconfigured: bool,
 }
 
 /// Per-resource state shared by the gRPC handlers, the health thread and
@@ -102,6 +107,8 @@ impl ResourceState {
                 set: DeviceSet::default(),
                 cut_said: false,
                 problems: Default::default(),
+                memory: Default::default(),
+                reconfigured: false,
             }),
         })
     }
@@ -182,6 +189,8 @@ impl ResourceState {
             // Another kind of ID: wait for the first check or scan.
             s.set = DeviceSet::default();
             s.checked = false;
+        } else if s.resource.discovery != resource.discovery {
+            s.reconfigured = true;
         }
         s.resource = resource;
         if devices_changed {
@@ -232,10 +241,10 @@ impl ResourceState {
         let resp = found_list(&devices);
         if left > 0 && !s.cut_said {
             log::warn!(
-                "{}: {} devices do not fit one ListAndWatch message ({} bytes at most): \
+                "{}: {} device IDs do not fit one ListAndWatch message ({} bytes at most): \
                  listing the first {} by ID, leaving out {left}",
                 s.resource.resource_name,
-                s.set.len(),
+                s.set.entries(),
                 crate::kubelet::MAX_MESSAGE_BYTES,
                 devices.len()
             );
@@ -244,17 +253,41 @@ impl ResourceState {
         resp
     }
 
-    /// Merges one scan of a resource whose devices come and go; the scan
-    /// also means the resource itself is healthy (its scan returned).
-    /// Logs what appeared, vanished, came back and was removed, and wakes
-    /// the streams when the list changed.
-    pub fn merge_scan(&self, scan: crate::discovery::Scan, now: std::time::Instant) -> Merged {
+    /// What the scans of this resource remember, for the next scan.
+    pub fn scan_memory(&self) -> crate::discovery::Memory {
+        self.lock().memory.clone()
+    }
+
+    /// Merges one scan of a resource whose devices come and go, made with
+    /// the settings `scanned` and remembering `memory`; the scan also
+    /// means the resource itself is healthy (its scan returned). A scan
+    /// made with settings a reload has since replaced is dropped (`None`):
+    /// its devices are not what is configured now, and a new scan is
+    /// already due. Logs what appeared, vanished, came back, was removed
+    /// or is no longer configured, and wakes the streams when the list
+    /// changed.
+    pub fn merge_scan(
+        &self,
+        scan: crate::discovery::Scan,
+        now: std::time::Instant,
+        scanned: &Arc<Resource>,
+        memory: crate::discovery::Memory,
+    ) -> Option<Merged> {
         let mut s = self.lock();
-        let Some(remove_after) = s.resource.discovery.as_ref().map(|d| d.remove_after) else {
-            return Merged::default();
-        };
+        if !Arc::ptr_eq(&s.resource, scanned) {
+            return None;
+        }
+        let d = s.resource.discovery.clone()?;
+        s.memory = memory;
         let name = s.resource.resource_name.clone();
-        let merged = s.set.merge(scan.devices, now, remove_after);
+        let reconfigured = std::mem::take(&mut s.reconfigured);
+        let still = |g: &[crate::discovery::Grant]| d.describes(g);
+        let merged = s.set.merge_with(
+            scan.devices,
+            now,
+            d.remove_after,
+            reconfigured.then_some(&still as crate::discovery::StillConfigured<'_>),
+        );
         let first = !s.checked;
         let was_healthy = s.healthy;
         s.checked = true;
@@ -264,8 +297,10 @@ impl ResourceState {
             s.version += 1;
             Self::wake(&mut s);
         }
-        let new_problems: Vec<String> = scan.problems.difference(&s.problems).cloned().collect();
-        s.problems = scan.problems;
+        let mut problems = scan.problems;
+        problems.extend(merged.refused.iter().map(|r| format!("not listed: {r}")));
+        let new_problems: Vec<String> = problems.difference(&s.problems).cloned().collect();
+        s.problems = problems;
         let (listed, present) = (s.set.len(), s.set.present());
         drop(s);
         for p in new_problems {
@@ -282,7 +317,11 @@ impl ResourceState {
             }
             const SHOWN: usize = 5;
             // In ID order already: merges walk the set in order.
-            let text: Vec<&str> = ids.iter().take(SHOWN).map(String::as_str).collect();
+            let text: Vec<String> = ids
+                .iter()
+                .take(SHOWN)
+                .map(|id| crate::text::shown(id))
+                .collect();
             let more = ids.len().saturating_sub(SHOWN);
             let tail = if more > 0 {
                 format!(" and {more} more")
@@ -301,10 +340,11 @@ impl ResourceState {
         say("back", &merged.back);
         say("vanished", &merged.vanished);
         say("removed", &merged.removed);
+        say("no longer configured, removed", &merged.unconfigured);
         if merged.changed() && !first {
             log::debug!("{name}: {listed} listed, {present} present");
         }
-        merged
+        Some(merged)
     }
 
     /// The Allocate answer of a resource whose devices come and go, read
@@ -468,7 +508,7 @@ impl DevicePlugin for DevicePluginService {
         };
         let result = result.map_err(|refusal| {
             let code = match refusal {
-                Refusal::UnknownIds { .. } | Refusal::Gone { .. } => {
+                Refusal::UnknownIds { .. } | Refusal::Gone { .. } | Refusal::SamePath { .. } => {
                     RpcStatusCode::INVALID_ARGUMENT
                 }
                 Refusal::TooLarge { .. } => RpcStatusCode::RESOURCE_EXHAUSTED,

@@ -126,6 +126,27 @@ fn in_tree(path: &str, tree: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// Whether `path` (with `/run` spelt so) leads to a login session's
+/// service sockets: `/run/user` and each user's directory (they hold
+/// them), a session bus (`bus`), a user's systemd manager (`systemd/…`),
+/// and all of root's (uid 0), whose manager runs anything as root.
+fn user_session(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/run/user") else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let Some(rest) = rest.strip_prefix('/') else {
+        return false;
+    };
+    let (user, inside) = rest.split_once('/').unwrap_or((rest, ""));
+    user == "0"
+        || inside.is_empty()
+        || inside.starts_with("bus")
+        || in_tree(&format!("/{inside}"), "/systemd")
+}
+
 /// The category that makes a normalised absolute path sensitive, or `None`.
 pub fn classify(path: &str) -> Option<Category> {
     let path = match path.strip_prefix("/var/run") {
@@ -146,7 +167,7 @@ pub fn classify(path: &str) -> Option<Category> {
     {
         return Some(Category::Credentials);
     }
-    if CLUSTER_TREES.iter().any(|t| in_tree(path, t)) {
+    if CLUSTER_TREES.iter().any(|t| in_tree(path, t)) || user_session(path) {
         return Some(Category::ClusterState);
     }
     let is_system_child = SYSTEM_PARENTS.iter().any(|p| {
@@ -192,6 +213,14 @@ mod tests {
             ("/run/k3s/containerd/containerd.sock", ClusterState),
             ("/run/cri-dockerd.sock", ClusterState),
             ("/run/systemd/private", ClusterState),
+            ("/run/user/0/bus", ClusterState),
+            ("/run/user/0/systemd/private", ClusterState),
+            ("/run/user/0/anything", ClusterState),
+            ("/run/user/1000/bus", ClusterState),
+            ("/run/user/1000/systemd/private", ClusterState),
+            ("/run/user/1000", ClusterState),
+            ("/run/user", ClusterState),
+            ("/var/run/user/0/bus", ClusterState),
             ("/var/run/dbus/system_bus_socket", ClusterState),
             ("/var/run/docker.sock", ClusterState),
             ("/run/containerd/containerd.sock", ClusterState),
@@ -235,6 +264,8 @@ mod tests {
             "/home/user/data",
             "/opt/app/models",
             "/rootfs",
+            "/run/user/1000/pulse/native",
+            "/run/user2",
         ] {
             assert_eq!(classify(p), None, "{p}");
         }

@@ -26,11 +26,48 @@ pub(super) fn sensitive_reach(components: &[glob::Component]) -> Option<(String,
             }
         }
     }
+    // `/etc/sudoers*`: any name that starts so.
+    let etc_name = |c: &[glob::Component]| c.len() == 2 && c[0].matches("etc");
+    if etc_name(components) && components[1].could_start_with("sudoers") {
+        return Some(("/etc/sudoers*".into(), Category::Credentials));
+    }
+    if let Some(hit) = session_reach(components) {
+        return Some((hit, Category::ClusterState));
+    }
     // Direct children of /usr and /var are system directories themselves.
     if components.len() == 2 {
         for parent in ["usr", "var"] {
             if components[0].matches(parent) {
                 return Some((format!("/{parent}/…"), Category::SystemDirectory));
+            }
+        }
+    }
+    None
+}
+
+/// Whether a pattern could reach a login session's sockets (see
+/// `sensitive::classify`): `/run/user/<any user>` itself, its `bus*` and
+/// `systemd/…`, and anything of root's (`0`).
+fn session_reach(components: &[glob::Component]) -> Option<String> {
+    for base in [&["run", "user"][..], &["var", "run", "user"][..]] {
+        let n = base.len();
+        if components.len() < n || !base.iter().zip(components).all(|(b, c)| c.matches(b)) {
+            continue;
+        }
+        let shown = format!("/{}/<user>", base.join("/"));
+        match components.len() - n {
+            0 | 1 => return Some(shown),
+            _ => {
+                let inside = &components[n + 1];
+                if components[n].matches("0") {
+                    return Some(format!("/{}/0/…", base.join("/")));
+                }
+                if inside.could_start_with("bus") {
+                    return Some(format!("{shown}/bus"));
+                }
+                if inside.matches("systemd") {
+                    return Some(format!("{shown}/systemd/…"));
+                }
             }
         }
     }
@@ -254,6 +291,9 @@ impl Validator {
                 );
                 continue;
             };
+            if mount.as_ref().is_some_and(|m| *m != path) && glob::has_glob(&path) {
+                self.shared_mount_warning(&join(&f, "volumeMount.mountPath"));
+            }
             if let Some(rule) = self.path_rule(
                 &join(&f, "hostPath.path"),
                 &path,
@@ -267,7 +307,55 @@ impl Validator {
                 out.push(rule);
             }
         }
+        if !discovery::pairs_by_captures(&out) {
+            let shapes: Vec<String> = out
+                .iter()
+                .map(|r| format!("{} has {}", r.pattern, r.wildcards()))
+                .collect();
+            self.error(
+                field,
+                format!(
+                    "members pair by what their wildcards match, so every member with wildcards needs \
+                     as many of them: {}",
+                    shapes.join(", ")
+                ),
+            );
+        }
         out
+    }
+
+    /// A device's slots (`count`, or `numDevices` on a pattern) must all
+    /// fit one ListAndWatch message with the longest IDs, all Unhealthy.
+    pub(super) fn slots_fit(&mut self, field: &str, slots: u64) {
+        let max = u64::from(super::rules::max_slots());
+        if slots > max {
+            let entry =
+                discovery::entry_size(discovery::MAX_ID_LEN, crate::kubelet::UNHEALTHY.len());
+            self.error(
+                field,
+                format!(
+                    "{slots} slots per device: each is listed with an ID of up to {} bytes ({entry} bytes \
+                     an entry when Unhealthy), so at most {max} slots of one device fit the kubelet's \
+                     limit of {MAX_MESSAGE_BYTES} bytes",
+                    discovery::MAX_ID_LEN
+                ),
+            );
+        }
+    }
+
+    /// A path with glob characters is a pattern: said once for the
+    /// original project's format, which had none, so a path such as
+    /// `/mnt/disk[1]` never changes meaning in silence.
+    pub(super) fn pattern_meaning(&mut self, field: &str, path: Option<&str>, original: bool) {
+        if let (Some(path), true) = (path, original) {
+            self.warn(
+                field,
+                format!(
+                    "`{path}` has glob characters, so it is a pattern: each match is a device. \
+                     To serve that very path, escape them with `\\` (e.g. `\\[`)"
+                ),
+            );
+        }
     }
 
     /// A whole number ≥ 1 under `key`, or `default`.

@@ -148,6 +148,7 @@ impl Validator {
     fn generic_group(&mut self, map: &BTreeMap<String, Value>, prefix: &str) -> Option<Group> {
         self.check_keys(map, prefix, GROUP_KEYS);
         let count = self.count(map, "count", prefix, 1);
+        self.slots_fit(&join(prefix, "count"), u64::from(count));
         let has = |k: &str| map.get(k).is_some_and(|v| !v.is_null());
         match (has("paths"), has("usb")) {
             (true, true) => {
@@ -173,6 +174,14 @@ impl Validator {
                 let mut rules = Vec::new();
                 for (f, m) in self.mappings(&map["paths"], &field, "paths", "path") {
                     rules.extend(self.generic_path(&m, &f));
+                }
+                if !crate::discovery::pairs_by_captures(&rules) {
+                    self.warn(
+                        &field,
+                        "these paths' wildcards differ in number, so their matches pair by sorted \
+                         position, as generic-device-plugin does: a device whose path belongs to \
+                         another device is not listed until that one is gone",
+                    );
                 }
                 Some(Group {
                     source: Source::Paths(rules),

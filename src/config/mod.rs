@@ -141,6 +141,33 @@ impl Resource {
     pub fn is_dynamic(&self) -> bool {
         self.discovery.is_some()
     }
+
+    /// Whether a mount appearing or going at the host path `mount_point`
+    /// can change whether this resource's path (or a match of its
+    /// pattern) is a mount point: it is that path, or above it.
+    pub fn concerns_mount_point(&self, mount_point: &str) -> bool {
+        let parts: Vec<&str> = mount_point.split('/').filter(|p| !p.is_empty()).collect();
+        let leads_to = |components: &[crate::discovery::Component]| {
+            parts.len() <= components.len()
+                && parts.iter().zip(components).all(|(p, c)| c.matches(p))
+        };
+        match &self.discovery {
+            None => {
+                let path: Vec<&str> = self
+                    .host_path
+                    .split('/')
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                path.starts_with(&parts)
+            }
+            Some(d) => d.groups.iter().any(|g| match &g.source {
+                crate::discovery::Source::Paths(rules) => {
+                    rules.iter().any(|r| leads_to(&r.components))
+                }
+                crate::discovery::Source::Usb { .. } => false,
+            }),
+        }
+    }
 }
 
 /// A validated configuration: at least one resource, names unique.
@@ -307,15 +334,23 @@ fn display_discovery(
         let slots = if g.count == 1 {
             String::new()
         } else {
-            format!(", {} slots per device", g.count)
+            format!(
+                ", {} slots per device (at most {} fit one list)",
+                g.count,
+                rules::max_slots()
+            )
         };
         match &g.source {
             Source::Paths(rules) if rules.len() == 1 => {
                 writeln!(f, "  group {i}:      each match is a device{slots}")?
             }
+            Source::Paths(rules) if crate::discovery::pairs_by_captures(rules) => writeln!(
+                f,
+                "  group {i}:      the matches whose wildcards matched the same text form one device{slots}"
+            )?,
             Source::Paths(_) => writeln!(
                 f,
-                "  group {i}:      the i-th matches of these paths form the i-th device{slots}"
+                "  group {i}:      the i-th matches of these paths form the i-th device (by position){slots}"
             )?,
             Source::Usb { permissions, .. } => writeln!(
                 f,

@@ -42,6 +42,14 @@ pub fn list_and_watch_size(n: u64, health_len: usize) -> usize {
     total
 }
 
+/// The most slots one device of a resource whose devices come and go may
+/// have: every slot ID as long as an ID can be, all Unhealthy, in one
+/// ListAndWatch message.
+pub fn max_slots() -> u32 {
+    let entry = crate::discovery::entry_size(crate::discovery::MAX_ID_LEN, UNHEALTHY.len());
+    u32::try_from(MAX_MESSAGE_BYTES / entry).unwrap_or(u32::MAX)
+}
+
 /// The largest device count whose all-Unhealthy list fits the kubelet's limit.
 pub fn max_devices() -> u64 {
     let (mut lo, mut hi) = (1u64, 1u64 << 32);

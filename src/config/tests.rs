@@ -360,9 +360,9 @@ mod devices {
         )
         .unwrap();
         assert!(
-            l.warnings[0]
+            l.warnings.iter().any(|w| w
                 .to_string()
-                .contains("volumeMount.mountPath: puts every match"),
+                .contains("volumeMount.mountPath: puts every match")),
             "{:?}",
             l.warnings
         );
@@ -468,6 +468,143 @@ mod devices {
         assert!(
             e.iter()
                 .any(|m| m.contains("permissions") && m.contains("each member")),
+            "{e:?}"
+        );
+    }
+
+    /// Issue: `count: 4294967295` and `numDevices: 205019` on a pattern
+    /// passed `check`, then took the daemon down. The bound is stated from
+    /// the longest IDs, all Unhealthy, for every form.
+    #[test]
+    fn slots_per_device_are_bounded_by_one_message() {
+        let max = crate::config::rules::max_slots();
+        let entry = crate::discovery::entry_size(63, 9);
+        assert!(u64::from(max) * entry as u64 <= MAX_MESSAGE_BYTES as u64);
+        assert!(u64::from(max + 1) * entry as u64 > MAX_MESSAGE_BYTES as u64);
+        let e = errs("devices:\n- name: x\n  groups:\n  - count: 4294967295\n    paths:\n    - path: /dev/ttyUSB*\n");
+        assert!(
+            e.iter().any(|m| m.contains("devices[0].groups[0].count")
+                && m.contains(&format!("at most {max} slots"))),
+            "{e:?}"
+        );
+        let e = errs(
+            "resourceName: example.com/s\nhostPath: {path: '/dev/ttyUSB*'}\nnumDevices: 205019\n",
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("numDevices: 205019 slots per device")),
+            "{e:?}"
+        );
+        let r = one(&format!(
+            "resourceName: example.com/s\nhostPath: {{path: '/dev/ttyUSB*'}}\nnumDevices: {max}\n"
+        ));
+        assert_eq!(r.num_devices, max);
+        // A fixed path keeps its own bound (IDs "0".."N-1").
+        ok("resourceName: example.com/x\nhostPath: {path: /x}\nnumDevices: 205019\n");
+    }
+
+    /// Issue: every mount change on the node rescanned every resource that
+    /// asks for a mount point. Only a mount at a match, or above one, does.
+    #[test]
+    fn which_mount_points_concern_a_resource() {
+        let p = one("resourceName: example.com/d\nhostPath: {path: '/mnt/disk*'}\nrequireMountPoint: true\n");
+        for m in ["/mnt/disk1", "/mnt", "/"] {
+            assert!(p.concerns_mount_point(m), "{m}");
+        }
+        for m in [
+            "/mnt/other",
+            "/run/netns/x",
+            "/mnt/disk1/inside",
+            "/var/lib/kubelet/pods/x",
+        ] {
+            assert!(!p.concerns_mount_point(m), "{m}");
+        }
+        let f = one(
+            "resourceName: example.com/d\nhostPath: {path: /data/set}\nrequireMountPoint: true\n",
+        );
+        assert!(f.concerns_mount_point("/data/set"));
+        assert!(f.concerns_mount_point("/data"));
+        assert!(!f.concerns_mount_point("/data/settle"));
+        assert!(!f.concerns_mount_point("/srv"));
+    }
+
+    /// Issue: `/mnt/disk[1]` silently became a pattern, and an escape kept
+    /// its backslash, so no config could serve that path.
+    #[test]
+    fn glob_characters_never_change_meaning_in_silence() {
+        let l = parse(
+            "resourceName: example.com/d\nhostPath: {path: '/mnt/disk[1]'}\n",
+            "c.yaml",
+            Path::new("/d"),
+        )
+        .unwrap();
+        assert!(l.config.resources[0].is_dynamic());
+        assert!(
+            l.warnings.iter().any(|w| w
+                .to_string()
+                .contains("hostPath.path: `/mnt/disk[1]` has glob characters")),
+            "{:?}",
+            l.warnings
+        );
+        let r = one("resourceName: example.com/d\nhostPath: {path: '/mnt/disk\\[1]'}\n");
+        assert!(!r.is_dynamic());
+        assert_eq!(r.host_path, "/mnt/disk[1]");
+        assert_eq!(r.mount_path, "/mnt/disk[1]");
+    }
+
+    /// Issue: generic-device-plugin's files use `<<: *anchor`; they were refused.
+    #[test]
+    fn yaml_merge_keys_are_applied() {
+        let c = ok("devices:\n- &serial\n  name: a\n  groups:\n  - paths:\n    - path: /dev/ttyUSB*\n- <<: *serial\n  name: b\n");
+        assert_eq!(c.resources.len(), 2);
+        assert!(c.resources.iter().all(|r| r.is_dynamic()));
+    }
+
+    /// Issue: `/etc/sudoers[!.]*` passed, and so did root's session bus
+    /// and systemd manager under `/run/user/0`.
+    #[test]
+    fn patterns_reaching_sudoers_or_a_session_bus_need_the_opt_in() {
+        for p in [
+            "/etc/sudoers[!.]*",
+            "/etc/sud*",
+            "/run/user/0/bus",
+            "/run/user/0/systemd/private",
+            "/run/user/*/bus",
+            "/var/run/user/*/systemd/private",
+            "/run/user/*",
+        ] {
+            let e = errs(&format!(
+                "resourceName: example.com/s\nhostPath: {{path: '{p}'}}\n"
+            ));
+            assert!(
+                e.iter().any(|m| m.contains("allowSensitivePath")),
+                "{p}: {e:?}"
+            );
+        }
+        one("resourceName: example.com/s\nhostPath: {path: '/run/user/1000/pulse/native'}\n");
+    }
+
+    /// Issue: a group member with a pattern and a fixed mountPath got no
+    /// warning; members pair by their wildcards, so their numbers must agree.
+    #[test]
+    fn group_members_shape_is_checked() {
+        let l = parse(
+            "resourceName: example.com/c\ngroup:\n- hostPath: {path: '/dev/snd/pcmC*D0c'}\n  volumeMount: {mountPath: /dev/snd/pcm}\n- hostPath: {path: '/dev/snd/controlC*'}\n",
+            "c.yaml",
+            Path::new("/d"),
+        )
+        .unwrap();
+        assert!(
+            l.warnings.iter().any(|w| w
+                .to_string()
+                .contains("group[0].volumeMount.mountPath: puts every match")),
+            "{:?}",
+            l.warnings
+        );
+        let e = errs("resourceName: example.com/c\ngroup:\n- hostPath: {path: '/dev/snd/pcmC*D*c'}\n- hostPath: {path: '/dev/snd/controlC*'}\n");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("group: members pair by what their wildcards match")),
             "{e:?}"
         );
     }

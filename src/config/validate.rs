@@ -81,13 +81,18 @@ impl Validator {
     }
 
     pub(super) fn document(&mut self, text: &str) -> Vec<Resource> {
-        let root: Value = match serde_yaml::from_str(text) {
+        let mut root: Value = match serde_yaml::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 self.error("", format!("not valid YAML: {e}"));
                 return Vec::new();
             }
         };
+        // `<<: *anchor` merge keys, as generic-device-plugin's parser applies.
+        if let Err(e) = root.apply_merge() {
+            self.error("", format!("a YAML merge key (`<<`): {e}"));
+            return Vec::new();
+        }
         let Some(map) = self.mapping(&root, "") else {
             return Vec::new();
         };
@@ -300,7 +305,9 @@ impl Validator {
             }
         };
         let max = max_devices();
-        if num_devices > max {
+        if dynamic {
+            self.slots_fit(&num_field, num_devices);
+        } else if num_devices > max {
             let size = list_and_watch_size(num_devices, UNHEALTHY.len());
             self.error(
                 &num_field,
@@ -340,11 +347,23 @@ impl Validator {
             Form::Usb => (Some(USB_DIR.to_string()), Some(HostPathType::CharDevice)),
             Form::Group => (None, Some(HostPathType::Unset)),
         };
+        let pattern = source == Form::Path && host_path.as_deref().is_some_and(glob::has_glob);
+        let host_path = match (&source, pattern) {
+            (Form::Path, true) => {
+                self.pattern_meaning(
+                    &join(prefix, "hostPath.path"),
+                    host_path.as_deref(),
+                    prefix.is_empty(),
+                );
+                host_path
+            }
+            (Form::Path, false) => host_path.map(|p| glob::unescape(&p)),
+            _ => host_path,
+        };
         let (mount_path, read_only) = match source {
             Form::Path => self.volume_mount(map, prefix, host_path.as_deref()),
             _ => (host_path.clone(), false),
         };
-        let pattern = source == Form::Path && host_path.as_deref().is_some_and(glob::has_glob);
 
         let perm_field = join(prefix, "permissions");
         let permissions = match map.get("permissions") {
@@ -503,7 +522,7 @@ impl Validator {
         self.warn(
             field,
             "puts every match of the pattern at this one container path: a container given \
-             several of these devices gets only the first at it",
+             several of these devices is refused (two host paths cannot share one container path)",
         );
     }
 

@@ -64,6 +64,23 @@ pub fn has_glob(s: &str) -> bool {
     false
 }
 
+/// A path without glob characters, its escapes undone: `/mnt/disk\[1]`
+/// is the path `/mnt/disk[1]`.
+pub fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            if let Some(n) = it.next() {
+                out.push(n);
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Compiles one component. A component without glob characters (escapes
 /// removed) is a literal.
 ///
@@ -208,6 +225,102 @@ impl Glob {
         self.toks[p..].iter().all(|t| *t == Tok::Star)
     }
 
+    /// How many wildcards (`*`, `?`, `[…]`) the pattern has.
+    pub fn wildcards(&self) -> usize {
+        self.toks
+            .iter()
+            .filter(|t| !matches!(t, Tok::Lit(_)))
+            .count()
+    }
+
+    /// The text each wildcard matched in `name`, in order, or `None` when
+    /// `name` does not match. A `*` takes the shortest text that lets the
+    /// rest match, so the result is a function of the name, and the name
+    /// can be rebuilt from it: two names never give the same captures.
+    pub fn captures(&self, name: &str) -> Option<Vec<String>> {
+        let name: Vec<char> = name.chars().collect();
+        let width = name.len() + 1;
+        // States (token, position) known to fail: each is tried once.
+        let mut failed = vec![false; (self.toks.len() + 1) * width];
+        let mut out = Vec::with_capacity(self.wildcards());
+        self.capture_from(&name, 0, 0, &mut failed, &mut out)
+            .then_some(out)
+    }
+
+    fn capture_from(
+        &self,
+        name: &[char],
+        p: usize,
+        n: usize,
+        failed: &mut [bool],
+        out: &mut Vec<String>,
+    ) -> bool {
+        let state = p * (name.len() + 1) + n;
+        if failed[state] {
+            return false;
+        }
+        let ok = match self.toks.get(p) {
+            None => n == name.len(),
+            Some(Tok::Lit(c)) => {
+                n < name.len()
+                    && name[n] == *c
+                    && self.capture_from(name, p + 1, n + 1, failed, out)
+            }
+            Some(Tok::Star) => (n..=name.len()).any(|k| {
+                out.push(name[n..k].iter().collect());
+                let ok = self.capture_from(name, p + 1, k, failed, out);
+                if !ok {
+                    out.pop();
+                }
+                ok
+            }),
+            Some(t) => {
+                n < name.len() && tok_matches(t, name[n]) && {
+                    out.push(name[n].to_string());
+                    let ok = self.capture_from(name, p + 1, n + 1, failed, out);
+                    if !ok {
+                        out.pop();
+                    }
+                    ok
+                }
+            }
+        };
+        if !ok {
+            failed[state] = true;
+        }
+        ok
+    }
+
+    /// Whether some name starting with `prefix` matches: the tokens that
+    /// can follow `prefix` exist (every class here admits some character).
+    pub fn could_start_with(&self, prefix: &str) -> bool {
+        let mut states = vec![0usize];
+        for c in prefix.chars() {
+            let mut next = Vec::new();
+            for &p in &states {
+                match self.toks.get(p) {
+                    Some(Tok::Star) => {
+                        next.push(p);
+                        if let Some(t) = self.toks.get(p + 1) {
+                            if *t != Tok::Star && tok_matches(t, c) {
+                                next.push(p + 2);
+                            }
+                        }
+                    }
+                    Some(t) if tok_matches(t, c) => next.push(p + 1),
+                    _ => {}
+                }
+            }
+            next.sort_unstable();
+            next.dedup();
+            if next.is_empty() {
+                return false;
+            }
+            states = next;
+        }
+        true
+    }
+
     /// The pattern as an RE2 fragment for one component (`[^/]` for `?`).
     pub fn to_regex(&self) -> String {
         let mut out = String::new();
@@ -242,6 +355,31 @@ impl Component {
         match self {
             Component::Literal(l) => l == name,
             Component::Glob(g) => g.matches(name),
+        }
+    }
+
+    /// How many wildcards it has (0 for a literal).
+    pub fn wildcards(&self) -> usize {
+        match self {
+            Component::Literal(_) => 0,
+            Component::Glob(g) => g.wildcards(),
+        }
+    }
+
+    /// What its wildcards matched in `name` (empty for a literal that
+    /// matches), or `None`.
+    pub fn captures(&self, name: &str) -> Option<Vec<String>> {
+        match self {
+            Component::Literal(l) => (l == name).then(Vec::new),
+            Component::Glob(g) => g.captures(name),
+        }
+    }
+
+    /// Whether it could match some name starting with `prefix`.
+    pub fn could_start_with(&self, prefix: &str) -> bool {
+        match self {
+            Component::Literal(l) => l.starts_with(prefix),
+            Component::Glob(g) => g.could_start_with(prefix),
         }
     }
 
@@ -369,6 +507,32 @@ mod tests {
             "/dev/mem",
             false
         ));
+    }
+
+    #[test]
+    fn captures_name_what_each_wildcard_matched() {
+        assert_eq!(g("pcmC*D0c").captures("pcmC1D0c"), Some(vec!["1".into()]));
+        assert_eq!(g("controlC*").captures("controlC1"), Some(vec!["1".into()]));
+        assert_eq!(
+            g("a?[0-9]*").captures("ax7yz"),
+            Some(vec!["x".into(), "7".into(), "yz".into()])
+        );
+        assert_eq!(g("a*b").captures("aXbYb"), Some(vec!["XbY".into()]));
+        assert_eq!(g("a*").captures("b"), None);
+        assert_eq!(g("pcmC*D0c").wildcards(), 1);
+        // Many stars on a long name that does not match: each state once.
+        let many = g("*a*a*a*a*a*a*a*a*a*a*b");
+        assert_eq!(many.captures(&"a".repeat(200)), None);
+    }
+
+    #[test]
+    fn whether_a_name_with_a_prefix_could_match() {
+        assert!(g("sudoers[!.]*").could_start_with("sudoers"));
+        assert!(g("sud*").could_start_with("sudoers"));
+        assert!(g("*").could_start_with("sudoers"));
+        assert!(!g("x*").could_start_with("sudoers"));
+        assert!(g("s?doers").could_start_with("sudoers"));
+        assert!(!g("s?doer").could_start_with("sudoers"));
     }
 
     #[test]

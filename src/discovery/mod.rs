@@ -5,10 +5,12 @@
 //! merges the result into its [`DeviceSet`].
 //!
 //! IDs are derived from what a device *is*, never from the order it was
-//! found in: the matched host path for a pattern, the member paths for a
-//! group, the serial (else the sysfs port path) for USB. So a device keeps
-//! its ID across daemon restarts, reloads and re-plugs, and a kubelet
-//! checkpoint made before a restart still names the same devices.
+//! found in or from which other devices are present: the matched host
+//! path for a pattern, the member paths for a group, the serial (with the
+//! port when the serial is not unique) for USB. So a device keeps its ID
+//! across daemon restarts, reloads and re-plugs, a kubelet checkpoint made
+//! before a restart still names the same devices, and an ID never moves
+//! to another device. [`id`] builds them, in one place.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -18,19 +20,20 @@ use std::time::Duration;
 
 use crate::health;
 use crate::sensitive;
+use crate::text::shown;
 
 pub mod glob;
+pub mod id;
 mod set;
 #[cfg(test)]
 mod tests;
 mod usb;
 
 pub use glob::Component;
-pub use set::{DeviceSet, Lookup, Merged};
+pub use set::{entry_size, DeviceSet, Lookup, Merged, StillConfigured};
 pub use usb::{scan_usb, UsbDevice};
 
-/// The longest device ID handed out; the API's text asks for at most 63.
-pub const MAX_ID_LEN: usize = 63;
+pub use id::MAX_ID_LEN;
 
 /// How a resource finds its devices at runtime.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +41,25 @@ pub struct Discovery {
     pub groups: Vec<Group>,
     /// How long a vanished device stays listed (Unhealthy) before it goes.
     pub remove_after: Duration,
+}
+
+impl Discovery {
+    /// Whether this config could produce a device with these paths: the
+    /// paths matched, as text, against its rules (no I/O). After a
+    /// reload, a device it does not describe is no longer configured,
+    /// rather than vanished.
+    pub fn describes(&self, grants: &[Grant]) -> bool {
+        self.groups.iter().any(|g| match &g.source {
+            Source::Usb { .. } => grants.iter().all(|gr| gr.host.starts_with("/dev/bus/usb/")),
+            Source::Paths(rules) => {
+                rules.len() == grants.len()
+                    && rules
+                        .iter()
+                        .zip(grants)
+                        .all(|(r, gr)| r.could_match(&gr.host))
+            }
+        })
+    }
 }
 
 /// One way of finding devices; a resource's devices are the union of its
@@ -51,8 +73,10 @@ pub struct Group {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// Paths handed out together; the i-th (sorted) matches of each form
-    /// the i-th device. One rule is the plain pattern case.
+    /// Paths handed out together: the matches whose wildcards matched the
+    /// same text form one device (or, where the members' wildcards differ
+    /// in number, only in generic-device-plugin's files, the i-th sorted
+    /// matches). One rule is the plain pattern case.
     Paths(Vec<PathRule>),
     /// Each USB device matching any selector is one device.
     Usb {
@@ -206,109 +230,226 @@ impl Grant {
     }
 }
 
-/// What one scan found: devices by ID (each with its paths), and the
-/// problems met on the way (a sensitive match skipped, an unreadable
-/// directory), for the log.
+/// One device a scan found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Its ID (slot suffixes come on top, see [`id`]).
+    pub id: String,
+    pub grants: Vec<Grant>,
+    /// The same device listed this many times (`count`, `numDevices`):
+    /// slots are not materialised, the list and Allocate derive them.
+    pub slots: u32,
+    /// For a device paired by position (generic-device-plugin's files
+    /// whose members' wildcards differ in number): per grant, whether that
+    /// path may belong to no other device. `None`: paired by what the
+    /// members are, which never shares a path by accident.
+    pub exclusive: Option<Vec<bool>>,
+}
+
+impl Found {
+    /// A device of one slot, paired by what it is.
+    pub fn new(id: &str, grants: Vec<Grant>) -> Found {
+        Found {
+            id: id.to_string(),
+            grants,
+            slots: 1,
+            exclusive: None,
+        }
+    }
+}
+
+/// What one scan found: devices sorted by ID, and the problems met on the
+/// way (a sensitive match skipped, an unreadable directory), for the log.
 #[derive(Debug, Default)]
 pub struct Scan {
-    pub devices: Vec<(String, Vec<Grant>)>,
+    pub devices: Vec<Found>,
     pub problems: BTreeSet<String>,
+}
+
+/// What a resource's scans remember between them.
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    /// USB serials (with vendor and product) seen on two devices at once:
+    /// from then on each such device is told apart by its port, and the
+    /// serial alone never names a device again, so an ID never moves from
+    /// one device to its clone.
+    pub repeating_serials: BTreeSet<(u16, u16, String)>,
+}
+
+/// What a scan tells its caller as it goes.
+pub trait Hooks {
+    /// A directory is about to be read: watch it first.
+    fn watch(&mut self, dir: &Path);
+    /// The scan is moving (called every [`PROGRESS_EVERY`] entries read), so
+    /// a long scan is told from a hung one.
+    fn progress(&mut self) {}
+}
+
+impl<F: FnMut(&Path)> Hooks for F {
+    fn watch(&mut self, dir: &Path) {
+        self(dir)
+    }
+}
+
+/// How many directory entries a scan reads between two signs of progress.
+pub const PROGRESS_EVERY: usize = 256;
+
+/// Passes each directory to the caller's hooks once per scan.
+struct Once<'a> {
+    seen: HashSet<PathBuf>,
+    hooks: &'a mut dyn Hooks,
+}
+
+impl Hooks for Once<'_> {
+    fn watch(&mut self, dir: &Path) {
+        if self.seen.insert(dir.to_path_buf()) {
+            self.hooks.watch(dir);
+        }
+    }
+    fn progress(&mut self) {
+        self.hooks.progress();
+    }
 }
 
 /// Scans every group of `d` under `host_root`. `watch` is called with each
 /// directory looked into, *before* it is read, so that whatever changes
 /// there after the read is an inotify event. Never follows a symlink out
-/// of the host root: links resolve as the host would see them.
+/// of the host root: links resolve as the host would see them. The mount
+/// table is read once per scan, when `require_mount_point` needs it.
 pub fn scan(
     host_root: &Path,
     d: &Discovery,
     allow_sensitive: bool,
     require_mount_point: bool,
-    watch: &mut dyn FnMut(&Path),
+    memory: &mut Memory,
+    hooks: &mut dyn Hooks,
 ) -> Scan {
     let mut out = Scan::default();
-    let mut seen_dirs: HashSet<PathBuf> = HashSet::new();
-    let mut watch_once = |p: &Path| {
-        if seen_dirs.insert(p.to_path_buf()) {
-            watch(p);
-        }
+    let mut hooks = Once {
+        seen: HashSet::new(),
+        hooks,
+    };
+    let mounts = if require_mount_point {
+        health::MountTable::read()
+    } else {
+        None
     };
     let opts = Filter {
         host_root,
         allow_sensitive,
         require_mount_point,
+        mounts: mounts.as_ref(),
     };
-    let mut used: HashMap<String, usize> = HashMap::new();
+    // The first group that produced each key.
+    let mut first_group: HashMap<String, usize> = HashMap::new();
     let mut usb_devices: Option<Vec<UsbDevice>> = None;
-    for group in &d.groups {
-        let keyed: Vec<(String, Vec<Grant>)> = match &group.source {
+    for (gi, group) in d.groups.iter().enumerate() {
+        let keyed: Vec<Paired> = match &group.source {
             Source::Paths(rules) => {
+                // What the wildcards matched matters only where two
+                // members with wildcards must be paired.
+                let captures = rules.iter().filter(|r| r.wildcards() > 0).count() > 1;
                 let matches: Vec<Vec<Match>> = rules
                     .iter()
-                    .map(|r| walk(&opts, r, &mut watch_once, &mut out.problems))
+                    .map(|r| walk(&opts, r, captures, &mut hooks, &mut out.problems))
                     .collect();
-                zip(rules, &matches)
+                pair(rules, &matches, &mut out.problems)
             }
             Source::Usb {
                 selectors,
                 permissions,
             } => {
-                let all = usb_devices
-                    .get_or_insert_with(|| scan_usb(host_root, &mut watch_once, &mut out.problems));
-                all.iter()
-                    .filter(|u| selectors.iter().any(|s| s.matches(u)))
-                    .map(|u| (u.key(), vec![Grant::node(&u.node, *permissions)]))
-                    .collect()
+                let all = usb_devices.get_or_insert_with(|| {
+                    scan_usb(host_root, &mut |p: &Path| hooks.watch(p), &mut out.problems)
+                });
+                usb_paired(all, selectors, *permissions, memory)
             }
         };
-        for (key, grants) in keyed {
-            // The same key twice (a path reused through `limit`, two
-            // groups matching one path): later ones get a counter.
-            let n = used.entry(key.clone()).or_insert(0);
-            *n += 1;
-            let key = if *n == 1 { key } else { format!("{key}@{n}") };
-            for slot in 0..group.count {
-                let k = if group.count == 1 {
-                    key.clone()
-                } else {
-                    format!("{key}#{slot}")
-                };
-                out.devices.push((device_id(&k), grants.clone()));
+        for p in keyed {
+            let mut suffix = p.suffix;
+            let first = *first_group.entry(p.key.clone()).or_insert(gi);
+            if first != gi {
+                suffix.group = Some(gi + 1);
             }
+            out.devices.push(Found {
+                id: id::device_id(&p.key, &suffix, group.count),
+                grants: p.grants,
+                slots: group.count,
+                exclusive: p.exclusive,
+            });
         }
     }
-    out.devices.sort_by(|a, b| a.0.cmp(&b.0));
-    out.devices.dedup_by(|a, b| a.0 == b.0);
+    out.devices.sort_by(|a, b| a.id.cmp(&b.id));
     out
 }
 
-/// The kubelet-facing ID for a device key: the key itself when it is at
-/// most [`MAX_ID_LEN`] bytes of plain characters, else its tail with a
-/// 64-bit FNV-1a hash of the whole key (so distinct keys stay distinct,
-/// and the same key always gives the same ID).
-pub fn device_id(key: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "._-/:,+#@~".contains(c);
-    if key.len() <= MAX_ID_LEN && key.chars().all(plain) {
-        return key.to_string();
+/// One device of a group before its ID is made.
+struct Paired {
+    /// What it is: its member paths, or its USB identity.
+    key: String,
+    suffix: id::Suffix,
+    grants: Vec<Grant>,
+    exclusive: Option<Vec<bool>>,
+}
+
+/// The USB devices that match a group's selectors. A device with a serial
+/// is named by it, and follows it from port to port, unless another
+/// device with the same serial is (or once was) present: then each is
+/// named by serial and port.
+fn usb_paired(
+    all: &[UsbDevice],
+    selectors: &[UsbSelector],
+    permissions: Perm,
+    memory: &mut Memory,
+) -> Vec<Paired> {
+    let mut seen: HashMap<(u16, u16, &str), usize> = HashMap::new();
+    for u in all {
+        if let Some(s) = &u.serial {
+            *seen.entry((u.vendor, u.product, s.as_str())).or_insert(0) += 1;
+        }
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    for ((v, p, s), n) in seen {
+        if n > 1 {
+            memory.repeating_serials.insert((v, p, s.to_string()));
+        }
     }
-    let clean: Vec<char> = key
-        .chars()
-        .map(|c| if plain(c) { c } else { '_' })
-        .collect();
-    let keep = MAX_ID_LEN - 17;
-    let tail: String = clean[clean.len().saturating_sub(keep)..].iter().collect();
-    format!("{tail}~{h:016x}")
+    all.iter()
+        .filter(|u| selectors.iter().any(|s| s.matches(u)))
+        .map(|u| {
+            let base = format!("usb:{:04x}:{:04x}", u.vendor, u.product);
+            let by_port = match &u.serial {
+                Some(s) => memory
+                    .repeating_serials
+                    .contains(&(u.vendor, u.product, s.clone())),
+                None => true,
+            };
+            let key = match &u.serial {
+                Some(s) => format!("{base}:{s}"),
+                None => base,
+            };
+            let (key, port) = match (by_port, id::plain_port(&u.port)) {
+                (false, _) => (key, None),
+                (true, true) => (key, Some(u.port.clone())),
+                // Not the kernel's shape (only a fake sysfs does that):
+                // in the key, which is then hashed.
+                (true, false) => (format!("{key}|port={}", u.port), None),
+            };
+            Paired {
+                key,
+                suffix: id::Suffix { port, group: None },
+                grants: vec![Grant::node(&u.node, permissions)],
+                exclusive: None,
+            }
+        })
+        .collect()
 }
 
 struct Filter<'a> {
     host_root: &'a Path,
     allow_sensitive: bool,
     require_mount_point: bool,
+    /// The mount table, read once for the whole scan.
+    mounts: Option<&'a health::MountTable>,
 }
 
 /// One existing match of a path rule.
@@ -316,6 +457,9 @@ struct Filter<'a> {
 struct Match {
     host: String,
     node: bool,
+    /// What the rule's wildcards matched, in order: what pairs it with the
+    /// other members of its group.
+    captures: Vec<String>,
 }
 
 /// A directory reached while walking a pattern.
@@ -326,6 +470,8 @@ struct At {
     real: PathBuf,
     /// A symlink was met on the way: matches must be resolved.
     linked: bool,
+    /// What the wildcards on the way matched.
+    captures: Vec<String>,
 }
 
 fn join_host(dir: &str, name: &str) -> String {
@@ -343,17 +489,77 @@ fn resolve(f: &Filter<'_>, host: &str) -> Option<(PathBuf, String)> {
     Some((r.full(f.host_root), r.host_path()))
 }
 
+/// The names in one directory that a component matches, with their type
+/// from the directory entry (or `lstat` for a literal).
+fn names_in(
+    at: &At,
+    comp: &Component,
+    hooks: &mut dyn Hooks,
+    problems: &mut BTreeSet<String>,
+) -> Vec<(String, fs::FileType)> {
+    match comp {
+        Component::Literal(name) => match fs::symlink_metadata(at.real.join(name)) {
+            Ok(m) => vec![(name.clone(), m.file_type())],
+            Err(_) => Vec::new(),
+        },
+        Component::Glob(g) => match fs::read_dir(&at.real) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .enumerate()
+                .filter_map(|(i, e)| {
+                    if i % PROGRESS_EVERY == PROGRESS_EVERY - 1 {
+                        hooks.progress();
+                    }
+                    let name = e.file_name();
+                    let Some(name) = name.to_str() else {
+                        problems.insert(format!(
+                            "skipped a name that is not UTF-8 in {}",
+                            shown(&join_host(&at.host, ""))
+                        ));
+                        return None;
+                    };
+                    if !g.matches(name) {
+                        return None;
+                    }
+                    let ft = e.file_type().ok()?;
+                    Some((name.to_string(), ft))
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                let dir = if at.host.is_empty() { "/" } else { &at.host };
+                problems.insert(format!("cannot read {}: {e}", shown(dir)));
+                Vec::new()
+            }
+        },
+    }
+}
+
+/// Whether a match must be skipped as sensitive (B16): the path as
+/// written, or what it resolves to.
+fn sensitive_hit(host: &str, real_host: &str) -> Option<(String, sensitive::Category)> {
+    sensitive::classify(host)
+        .map(|c| (host.to_string(), c))
+        .or_else(|| {
+            (!real_host.is_empty())
+                .then(|| sensitive::classify(real_host).map(|c| (real_host.to_string(), c)))
+                .flatten()
+        })
+}
+
 /// Every existing match of one rule, sorted by host path.
 fn walk(
     f: &Filter<'_>,
     rule: &PathRule,
-    watch: &mut dyn FnMut(&Path),
+    captures: bool,
+    hooks: &mut dyn Hooks,
     problems: &mut BTreeSet<String>,
 ) -> Vec<Match> {
     let mut level = vec![At {
         host: String::new(),
         real: f.host_root.to_path_buf(),
         linked: false,
+        captures: Vec::new(),
     }];
     let n = rule.components.len();
     let mut out = Vec::new();
@@ -361,61 +567,38 @@ fn walk(
         let last = i + 1 == n;
         let mut next = Vec::new();
         for at in &level {
-            watch(&at.real);
-            // (name, file type from the directory entry or lstat)
-            let names: Vec<(String, fs::FileType)> = match comp {
-                Component::Literal(name) => match fs::symlink_metadata(at.real.join(name)) {
-                    Ok(m) => vec![(name.clone(), m.file_type())],
-                    Err(_) => Vec::new(),
-                },
-                Component::Glob(g) => match fs::read_dir(&at.real) {
-                    Ok(rd) => rd
-                        .filter_map(Result::ok)
-                        .filter_map(|e| {
-                            let name = e.file_name();
-                            let Some(name) = name.to_str() else {
-                                problems.insert(format!(
-                                    "skipped a name that is not UTF-8 in {}",
-                                    join_host(&at.host, "")
-                                ));
-                                return None;
-                            };
-                            if !g.matches(name) {
-                                return None;
-                            }
-                            let ft = e.file_type().ok()?;
-                            Some((name.to_string(), ft))
-                        })
-                        .collect(),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                    Err(e) => {
-                        problems.insert(format!(
-                            "cannot read {}: {e}",
-                            if at.host.is_empty() { "/" } else { &at.host }
-                        ));
-                        Vec::new()
-                    }
-                },
-            };
-            for (name, ft) in names {
+            hooks.watch(&at.real);
+            for (name, ft) in names_in(at, comp, hooks, problems) {
                 let host = join_host(&at.host, &name);
+                // Where it really is: resolved through links; else joined
+                // only when needed (a directory to walk, a mount point).
                 let (real, real_host, linked, ft) = if ft.is_symlink() || at.linked {
                     let Some((real, real_host)) = resolve(f, &host) else {
                         continue;
                     };
                     if let Some(parent) = real.parent() {
-                        watch(parent);
+                        hooks.watch(parent);
                     }
                     let Ok(m) = fs::metadata(&real) else {
                         continue;
                     };
-                    (real, real_host, true, m.file_type())
+                    (Some(real), real_host, true, m.file_type())
                 } else {
-                    (at.real.join(&name), String::new(), false, ft)
+                    (None, String::new(), false, ft)
                 };
+                let mut caps = Vec::new();
+                if captures {
+                    caps = at.captures.clone();
+                    caps.extend(comp.captures(&name).unwrap_or_default());
+                }
                 if !last {
                     if ft.is_dir() {
-                        next.push(At { host, real, linked });
+                        next.push(At {
+                            host,
+                            real: real.unwrap_or_else(|| at.real.join(&name)),
+                            linked,
+                            captures: caps,
+                        });
                     }
                     continue;
                 }
@@ -423,26 +606,26 @@ fn walk(
                     continue;
                 };
                 if !f.allow_sensitive {
-                    let hit = sensitive::classify(&host)
-                        .map(|c| (host.clone(), c))
-                        .or_else(|| {
-                            (!real_host.is_empty())
-                                .then(|| {
-                                    sensitive::classify(&real_host).map(|c| (real_host.clone(), c))
-                                })
-                                .flatten()
-                        });
-                    if let Some((what, category)) = hit {
+                    if let Some((what, category)) = sensitive_hit(&host, &real_host) {
                         problems.insert(format!(
-                            "skipped {host}: {what} is {category}; set allowSensitivePath to serve it"
+                            "skipped {}: {} is {category}; set allowSensitivePath to serve it",
+                            shown(&host),
+                            shown(&what)
                         ));
                         continue;
                     }
                 }
-                if f.require_mount_point && !health::is_mount_point(&real, f.host_root) {
-                    continue;
+                if f.require_mount_point {
+                    let real = real.unwrap_or_else(|| at.real.join(&name));
+                    if !health::is_mount_point_in(&real, f.host_root, f.mounts) {
+                        continue;
+                    }
                 }
-                out.push(Match { host, node });
+                out.push(Match {
+                    host,
+                    node,
+                    captures: caps,
+                });
             }
         }
         level = next;
@@ -454,10 +637,146 @@ fn walk(
     out
 }
 
+impl PathRule {
+    /// Whether the host path `host` has the rule's shape (text only).
+    pub fn could_match(&self, host: &str) -> bool {
+        let parts: Vec<&str> = host.split('/').filter(|p| !p.is_empty()).collect();
+        parts.len() == self.components.len()
+            && parts
+                .iter()
+                .zip(&self.components)
+                .all(|(p, c)| c.matches(p))
+    }
+
+    /// How many wildcards the rule has: 0 for a fixed path.
+    pub fn wildcards(&self) -> usize {
+        self.components.iter().map(Component::wildcards).sum()
+    }
+}
+
+/// Whether a group's members pair by what their wildcards matched: every
+/// member with wildcards has the same number of them. Otherwise (only
+/// generic-device-plugin's files may) they pair by position.
+pub fn pairs_by_captures(rules: &[PathRule]) -> bool {
+    let mut arity = rules.iter().map(PathRule::wildcards).filter(|n| *n > 0);
+    let first = arity.next();
+    arity.all(|n| Some(n) == first)
+}
+
+fn grant(rule: &PathRule, hit: &Match) -> Grant {
+    Grant {
+        host: hit.host.clone().into_boxed_str(),
+        container: rule
+            .mount_path
+            .as_ref()
+            .filter(|p| **p != hit.host)
+            .map(|p| p.clone().into_boxed_str()),
+        device: hit.node,
+        read_only: rule.read_only,
+        permissions: rule.permissions,
+    }
+}
+
+fn paired(rules: &[PathRule], hits: &[&Match], exclusive: Option<Vec<bool>>) -> Paired {
+    let mut key = String::new();
+    let mut grants = Vec::with_capacity(rules.len());
+    for (rule, hit) in rules.iter().zip(hits) {
+        if !key.is_empty() {
+            key.push(',');
+        }
+        key.push_str(&hit.host);
+        grants.push(grant(rule, hit));
+    }
+    Paired {
+        key,
+        suffix: id::Suffix::default(),
+        grants,
+        exclusive,
+    }
+}
+
+/// A group's matches into devices.
+fn pair(
+    rules: &[PathRule],
+    matches: &[Vec<Match>],
+    problems: &mut BTreeSet<String>,
+) -> Vec<Paired> {
+    if pairs_by_captures(rules) {
+        by_captures(rules, matches, problems)
+    } else {
+        zip(rules, matches)
+    }
+}
+
+/// Pairs members by what their wildcards matched: `pcmC1D0c` goes with
+/// `controlC1` (both matched `1`), whatever else is present, so a device
+/// present in full is never disturbed by another's missing member. A
+/// fixed member (no wildcard) joins every device, at most `limit` of them.
+fn by_captures(
+    rules: &[PathRule],
+    matches: &[Vec<Match>],
+    problems: &mut BTreeSet<String>,
+) -> Vec<Paired> {
+    if matches.iter().any(Vec::is_empty) {
+        return Vec::new();
+    }
+    let fixed = |i: usize| rules[i].wildcards() == 0;
+    let cap = (0..rules.len())
+        .filter(|&i| fixed(i))
+        .map(|i| rules[i].limit as usize)
+        .min()
+        .unwrap_or(usize::MAX);
+    let Some(lead) = (0..rules.len()).find(|&i| !fixed(i)) else {
+        let hits: Vec<&Match> = matches.iter().map(|m| &m[0]).collect();
+        return vec![paired(rules, &hits, None)];
+    };
+    let patterned = (0..rules.len()).filter(|&i| !fixed(i)).count();
+    // With one member that has wildcards, each of its matches is a device.
+    let by_caps: Vec<HashMap<&[String], &Match>> = if patterned > 1 {
+        matches
+            .iter()
+            .map(|m| m.iter().map(|h| (h.captures.as_slice(), h)).collect())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut out = Vec::new();
+    for lead_hit in &matches[lead] {
+        if out.len() >= cap {
+            break;
+        }
+        let hits: Option<Vec<&Match>> = (0..rules.len())
+            .map(|i| {
+                if fixed(i) {
+                    Some(&matches[i][0])
+                } else if i == lead {
+                    Some(lead_hit)
+                } else {
+                    by_caps[i].get(lead_hit.captures.as_slice()).copied()
+                }
+            })
+            .collect();
+        if let Some(hits) = hits {
+            out.push(paired(rules, &hits, None));
+        }
+    }
+    if out.is_empty() && patterned > 1 {
+        let names: Vec<&str> = rules.iter().map(|r| r.pattern.as_str()).collect();
+        problems.insert(format!(
+            "no device: every member of the group ({}) has matches, but their wildcards never matched the same text",
+            shown(&names.join(", "))
+        ));
+    }
+    out
+}
+
 /// Zips the rules' sorted matches into devices, as generic-device-plugin
-/// does: each rule's matches repeated `limit` times; as many devices as the
-/// most matches of any rule, capped by the shortest repeated list.
-fn zip(rules: &[PathRule], matches: &[Vec<Match>]) -> Vec<(String, Vec<Grant>)> {
+/// does, for its files whose members' wildcards differ in number: each
+/// rule's matches repeated `limit` times; as many devices as the most
+/// matches of any rule, capped by the shortest repeated list. A device so
+/// paired is listed only while none of its exclusive paths (`limit` 1)
+/// belongs to another device (`DeviceSet::merge` checks).
+fn zip(rules: &[PathRule], matches: &[Vec<Match>]) -> Vec<Paired> {
     let natural = matches.iter().map(Vec::len).max().unwrap_or(0);
     let reusable = matches
         .iter()
@@ -466,31 +785,13 @@ fn zip(rules: &[PathRule], matches: &[Vec<Match>]) -> Vec<(String, Vec<Grant>)> 
         .min()
         .unwrap_or(0);
     let length = natural.min(reusable);
-    let mut out = Vec::with_capacity(length);
-    for k in 0..length {
-        let mut grants = Vec::with_capacity(rules.len());
-        let mut key = String::new();
-        for (rule, m) in rules.iter().zip(matches) {
-            let hit = &m[k % m.len()];
-            if !key.is_empty() {
-                key.push(',');
-            }
-            key.push_str(&hit.host);
-            grants.push(Grant {
-                host: hit.host.clone().into_boxed_str(),
-                container: rule
-                    .mount_path
-                    .as_ref()
-                    .filter(|p| **p != hit.host)
-                    .map(|p| p.clone().into_boxed_str()),
-                device: hit.node,
-                read_only: rule.read_only,
-                permissions: rule.permissions,
-            });
-        }
-        out.push((key, grants));
-    }
-    out
+    let exclusive: Vec<bool> = rules.iter().map(|r| r.limit == 1).collect();
+    (0..length)
+        .map(|k| {
+            let hits: Vec<&Match> = matches.iter().map(|m| &m[k % m.len()]).collect();
+            paired(rules, &hits, Some(exclusive.clone()))
+        })
+        .collect()
 }
 
 /// The directories a rule's matches can appear in, for the admission

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::*;
+use std::collections::HashSet;
 
 struct Tree(PathBuf);
 
@@ -70,12 +71,18 @@ fn disc(rules: Vec<PathRule>, count: u32) -> Discovery {
 }
 
 fn ids(s: &Scan) -> Vec<&str> {
-    s.devices.iter().map(|(id, _)| id.as_str()).collect()
+    s.devices.iter().map(|f| f.id.as_str()).collect()
 }
 
 fn run(t: &Tree, d: &Discovery) -> (Scan, Vec<PathBuf>) {
+    run_with(t, d, &mut Memory::default())
+}
+
+fn run_with(t: &Tree, d: &Discovery, memory: &mut Memory) -> (Scan, Vec<PathBuf>) {
     let mut dirs = Vec::new();
-    let s = scan(&t.0, d, false, false, &mut |p| dirs.push(p.to_path_buf()));
+    let s = scan(&t.0, d, false, false, memory, &mut |p: &Path| {
+        dirs.push(p.to_path_buf())
+    });
     (s, dirs)
 }
 
@@ -89,7 +96,7 @@ fn each_match_of_the_kind_is_one_device_with_its_path_as_id() {
     let d = disc(vec![rule("/dev/ttyUSB*", MatchKind::File)], 1);
     let (s, dirs) = run(&t, &d);
     assert_eq!(ids(&s), ["/dev/ttyUSB0", "/dev/ttyUSB1"]);
-    let g = &s.devices[0].1;
+    let g = &s.devices[0].grants;
     assert_eq!(g.len(), 1);
     assert_eq!(&*g[0].host, "/dev/ttyUSB0");
     assert_eq!(g[0].container_path(), "/dev/ttyUSB0");
@@ -146,7 +153,14 @@ fn sensitive_matches_are_skipped_unless_allowed() {
     let d = disc(vec![rule("/dev/*", MatchKind::File)], 1);
     let (s, _) = run(&t, &d);
     assert_eq!(ids(&s), ["/dev/null"]);
-    let s = scan(&t.0, &d, true, false, &mut |_| {});
+    let s = scan(
+        &t.0,
+        &d,
+        true,
+        false,
+        &mut Memory::default(),
+        &mut |_: &Path| {},
+    );
     assert_eq!(ids(&s), ["/dev/mem", "/dev/null"]);
 }
 
@@ -158,8 +172,8 @@ fn device_nodes_become_device_specs() {
     let d = disc(vec![rule("/dev/video*", MatchKind::Any)], 1);
     let (s, _) = run(&t, &d);
     assert_eq!(ids(&s), ["/dev/video-meta", "/dev/video0"]);
-    assert!(!s.devices[0].1[0].device);
-    assert!(s.devices[1].1[0].device);
+    assert!(!s.devices[0].grants[0].device);
+    assert!(s.devices[1].grants[0].device);
     let d = disc(vec![rule("/dev/video*", MatchKind::CharDevice)], 1);
     assert_eq!(ids(&run(&t, &d).0), ["/dev/video0"]);
 }
@@ -191,7 +205,7 @@ fn groups_zip_sorted_matches_and_limit_reuses_a_path() {
             "/dev/snd/pcmC1D0c,/dev/snd/controlC1"
         ]
     );
-    assert_eq!(s.devices[1].1.len(), 2);
+    assert_eq!(s.devices[1].grants.len(), 2);
     // One shared path with limit 3 beside three matches: three devices.
     t.file("dev/shared");
     let mut shared = rule("/dev/shared", MatchKind::File);
@@ -213,12 +227,22 @@ fn count_gives_slots_with_stable_ids() {
     t.file("dev/fuse");
     let d = disc(vec![rule("/dev/fuse", MatchKind::File)], 3);
     let (s, _) = run(&t, &d);
-    assert_eq!(ids(&s), ["/dev/fuse#0", "/dev/fuse#1", "/dev/fuse#2"]);
+    assert_eq!(ids(&s), ["/dev/fuse"]);
+    let mut set = DeviceSet::default();
+    set.merge(s.devices, Instant::now(), Duration::ZERO);
+    let listed: Vec<String> = set
+        .list(false)
+        .0
+        .into_iter()
+        .map(|(id, _)| id.into_owned())
+        .collect();
+    assert_eq!(listed, ["/dev/fuse#0", "/dev/fuse#1", "/dev/fuse#2"]);
 }
 
 #[test]
 fn long_or_odd_keys_get_a_hashed_id_within_63_bytes() {
     let long = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0-extra".to_string();
+    let device_id = |k: &str| id::device_id(k, &id::Suffix::default(), 1);
     let id = device_id(&long);
     assert!(id.len() <= MAX_ID_LEN, "{id}");
     let (tail, hash) = id.rsplit_once('~').unwrap();
@@ -294,8 +318,8 @@ fn usb_devices_by_id_ignoring_interfaces_and_root_hubs_unless_asked() {
     };
     let (s, dirs) = run(&t, &usb(0x1a86, 0x7523, None));
     assert_eq!(ids(&s), ["usb:1a86:7523:ABC123", "usb:1a86:7523@1-1"]);
-    assert_eq!(&*s.devices[0].1[0].host, "/dev/bus/usb/001/012");
-    assert!(s.devices[0].1[0].device);
+    assert_eq!(&*s.devices[0].grants[0].host, "/dev/bus/usb/001/012");
+    assert!(s.devices[0].grants[0].device);
     assert!(dirs.contains(&t.0.join("dev/bus/usb/001")), "{dirs:?}");
     let (s, _) = run(&t, &usb(0x1a86, 0x7523, Some("ABC123")));
     assert_eq!(ids(&s), ["usb:1a86:7523:ABC123"]);
@@ -312,24 +336,33 @@ fn a_vanished_device_stays_unhealthy_then_goes_and_comes_back_with_its_id() {
     let t0 = Instant::now();
     let after = Duration::from_secs(60);
     let m = set.merge(
-        vec![("a".into(), g("/dev/a")), ("b".into(), g("/dev/b"))],
+        vec![Found::new("a", g("/dev/a")), Found::new("b", g("/dev/b"))],
         t0,
         after,
     );
     assert_eq!(m.appeared, ["a", "b"]);
     let m = set.merge(
-        vec![("a".into(), g("/dev/a"))],
+        vec![Found::new("a", g("/dev/a"))],
         t0 + Duration::from_secs(1),
         after,
     );
     assert_eq!(m.vanished, ["b"]);
     assert_eq!(m.next_removal, Some(t0 + Duration::from_secs(61)));
-    assert_eq!(set.list(false).0, [("a", "Healthy"), ("b", "Unhealthy")]);
+    let listed: Vec<(String, &str)> = set
+        .list(false)
+        .0
+        .into_iter()
+        .map(|(id, h)| (id.into_owned(), h))
+        .collect();
+    assert_eq!(
+        listed,
+        [("a".to_string(), "Healthy"), ("b".to_string(), "Unhealthy")]
+    );
     assert!(matches!(set.lookup("b"), Lookup::Vanished));
     assert!(set.grants("b").is_none());
     assert!(matches!(set.lookup("z"), Lookup::Unknown));
     let m = set.merge(
-        vec![("a".into(), g("/dev/a")), ("b".into(), g("/dev/b2"))],
+        vec![Found::new("a", g("/dev/a")), Found::new("b", g("/dev/b2"))],
         t0 + Duration::from_secs(2),
         after,
     );
@@ -343,7 +376,7 @@ fn a_vanished_device_stays_unhealthy_then_goes_and_comes_back_with_its_id() {
     let m = set.merge(vec![], t0 + Duration::from_secs(63), after);
     assert_eq!(m.removed, ["a", "b"]);
     assert!(set.is_empty());
-    set.merge(vec![("c".into(), g("/dev/c"))], t0, Duration::ZERO);
+    set.merge(vec![Found::new("c", g("/dev/c"))], t0, Duration::ZERO);
     let m = set.merge(vec![], t0, Duration::ZERO);
     assert_eq!(m.removed, ["c"], "removeAfter 0s: at once");
     assert!(m.vanished.is_empty());
@@ -352,20 +385,19 @@ fn a_vanished_device_stays_unhealthy_then_goes_and_comes_back_with_its_id() {
 #[test]
 fn a_list_too_large_for_one_message_is_cut_by_id() {
     let mut set = DeviceSet::default();
-    let found: Vec<(String, Vec<Grant>)> = (0..80_000)
+    let mut found: Vec<Found> = (0..80_000)
         .map(|i| {
-            (
-                format!("/dev/some/long/enough/device/name{i:08}"),
+            Found::new(
+                &format!("/dev/some/long/enough/device/name{i:08}"),
                 Vec::new(),
             )
         })
         .collect();
-    let mut sorted = found.clone();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    set.merge(sorted, Instant::now(), Duration::ZERO);
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    set.merge(found, Instant::now(), Duration::ZERO);
     let (list, left) = set.list(true);
     assert!(left > 0);
-    assert_eq!(list.len() + left, 80_000);
+    assert_eq!(list.len() as u64 + left, 80_000);
     let bytes: usize = list
         .iter()
         .map(|(id, h)| {
@@ -375,4 +407,270 @@ fn a_list_too_large_for_one_message_is_cut_by_id() {
         .sum();
     assert!(bytes <= crate::kubelet::MAX_MESSAGE_BYTES);
     assert!(list.windows(2).all(|w| w[0].0 < w[1].0));
+}
+
+/// Issue: slots were materialised, so `count: 4294967295` allocated until
+/// the daemon aborted. A device's slots cost one entry; the list derives
+/// them, cut at one message; Allocate parses them back.
+#[test]
+fn slots_are_derived_not_stored_and_the_list_stays_bounded() {
+    let t = Tree::new("slots");
+    t.file("dev/fuse");
+    let d = disc(vec![rule("/dev/fuse", MatchKind::File)], u32::MAX);
+    let (s, _) = run(&t, &d);
+    assert_eq!(s.devices.len(), 1, "one device, whatever its slots");
+    assert_eq!(s.devices[0].slots, u32::MAX);
+    let mut set = DeviceSet::default();
+    set.merge(s.devices, Instant::now(), Duration::ZERO);
+    assert_eq!(set.len(), 1);
+    let (list, left) = set.list(true);
+    assert!(!list.is_empty());
+    assert_eq!(list.len() as u64 + left, u64::from(u32::MAX));
+    let bytes: usize = list
+        .iter()
+        .map(|(id, h)| entry_size(id.len(), h.len()))
+        .sum();
+    assert!(bytes <= crate::kubelet::MAX_MESSAGE_BYTES);
+    assert_eq!(list[1].0, "/dev/fuse#1");
+    assert!(list.windows(2).all(|w| w[0].0 < w[1].0), "in ID order");
+    assert!(
+        set.grants("/dev/fuse#4294967294").is_some(),
+        "the last slot"
+    );
+    assert!(
+        set.grants("/dev/fuse").is_none(),
+        "a device of many slots has no bare ID"
+    );
+    assert!(set.grants("/dev/fuse#4294967295").is_none());
+    assert!(
+        set.grants("/dev/fuse#01").is_none(),
+        "only the canonical form"
+    );
+}
+
+fn sound(t: &Tree, cards: &[(u32, bool, bool)]) {
+    let _ = fs::remove_dir_all(t.0.join("dev/snd"));
+    fs::create_dir_all(t.0.join("dev/snd")).unwrap();
+    for &(card, pcm, control) in cards {
+        if pcm {
+            t.file(&format!("dev/snd/pcmC{card}D0c"));
+        }
+        if control {
+            t.file(&format!("dev/snd/controlC{card}"));
+        }
+    }
+}
+
+/// Issue: members paired by sorted position, so card 0 losing its pcm
+/// node first re-paired card 1's pcm with card 0's control (a "chimera"
+/// handing out a node another pod holds). Now they pair by what the
+/// wildcards matched, and card 1 is untouched.
+#[test]
+fn group_members_pair_by_what_their_wildcards_matched() {
+    let t = Tree::new("chimera");
+    let d = disc(
+        vec![
+            rule("/dev/snd/pcmC*D0c", MatchKind::File),
+            rule("/dev/snd/controlC*", MatchKind::File),
+        ],
+        1,
+    );
+    sound(&t, &[(0, true, true), (1, true, true)]);
+    let both = run(&t, &d).0;
+    assert_eq!(
+        ids(&both),
+        [
+            "/dev/snd/pcmC0D0c,/dev/snd/controlC0",
+            "/dev/snd/pcmC1D0c,/dev/snd/controlC1"
+        ]
+    );
+    sound(&t, &[(0, false, true), (1, true, true)]);
+    let (s, _) = run(&t, &d);
+    assert_eq!(
+        ids(&s),
+        ["/dev/snd/pcmC1D0c,/dev/snd/controlC1"],
+        "card 1 untouched"
+    );
+    let hosts: Vec<&str> = s.devices[0].grants.iter().map(|g| &*g.host).collect();
+    assert_eq!(hosts, ["/dev/snd/pcmC1D0c", "/dev/snd/controlC1"]);
+    let mut set = DeviceSet::default();
+    let t0 = Instant::now();
+    set.merge(both.devices, t0, Duration::from_secs(60));
+    let m = set.merge(s.devices, t0, Duration::from_secs(60));
+    assert_eq!(m.vanished, ["/dev/snd/pcmC0D0c,/dev/snd/controlC0"]);
+    assert!(m.appeared.is_empty(), "no chimera: {:?}", m.appeared);
+}
+
+/// generic-device-plugin's files may pair paths whose wildcards differ in
+/// number: by position, as that project does, but a device so paired that
+/// would share a path with another live device is refused.
+#[test]
+fn positional_pairing_never_shares_a_member_with_a_live_device() {
+    let t = Tree::new("positional");
+    let d = disc(
+        vec![
+            rule("/dev/snd/pcmC*D*c", MatchKind::File),
+            rule("/dev/snd/controlC*", MatchKind::File),
+        ],
+        1,
+    );
+    sound(&t, &[(0, true, true), (1, true, true)]);
+    let mut set = DeviceSet::default();
+    let t0 = Instant::now();
+    let m = set.merge(run(&t, &d).0.devices, t0, Duration::from_secs(60));
+    assert_eq!(m.appeared.len(), 2);
+    sound(&t, &[(0, false, true), (1, true, true)]);
+    let m = set.merge(run(&t, &d).0.devices, t0, Duration::from_secs(60));
+    assert!(m.appeared.is_empty(), "{:?}", m.appeared);
+    assert_eq!(m.refused.len(), 1, "{:?}", m.refused);
+    assert!(
+        m.refused[0].contains("/dev/snd/pcmC1D0c"),
+        "{:?}",
+        m.refused
+    );
+    // Every listed device's paths are its own.
+    let mut seen = HashSet::new();
+    for (id, _) in set.list(false).0 {
+        if let Some(g) = set.grants(&id) {
+            for g in g.iter() {
+                assert!(seen.insert(g.host.to_string()), "{} twice", g.host);
+            }
+        }
+    }
+}
+
+fn usb_device(t: &Tree, port: &str, serial: &str, devnum: u32) {
+    t.attrs(
+        &format!("sys/bus/usb/devices/{port}"),
+        &[
+            ("idVendor", "0403"),
+            ("idProduct", "6001"),
+            ("serial", serial),
+            ("busnum", "1"),
+            ("devnum", &devnum.to_string()),
+        ],
+    );
+    t.node(&format!("dev/bus/usb/001/{devnum:03}"), 189, devnum);
+}
+
+fn unplug(t: &Tree, port: &str, devnum: u32) {
+    fs::remove_dir_all(t.0.join(format!("sys/bus/usb/devices/{port}"))).unwrap();
+    fs::remove_file(t.0.join(format!("dev/bus/usb/001/{devnum:03}"))).unwrap();
+}
+
+fn ftdi() -> Discovery {
+    Discovery {
+        groups: vec![Group {
+            source: Source::Usb {
+                selectors: vec![UsbSelector {
+                    vendor: 0x0403,
+                    product: 0x6001,
+                    serial: None,
+                }],
+                permissions: Perm::from_letters("rw"),
+            },
+            count: 1,
+        }],
+        remove_after: Duration::from_secs(60),
+    }
+}
+
+/// Issue: two clones with one serial got IDs by port order, and unplugging
+/// the first moved its ID onto the second. Now a serial seen twice names
+/// no device alone again: each clone is named by serial and port, and no
+/// ID ever points at another device.
+#[test]
+fn usb_clones_with_one_serial_are_told_apart_by_port_for_good() {
+    let t = Tree::new("clones");
+    let d = ftdi();
+    let mut memory = Memory::default();
+    usb_device(&t, "1-1", "A50285BI", 5);
+    let (s, _) = run_with(&t, &d, &mut memory);
+    assert_eq!(ids(&s), ["usb:0403:6001:A50285BI"], "a unique serial alone");
+    usb_device(&t, "1-2", "A50285BI", 6);
+    let (s, _) = run_with(&t, &d, &mut memory);
+    assert_eq!(
+        ids(&s),
+        ["usb:0403:6001:A50285BI@1-1", "usb:0403:6001:A50285BI@1-2"]
+    );
+    unplug(&t, "1-1", 5);
+    let (s, _) = run_with(&t, &d, &mut memory);
+    assert_eq!(
+        ids(&s),
+        ["usb:0403:6001:A50285BI@1-2"],
+        "the second keeps its ID; the serial alone never names it"
+    );
+    assert_eq!(&*s.devices[0].grants[0].host, "/dev/bus/usb/001/006");
+    // A device with a unique serial follows it to another port.
+    usb_device(&t, "1-3", "OTHER", 7);
+    let (s, _) = run_with(&t, &d, &mut memory);
+    assert!(ids(&s).contains(&"usb:0403:6001:OTHER"));
+    unplug(&t, "1-3", 7);
+    usb_device(&t, "1-4", "OTHER", 8);
+    let (s, _) = run_with(&t, &d, &mut memory);
+    assert!(ids(&s).contains(&"usb:0403:6001:OTHER"), "{:?}", ids(&s));
+}
+
+/// Issue: a name could take the shape of another's derived ID (`a_b~hash`
+/// of `a{b`, `x@2`, `x#1`), hiding a device or re-pointing its ID. Now
+/// such names are hashed themselves, and a collision, if one happened,
+/// keeps the device already listed.
+#[test]
+fn forged_names_never_take_another_devices_id() {
+    let t = Tree::new("forge");
+    t.file("srv/x/a{b");
+    let d = disc(vec![rule("/srv/x/*", MatchKind::File)], 1);
+    let (s, _) = run(&t, &d);
+    let victim = s.devices[0].id.clone();
+    let forged = victim.rsplit('/').next().unwrap().to_string();
+    t.file(&format!("srv/x/{forged}"));
+    t.file("srv/x/ttyUSB0@2");
+    let (s, _) = run(&t, &d);
+    assert_eq!(s.devices.len(), 3, "{:?}", ids(&s));
+    let unique: HashSet<&str> = ids(&s).into_iter().collect();
+    assert_eq!(unique.len(), 3);
+    let owner = s.devices.iter().find(|f| f.id == victim).unwrap();
+    assert_eq!(&*owner.grants[0].host, "/srv/x/a{b");
+
+    // Two devices under one ID: the listed one keeps it.
+    let g = |h: &str| vec![Grant::node(h, Perm::from_letters("rw"))];
+    let mut set = DeviceSet::default();
+    let t0 = Instant::now();
+    set.merge(vec![Found::new("same", g("/dev/a"))], t0, Duration::ZERO);
+    let m = set.merge(
+        vec![
+            Found::new("same", g("/dev/b")),
+            Found::new("same", g("/dev/a")),
+        ],
+        t0,
+        Duration::ZERO,
+    );
+    assert_eq!(&*set.grants("same").unwrap()[0].host, "/dev/a");
+    assert_eq!(m.refused.len(), 1);
+    assert!(m.refused[0].contains("/dev/b"), "{:?}", m.refused);
+}
+
+/// After a reload, a device the new config no longer describes is said to
+/// be no longer configured and goes at once; one it still describes but
+/// that is missing vanished.
+#[test]
+fn after_a_reload_unconfigured_is_not_vanished() {
+    let g = |h: &str| vec![Grant::node(h, Perm::from_letters("rw"))];
+    let mut set = DeviceSet::default();
+    let t0 = Instant::now();
+    let after = Duration::from_secs(60);
+    set.merge(
+        vec![
+            Found::new("/dev/a1", g("/dev/a1")),
+            Found::new("/dev/b1", g("/dev/b1")),
+        ],
+        t0,
+        after,
+    );
+    let new = disc(vec![rule("/dev/b*", MatchKind::Any)], 1);
+    let still = |gr: &[Grant]| new.describes(gr);
+    let m = set.merge_with(vec![], t0, after, Some(&still));
+    assert_eq!(m.unconfigured, ["/dev/a1"]);
+    assert_eq!(m.vanished, ["/dev/b1"]);
+    assert!(matches!(set.lookup("/dev/a1"), Lookup::Unknown));
 }

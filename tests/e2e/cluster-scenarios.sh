@@ -13,10 +13,11 @@ pki=$work/pki
 pass=0
 readlink /proc/self/ns/mnt >"$work/mntns.run"
 
+. "$repo/tests/e2e/lib.sh"
 start() {
   local name=$1; shift
   "$@" >>"$work/$name.log" 2>&1 &
-  echo $! >"$work/pids/$name"
+  record_pid "$name" $!
 }
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
 fail() { echo "FAIL $*" >&2; exit 1; }
@@ -115,6 +116,7 @@ start kubelet-node-a unshare --mount --propagation private "$repo/tests/e2e/node
 start kubelet-node-b unshare --mount --propagation private "$repo/tests/e2e/node.sh" "$work" "$bin" "$cbin" node-b 21360 "$nodeip" 10.213.2.0/24
 wait_for 120 "both nodes to be Ready" k wait --for=condition=Ready node/node-a node/node-b --timeout=1s
 ok "two nodes (kubelet $("$bin/kubelet" --version | cut -d' ' -f2), containerd $("$bin/containerd" --version | cut -d' ' -f3)): Ready in $(since "$t0")"
+fault_point nodes-ready kubelet-node-a
 wait_for 60 "the default service account" k get serviceaccount default
 
 # --- Deploy exactly as the README says (its kind walkthrough, with a node

@@ -25,43 +25,26 @@ fi
 bin=$("$here/build.sh")
 cbin=$("$here/build-cluster.sh")
 
-work=$(mktemp -d /tmp/hp-cluster.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/hp-cluster.XXXXXX")
+. "$here/lib.sh"
 # The kubelets set the first three; the ptp CNI plugin turns on forwarding.
 sysctls="kernel.panic kernel.panic_on_oops vm.overcommit_memory net.ipv4.ip_forward"
 saved=$(for s in $sysctls; do echo "$s=$(sysctl -n "$s")"; done)
 cleanup() {
   local rc=$?
-  for p in "$work"/pids/*; do
-    [ -e "$p" ] && kill -TERM "$(cat "$p")" 2>/dev/null
-  done
-  for p in "$work"/pids/*; do
-    [ -e "$p" ] || continue
-    pid=$(cat "$p")
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  # Containers (each in a mount namespace of its own) by the PIDs their
-  # node's containerd recorded; then whatever is still in the run's or a
-  # node's mount namespace (the shims) was started by this run.
-  for f in "$work"/node-*/run/containerd/io.containerd.runtime.v2.task/*/*/init.pid; do
-    [ -e "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
-  done
-  for nsfile in "$work"/mntns.*; do
-    [ -s "$nsfile" ] || continue
-    ns=$(cat "$nsfile")
-    for p in /proc/[0-9]*; do
-      [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$ns" ] && [ "${p#/proc/}" != $$ ] && kill -KILL "${p#/proc/}" 2>/dev/null
-    done
-  done
-  for kv in $saved; do sysctl -q -w "$kv" || true; done
+  # Nothing here may end the clean-up early: a process that already
+  # exited (the usual reason a run fails) is simply skipped.
+  set +e
+  stop_everything "$work"/mntns.*
+  for kv in $saved; do sysctl -q -w "$kv"; done
   if [ $rc -ne 0 ]; then
     for f in "$work"/*.log; do
       echo "--- last lines of ${f##*/}" >&2
-      tail -n 20 "$f" >&2 2>/dev/null || true
+      tail -n 20 "$f" >&2 2>/dev/null
     done
   fi
   # Mounts were private to the namespaces, gone with them; only files remain.
-  [ -n "${E2E_KEEP:-}" ] && echo "e2e-cluster: kept $work" >&2 || rm -rf "$work"
+  if [ -n "${E2E_KEEP:-}" ]; then echo "e2e-cluster: kept $work" >&2; else rm -rf "$work"; fi
   exit $rc
 }
 trap cleanup EXIT INT TERM

@@ -7,6 +7,7 @@
 # kubelet there, records their PIDs, and waits on them.
 set -euo pipefail
 work=$1 bin=$2 cbin=$3 node=$4 port=$5 nodeip=$6 subnet=$7
+. "$(dirname "$0")/lib.sh"
 export PATH="$bin:$cbin:$PATH"
 n=$work/$node r=$work/$node/root
 readlink /proc/self/ns/mnt >"$work/mntns.$node"
@@ -62,7 +63,7 @@ version = 3
   conf_dir = '$n/cni'
 T
 "$bin/containerd" --config "$n/containerd.toml" >>"$work/containerd-$node.log" 2>&1 &
-echo $! >"$work/pids/containerd-$node"
+record_pid "containerd-$node" $!
 for _ in $(seq 600); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.05; done
 
 cat >"$n/kubelet.yaml" <<T

@@ -22,48 +22,29 @@ python3 -c 'import yaml' 2>/dev/null || {
   python3 -m pip install -q pyyaml
 }
 bin=$("$here/build.sh")
+. "$here/lib.sh"
 
 # One full pass per kubelet: the newest release, then the oldest minor
 # still supported upstream. Each pass has its own directory and cleanup.
 one_pass() {
-work=$(mktemp -d /tmp/hp-e2e.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/hp-e2e.XXXXXX")
 sysctls="kernel.panic kernel.panic_on_oops vm.overcommit_memory"
 saved=$(for s in $sysctls; do echo "$s=$(sysctl -n "$s")"; done)
 cleanup() {
   local rc=$?
-  for p in "$work"/pids/*; do
-    [ -e "$p" ] || continue
-    pid=$(cat "$p")
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for p in "$work"/pids/*; do
-    [ -e "$p" ] || continue
-    pid=$(cat "$p")
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  # Containers and their shims outlive containerd by design. Containers
-  # (each in a mount namespace of its own) by the PIDs containerd recorded
-  # for their tasks; then whatever is still in the run's own mount
-  # namespace (the shims) was started by this run too.
-  for f in "$work"/root/run/containerd/io.containerd.runtime.v2.task/*/*/init.pid; do
-    [ -e "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
-  done
-  if [ -s "$work/mntns" ]; then
-    ns=$(cat "$work/mntns")
-    for p in /proc/[0-9]*; do
-      [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$ns" ] && kill -KILL "${p#/proc/}" 2>/dev/null
-    done
-  fi
-  for kv in $saved; do sysctl -q -w "$kv" || true; done
+  # Nothing here may end the clean-up early: a process that already
+  # exited (the usual reason a run fails) is simply skipped.
+  set +e
+  stop_everything "$work/mntns"
+  for kv in $saved; do sysctl -q -w "$kv"; done
   if [ $rc -ne 0 ]; then
     for f in kubelet containerd daemon; do
       echo "--- last lines of $f.log" >&2
-      tail -n 25 "$work/$f.log" >&2 2>/dev/null || true
+      tail -n 25 "$work/$f.log" >&2 2>/dev/null
     done
   fi
   # Mounts were private to the namespace, gone with it; only files remain.
-  [ -n "${E2E_KEEP:-}" ] && echo "e2e: kept $work" >&2 || rm -rf "$work"
+  if [ -n "${E2E_KEEP:-}" ]; then echo "e2e: kept $work" >&2; else rm -rf "$work"; fi
   exit $rc
 }
 trap cleanup EXIT INT TERM

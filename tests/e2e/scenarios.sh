@@ -23,11 +23,13 @@ done
 mkdir -p "$work/manifests" "$work/data"
 echo "through the mount" > "$work/data/file"
 
-# start NAME CMD...: runs CMD in the background, logging to NAME.log, its PID in pids/NAME.
+. "$(dirname "$0")/lib.sh"
+# start NAME CMD...: runs CMD in the background, logging to NAME.log, its
+# PID in pids/NAME (and its start time, see lib.sh).
 start() {
   local name=$1; shift
   "$@" >>"$work/$name.log" 2>&1 &
-  echo $! >"$work/pids/$name"
+  record_pid "$name" $!
 }
 # stop NAME [SIGNAL]: signals the process by PID, waits (bounded) for it to go.
 stop() {
@@ -160,6 +162,7 @@ t0=$(now_ms)
 start daemon "$daemon" --config "$work/config.yaml"
 allocatable 100 >/dev/null
 ok "registered: daemon start → 100 allocatable in the kubelet: $(( $(now_ms) - t0 )) ms"
+fault_point registered kubelet
 sock=/var/lib/kubelet/device-plugins/$(echo "$R" | tr / -).sock
 mode=$(stat -c %a "$sock") || fail "no socket at $sock"
 [ "$mode" = 600 ] || fail "our socket is mode $mode, not 0600"
@@ -236,6 +239,7 @@ allocatable 0 5s >/dev/null
 ok "after SIGTERM the kubelet allocates none: $(( $(now_ms) - t0 )) ms from the signal"
 t0=$(now_ms)
 start daemon "$daemon" --config "$work/config.yaml"
+fault_point registered kubelet
 allocatable 100 >/dev/null
 ok "daemon restart: start → 100 allocatable: $(( $(now_ms) - t0 )) ms"
 [ "$(task_pid)" = "$before" ] || fail "the reader's container changed across the daemon restart"
@@ -325,6 +329,7 @@ for delay in 0 100 1000; do
   left=$(( delay - ($(now_ms) - t0) ))
   [ "$left" -gt 0 ] && sleep "$(printf '0.%03d' "$left")"
   start daemon "$daemon" --config "$work/config.yaml"
+fault_point registered kubelet
   wait_for "pod boot$delay to be admitted or refused" boot_outcome "boot$delay"
   ok "reboot, daemon $delay ms after the kubelet: the pod is $(podstatus "boot$delay")"
   stop daemon

@@ -31,6 +31,7 @@ impl InProcess {
             host_root: "/".into(),
             registration: Registration::KubeletSocket,
             config: config.clone(),
+            max_watches: 1024,
         };
         let loaded = config::load(&config, &settings.socket_dir).expect("valid config");
         let control = Control::new().unwrap();

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 
+use crate::discovery::Leaf;
 use crate::health::{self, Health};
 use crate::kubelet::{HEALTHY, UNHEALTHY};
 use crate::plugin::ResourceState;
@@ -42,6 +43,13 @@ pub const SPARE_AFTER: Duration = Duration::from_millis(20);
 pub const HUNG_AFTER: Duration = Duration::from_secs(1);
 /// Most worker threads at once (each hung path can hold one).
 pub const MAX_WORKERS: usize = 32;
+/// How long a resource's changes gather, per entry of its list, before the
+/// next merge (each merge sends the whole list): 100 ms at 100,000
+/// entries, nothing to speak of at a few hundred.
+pub const MERGE_GAP_PER_ENTRY: Duration = Duration::from_micros(1);
+/// The longest a change waits to be merged, however large the list.
+pub const MAX_MERGE_GAP: Duration = Duration::from_millis(100);
+
 /// How often a resource whose directories cannot all be watched is
 /// rescanned instead: the latency hotplug degrades to, never silence.
 pub const UNWATCHED_RESCAN: Duration = Duration::from_secs(1);
@@ -77,6 +85,26 @@ struct Entry {
     /// Its last scan could not watch every directory it reached (said
     /// once): it is rescanned every [`UNWATCHED_RESCAN`] meanwhile.
     unwatched: bool,
+    /// Where the matches of a single pattern live, by watch, as the last
+    /// full scan found them with the settings `leaves_of`: an event there
+    /// names the one entry to look at again.
+    leaves: HashMap<WatchDescriptor, Leaf>,
+    leaves_of: Option<Arc<crate::config::Resource>>,
+    /// Entries named by events in its leaves since its last check.
+    names: Vec<(WatchDescriptor, String)>,
+    /// Something other than a leaf's entry changed (or too many did): the
+    /// next check scans everything.
+    full: bool,
+    /// When the next full scan is due anyway (`healthCheckInterval`, or
+    /// the removal of a vanished device).
+    full_due: Instant,
+    /// When its devices were last merged, and how long to let changes
+    /// gather before the next merge: [`MERGE_GAP_PER_ENTRY`] per entry of
+    /// its list, so a storm on a large resource costs a few lists a
+    /// second, not one per event, while the first change after a quiet
+    /// spell is merged at once.
+    merged_at: Option<Instant>,
+    gap: Duration,
 }
 
 struct Inner {
@@ -184,6 +212,13 @@ impl Monitor {
                 hung: false,
                 wds: Vec::new(),
                 unwatched: false,
+                leaves: HashMap::new(),
+                leaves_of: None,
+                names: Vec::new(),
+                full: true,
+                full_due: Instant::now(),
+                merged_at: None,
+                gap: Duration::ZERO,
             },
         );
         self.shared.wake.notify();
@@ -226,7 +261,19 @@ impl Drop for Monitor {
     }
 }
 
+/// Checks resource `id` again as soon as possible, scanning everything.
 fn poke_locked(inner: &mut Inner, id: u64) {
+    if let Some(e) = inner.entries.get_mut(&id) {
+        e.full = true;
+    }
+    wake_locked(inner, id);
+}
+
+/// The most entries named by events kept for one check; past it, the check
+/// scans everything (a storm costs one scan, not a growing list).
+const MAX_NAMES: usize = 4096;
+
+fn wake_locked(inner: &mut Inner, id: u64) {
     if let Some(e) = inner.entries.get_mut(&id) {
         if e.running.is_some() {
             e.again = true;
@@ -364,6 +411,8 @@ fn dispatch(
 /// an overflow pokes every resource (events were lost, so look again).
 fn read_events(shared: &Shared, inotify: &mut Inotify, buf: &mut [u8]) {
     let mut poked: BTreeSet<u64> = BTreeSet::new();
+    // (resource, watch, entry name) of events that name an entry.
+    let mut named: Vec<(u64, WatchDescriptor, String)> = Vec::new();
     let mut overflow = false;
     let mut gone: Vec<WatchDescriptor> = Vec::new();
     {
@@ -385,7 +434,15 @@ fn read_events(shared: &Shared, inotify: &mut Inotify, buf: &mut [u8]) {
                     continue;
                 }
                 if let Some(ids) = inner.by_wd.get(&e.wd) {
-                    poked.extend(ids.iter().copied());
+                    let name = e.name.and_then(|n| n.to_str()).map(str::to_string);
+                    for id in ids {
+                        match &name {
+                            Some(n) => named.push((*id, e.wd.clone(), n.clone())),
+                            None => {
+                                poked.insert(*id);
+                            }
+                        }
+                    }
                 }
                 if e.mask.contains(EventMask::IGNORED) {
                     gone.push(e.wd.clone());
@@ -399,6 +456,19 @@ fn read_events(shared: &Shared, inotify: &mut Inotify, buf: &mut [u8]) {
     let mut inner = shared.lock();
     for wd in gone {
         inner.by_wd.remove(&wd);
+    }
+    // An entry of a leaf is looked at alone; anything else, a full scan.
+    for (id, wd, name) in named {
+        let Some(e) = inner.entries.get_mut(&id) else {
+            continue;
+        };
+        if e.leaves.contains_key(&wd) && e.names.len() < MAX_NAMES {
+            e.names.push((wd, name));
+            wake_locked(&mut inner, id);
+        } else {
+            e.names.clear();
+            poked.insert(id);
+        }
     }
     if overflow {
         log::debug!("host-path inotify queue overflowed: checking every resource");
@@ -515,20 +585,48 @@ fn work(shared: &Shared) {
             continue;
         };
         e.queued = false;
+        if let Some(at) = e.merged_at.filter(|at| now < *at + e.gap) {
+            // Changes gather until the gap is over: one merge, one list.
+            e.next = at + e.gap;
+            shared.wake.notify();
+            continue;
+        }
         e.running = Some(now);
         let progress = e.progress.clone();
         progress.store(nanos_since(shared.epoch, now), Ordering::Relaxed);
-        e.next = now + e.state.resource().health_check_interval;
         let state = e.state.clone();
+        let resource = state.resource();
+        let names = names_to_look_at(e, &resource, now);
+        if names.is_empty() {
+            e.full = false;
+            e.full_due = now + resource.health_check_interval;
+        }
+        e.next = e.full_due;
         drop(inner);
 
-        let resource = state.resource();
         if resource.is_dynamic() {
             // The merge runs with the check still marked running, so a
             // second scan of the same resource cannot overtake it.
-            let due = scan(shared, id, &state, &resource, &progress);
+            let due = if names.is_empty() {
+                scan(shared, id, &state, &resource, &progress)
+            } else {
+                look_again(shared, &state, &resource, names)
+            };
+            let entries = state.list_entries();
             inner = shared.lock();
-            finish(&mut inner, id, &state, due);
+            if let Some(e) = inner.entries.get_mut(&id) {
+                e.merged_at = Some(Instant::now());
+                e.gap = MERGE_GAP_PER_ENTRY
+                    .saturating_mul(u32::try_from(entries).unwrap_or(u32::MAX))
+                    .min(MAX_MERGE_GAP);
+            }
+            match due {
+                Ok(due) => finish(&mut inner, id, &state, due),
+                Err(NeedsFullScan) => {
+                    poke_locked(&mut inner, id);
+                    finish(&mut inner, id, &state, None);
+                }
+            }
             shared.wake.notify();
             continue;
         }
@@ -550,6 +648,67 @@ fn work(shared: &Shared) {
         }
         shared.wake.notify();
     }
+}
+
+/// The entries named by events that this check can look at alone: none
+/// (so a full scan) when something else changed, a full scan is due, or
+/// the leaves were found with other settings.
+fn names_to_look_at(
+    e: &mut Entry,
+    resource: &Arc<crate::config::Resource>,
+    now: Instant,
+) -> Vec<(Leaf, String)> {
+    let names = std::mem::take(&mut e.names);
+    let current = e
+        .leaves_of
+        .as_ref()
+        .is_some_and(|r| Arc::ptr_eq(r, resource));
+    if e.full || now >= e.full_due || !current {
+        return Vec::new();
+    }
+    let mut out: Vec<(Leaf, String)> = names
+        .into_iter()
+        .filter_map(|(wd, n)| e.leaves.get(&wd).map(|l| (l.clone(), n)))
+        .collect();
+    out.sort_by(|a, b| (&a.0.real, &a.1).cmp(&(&b.0.real, &b.1)));
+    out.dedup();
+    out
+}
+
+/// A look at single entries could not be merged (the settings changed, or
+/// no full scan has been merged yet): scan everything instead.
+struct NeedsFullScan;
+
+/// Looks at the entries events named, each alone, and merges what they
+/// are now: work in proportion to what changed, not to the tree.
+fn look_again(
+    shared: &Shared,
+    state: &ResourceState,
+    resource: &Arc<crate::config::Resource>,
+    names: Vec<(Leaf, String)>,
+) -> Result<Option<Instant>, NeedsFullScan> {
+    let d = resource.discovery.as_ref().ok_or(NeedsFullScan)?;
+    let mut problems = BTreeSet::new();
+    let mut updates = Vec::with_capacity(names.len());
+    for (leaf, name) in names {
+        let Some(id) = crate::discovery::id_in_leaf(d, &leaf, &name) else {
+            return Err(NeedsFullScan);
+        };
+        let found = crate::discovery::look_again(
+            &shared.host_root,
+            d,
+            resource.allow_sensitive_path,
+            resource.require_mount_point,
+            &leaf,
+            &name,
+            &mut problems,
+        );
+        updates.push((id, found));
+    }
+    state
+        .merge_names(updates, problems, Instant::now(), resource)
+        .map(|m| m.next_removal)
+        .ok_or(NeedsFullScan)
 }
 
 /// Records the watches a finished check or scan set: those it no longer
@@ -589,6 +748,7 @@ fn finish(inner: &mut Inner, id: u64, state: &Arc<ResourceState>, due: Option<In
             }
             if let Some(due) = due {
                 e.next = e.next.min(due);
+                e.full_due = e.full_due.min(due);
             }
         }
     }
@@ -605,8 +765,10 @@ fn scan(
     state: &Arc<ResourceState>,
     resource: &Arc<crate::config::Resource>,
     progress: &AtomicU64,
-) -> Option<Instant> {
-    let d = resource.discovery.as_ref()?;
+) -> Result<Option<Instant>, NeedsFullScan> {
+    let Some(d) = resource.discovery.as_ref() else {
+        return Ok(None);
+    };
     let mut memory = state.scan_memory();
     let mut hooks = ScanHooks {
         shared,
@@ -616,6 +778,8 @@ fn scan(
         missed: 0,
         why: None,
         progress,
+        dirs: HashMap::new(),
+        leaves: HashMap::new(),
     };
     let found = crate::discovery::scan(
         &shared.host_root,
@@ -626,10 +790,21 @@ fn scan(
         &mut hooks,
     );
     let ScanHooks {
-        wds, missed, why, ..
+        wds,
+        missed,
+        why,
+        leaves,
+        ..
     } = hooks;
-    if !settle_watches(shared, &mut shared.lock(), id, state, wds) {
-        return None;
+    {
+        let mut inner = shared.lock();
+        if !settle_watches(shared, &mut inner, id, state, wds) {
+            return Ok(None);
+        }
+        if let Some(e) = inner.entries.get_mut(&id) {
+            e.leaves = leaves;
+            e.leaves_of = Some(resource.clone());
+        }
     }
     let unwatched = note_unwatched(shared, id, resource, missed, why);
     let big = found.devices.len() >= crate::util::TRIM_AFTER;
@@ -640,10 +815,10 @@ fn scan(
         crate::util::trim_heap();
     }
     let fallback = unwatched.then(|| Instant::now() + UNWATCHED_RESCAN);
-    match (due, fallback) {
+    Ok(match (due, fallback) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    }
+    })
 }
 
 fn nanos_since(epoch: Instant, t: Instant) -> u64 {
@@ -662,6 +837,9 @@ struct ScanHooks<'a> {
     missed: usize,
     why: Option<String>,
     progress: &'a AtomicU64,
+    /// The watch of each directory watched, to name the leaves by watch.
+    dirs: HashMap<PathBuf, WatchDescriptor>,
+    leaves: HashMap<WatchDescriptor, Leaf>,
 }
 
 impl crate::discovery::Hooks for ScanHooks<'_> {
@@ -673,6 +851,7 @@ impl crate::discovery::Hooks for ScanHooks<'_> {
         match w.add(dir, mask()) {
             Ok(wd) => {
                 if self.wds.contains(&wd) {
+                    self.dirs.insert(dir.to_path_buf(), wd);
                     return;
                 }
                 let budget = self.shared.watch_budget;
@@ -689,6 +868,7 @@ impl crate::discovery::Hooks for ScanHooks<'_> {
                 }
                 inner.by_wd.entry(wd.clone()).or_default().insert(self.id);
                 drop(inner);
+                self.dirs.insert(dir.to_path_buf(), wd.clone());
                 self.wds.push(wd);
             }
             Err(e) => {
@@ -696,6 +876,12 @@ impl crate::discovery::Hooks for ScanHooks<'_> {
                 self.missed += 1;
                 self.why.get_or_insert_with(|| e.to_string());
             }
+        }
+    }
+
+    fn leaf(&mut self, leaf: Leaf) {
+        if let Some(wd) = self.dirs.get(&leaf.real) {
+            self.leaves.insert(wd.clone(), leaf);
         }
     }
 

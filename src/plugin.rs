@@ -253,6 +253,11 @@ impl ResourceState {
         resp
     }
 
+    /// Entries its list has now (every slot of every device listed).
+    pub fn list_entries(&self) -> u64 {
+        self.lock().set.entries()
+    }
+
     /// What the scans of this resource remember, for the next scan.
     pub fn scan_memory(&self) -> crate::discovery::Memory {
         self.lock().memory.clone()
@@ -279,7 +284,6 @@ impl ResourceState {
         }
         let d = s.resource.discovery.clone()?;
         s.memory = memory;
-        let name = s.resource.resource_name.clone();
         let reconfigured = std::mem::take(&mut s.reconfigured);
         let still = |g: &[crate::discovery::Grant]| d.describes(g);
         let merged = s.set.merge_with(
@@ -288,6 +292,42 @@ impl ResourceState {
             d.remove_after,
             reconfigured.then_some(&still as crate::discovery::StillConfigured<'_>),
         );
+        Some(Self::merged(s, merged, scan.problems, true))
+    }
+
+    /// Merges what single entries are now, each looked at alone after an
+    /// inotify event named it (`(ID, what it is now)`), with the settings
+    /// `scanned`: the same outcomes and log as [`ResourceState::merge_scan`]
+    /// for those IDs, the rest untouched. `None` when the settings were
+    /// replaced meanwhile, or the first scan has not been merged yet.
+    pub fn merge_names(
+        &self,
+        updates: Vec<(String, Option<crate::discovery::Found>)>,
+        problems: std::collections::BTreeSet<String>,
+        now: std::time::Instant,
+        scanned: &Arc<Resource>,
+    ) -> Option<Merged> {
+        let mut s = self.lock();
+        if !Arc::ptr_eq(&s.resource, scanned) || !s.checked || s.reconfigured {
+            return None;
+        }
+        let remove_after = s.resource.discovery.as_ref()?.remove_after;
+        let mut merged = Merged::default();
+        for (id, found) in updates {
+            s.set.update(&id, found, now, remove_after, &mut merged);
+        }
+        Some(Self::merged(s, merged, problems, false))
+    }
+
+    /// The bookkeeping and log lines after a merge. `problems` replace the
+    /// ones known (a full scan) or add to them (single entries).
+    fn merged(
+        mut s: MutexGuard<'_, State>,
+        merged: Merged,
+        mut problems: std::collections::BTreeSet<String>,
+        full: bool,
+    ) -> Merged {
+        let name = s.resource.resource_name.clone();
         let first = !s.checked;
         let was_healthy = s.healthy;
         s.checked = true;
@@ -297,10 +337,13 @@ impl ResourceState {
             s.version += 1;
             Self::wake(&mut s);
         }
-        let mut problems = scan.problems;
         problems.extend(merged.refused.iter().map(|r| format!("not listed: {r}")));
         let new_problems: Vec<String> = problems.difference(&s.problems).cloned().collect();
-        s.problems = problems;
+        if full {
+            s.problems = problems;
+        } else {
+            s.problems.extend(problems);
+        }
         let (listed, present) = (s.set.len(), s.set.present());
         drop(s);
         for p in new_problems {
@@ -344,7 +387,7 @@ impl ResourceState {
         if merged.changed() && !first {
             log::debug!("{name}: {listed} listed, {present} present");
         }
-        Some(merged)
+        merged
     }
 
     /// The Allocate answer of a resource whose devices come and go, read

@@ -221,7 +221,19 @@ pub fn poll_events(fds: &[(RawFd, i16)], timeout: Option<Duration>) -> io::Resul
 pub const TRIM_AFTER: usize = 1000;
 
 /// Returns free heap pages to the kernel (glibc's `malloc_trim`).
+///
+/// At most once a second: a trim hands free pages back to the kernel, and
+/// the next large list faults them in again, so under a storm of changes
+/// trimming after every list cost more CPU than the list itself.
 pub fn trim_heap() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST.swap(now, Ordering::Relaxed) == now {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory.
     unsafe {

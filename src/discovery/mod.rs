@@ -283,6 +283,8 @@ pub trait Hooks {
     /// The scan is moving (called every [`PROGRESS_EVERY`] entries read), so
     /// a long scan is told from a hung one.
     fn progress(&mut self) {}
+    /// A directory where a single pattern's matches live (see [`Leaf`]).
+    fn leaf(&mut self, _leaf: Leaf) {}
 }
 
 impl<F: FnMut(&Path)> Hooks for F {
@@ -308,6 +310,9 @@ impl Hooks for Once<'_> {
     }
     fn progress(&mut self) {
         self.hooks.progress();
+    }
+    fn leaf(&mut self, leaf: Leaf) {
+        self.hooks.leaf(leaf);
     }
 }
 
@@ -349,9 +354,10 @@ pub fn scan(
                 // What the wildcards matched matters only where two
                 // members with wildcards must be paired.
                 let captures = rules.iter().filter(|r| r.wildcards() > 0).count() > 1;
+                let leaves = single_rule(d).is_some();
                 let matches: Vec<Vec<Match>> = rules
                     .iter()
-                    .map(|r| walk(&opts, r, captures, &mut hooks, &mut out.problems))
+                    .map(|r| walk(&opts, r, captures, leaves, &mut hooks, &mut out.problems))
                     .collect();
                 pair(rules, &matches, &mut out.problems)
             }
@@ -367,9 +373,11 @@ pub fn scan(
         };
         for p in keyed {
             let mut suffix = p.suffix;
-            let first = *first_group.entry(p.key.clone()).or_insert(gi);
-            if first != gi {
-                suffix.group = Some(gi + 1);
+            if d.groups.len() > 1 {
+                let first = *first_group.entry(p.key.clone()).or_insert(gi);
+                if first != gi {
+                    suffix.group = Some(gi + 1);
+                }
             }
             out.devices.push(Found {
                 id: id::device_id(&p.key, &suffix, group.count),
@@ -547,11 +555,96 @@ fn sensitive_hit(host: &str, real_host: &str) -> Option<(String, sensitive::Cate
         })
 }
 
-/// Every existing match of one rule, sorted by host path.
+/// What one directory entry is to a rule.
+enum Step {
+    Skip,
+    /// A directory to walk into (not at the last component).
+    Dir(At),
+    Hit(Match),
+}
+
+/// Looks at the entry `name` (of type `ft`, from the directory entry or
+/// `lstat`) of the directory `at`, at component `comp` of `rule`.
+#[allow(clippy::too_many_arguments)]
+fn entry(
+    f: &Filter<'_>,
+    rule: &PathRule,
+    comp: &Component,
+    at: &At,
+    (name, ft): (String, fs::FileType),
+    last: bool,
+    captures: bool,
+    hooks: &mut dyn Hooks,
+    problems: &mut BTreeSet<String>,
+) -> Step {
+    let host = join_host(&at.host, &name);
+    // Where it really is: resolved through links; else joined only when
+    // needed (a directory to walk, a mount point).
+    let (real, real_host, linked, ft) = if ft.is_symlink() || at.linked {
+        let Some((real, real_host)) = resolve(f, &host) else {
+            return Step::Skip;
+        };
+        if let Some(parent) = real.parent() {
+            hooks.watch(parent);
+        }
+        let Ok(m) = fs::metadata(&real) else {
+            return Step::Skip;
+        };
+        (Some(real), real_host, true, m.file_type())
+    } else {
+        (None, String::new(), false, ft)
+    };
+    let mut caps = Vec::new();
+    if captures {
+        caps = at.captures.clone();
+        caps.extend(comp.captures(&name).unwrap_or_default());
+    }
+    if !last {
+        if !ft.is_dir() {
+            return Step::Skip;
+        }
+        return Step::Dir(At {
+            host,
+            real: real.unwrap_or_else(|| at.real.join(&name)),
+            linked,
+            captures: caps,
+        });
+    }
+    let Some(node) = rule.kind.accepts(ft) else {
+        return Step::Skip;
+    };
+    if !f.allow_sensitive {
+        if let Some((what, category)) = sensitive_hit(&host, &real_host) {
+            problems.insert(format!(
+                "skipped {}: {} is {category}; set allowSensitivePath to serve it",
+                shown(&host),
+                shown(&what)
+            ));
+            return Step::Skip;
+        }
+    }
+    if f.require_mount_point {
+        let real = real.unwrap_or_else(|| at.real.join(&name));
+        if !health::is_mount_point_in(&real, f.host_root, f.mounts) {
+            return Step::Skip;
+        }
+    }
+    Step::Hit(Match {
+        host,
+        node,
+        captures: caps,
+    })
+}
+
+/// Every existing match of one rule, sorted by host path. With `leaves`,
+/// each directory the last component is matched in (reached without a
+/// symlink) is told to `hooks`, so a later event there can be looked at
+/// alone ([`look_again`]).
 fn walk(
     f: &Filter<'_>,
     rule: &PathRule,
     captures: bool,
+    leaves: bool,
     hooks: &mut dyn Hooks,
     problems: &mut BTreeSet<String>,
 ) -> Vec<Match> {
@@ -568,64 +661,18 @@ fn walk(
         let mut next = Vec::new();
         for at in &level {
             hooks.watch(&at.real);
-            for (name, ft) in names_in(at, comp, hooks, problems) {
-                let host = join_host(&at.host, &name);
-                // Where it really is: resolved through links; else joined
-                // only when needed (a directory to walk, a mount point).
-                let (real, real_host, linked, ft) = if ft.is_symlink() || at.linked {
-                    let Some((real, real_host)) = resolve(f, &host) else {
-                        continue;
-                    };
-                    if let Some(parent) = real.parent() {
-                        hooks.watch(parent);
-                    }
-                    let Ok(m) = fs::metadata(&real) else {
-                        continue;
-                    };
-                    (Some(real), real_host, true, m.file_type())
-                } else {
-                    (None, String::new(), false, ft)
-                };
-                let mut caps = Vec::new();
-                if captures {
-                    caps = at.captures.clone();
-                    caps.extend(comp.captures(&name).unwrap_or_default());
-                }
-                if !last {
-                    if ft.is_dir() {
-                        next.push(At {
-                            host,
-                            real: real.unwrap_or_else(|| at.real.join(&name)),
-                            linked,
-                            captures: caps,
-                        });
-                    }
-                    continue;
-                }
-                let Some(node) = rule.kind.accepts(ft) else {
-                    continue;
-                };
-                if !f.allow_sensitive {
-                    if let Some((what, category)) = sensitive_hit(&host, &real_host) {
-                        problems.insert(format!(
-                            "skipped {}: {} is {category}; set allowSensitivePath to serve it",
-                            shown(&host),
-                            shown(&what)
-                        ));
-                        continue;
-                    }
-                }
-                if f.require_mount_point {
-                    let real = real.unwrap_or_else(|| at.real.join(&name));
-                    if !health::is_mount_point_in(&real, f.host_root, f.mounts) {
-                        continue;
-                    }
-                }
-                out.push(Match {
-                    host,
-                    node,
-                    captures: caps,
+            if last && leaves && !at.linked {
+                hooks.leaf(Leaf {
+                    real: at.real.clone(),
+                    host: at.host.clone(),
                 });
+            }
+            for named in names_in(at, comp, hooks, problems) {
+                match entry(f, rule, comp, at, named, last, captures, hooks, problems) {
+                    Step::Skip => {}
+                    Step::Dir(d) => next.push(d),
+                    Step::Hit(m) => out.push(m),
+                }
             }
         }
         level = next;
@@ -635,6 +682,101 @@ fn walk(
     }
     out.sort_by(|a, b| a.host.cmp(&b.host));
     out
+}
+
+/// A directory where the matches of a resource with one plain pattern
+/// live: an inotify event there names the one entry to look at again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// Where it is, under the host root.
+    pub real: PathBuf,
+    /// As the kubelet sees it.
+    pub host: String,
+}
+
+/// The one rule of a discovery whose devices are each one match of one
+/// pattern (one group of one path): the case an event can update alone.
+pub fn single_rule(d: &Discovery) -> Option<(&PathRule, u32)> {
+    match d.groups.as_slice() {
+        [Group {
+            source: Source::Paths(rules),
+            count,
+        }] if rules.len() == 1 => Some((&rules[0], *count)),
+        _ => None,
+    }
+}
+
+/// The ID the entry `name` of `leaf` has, or would have, as a device of a
+/// [`single_rule`] discovery.
+pub fn id_in_leaf(d: &Discovery, leaf: &Leaf, name: &str) -> Option<String> {
+    let (_, count) = single_rule(d)?;
+    Some(id::device_id(
+        &join_host(&leaf.host, name),
+        &id::Suffix::default(),
+        count,
+    ))
+}
+
+/// Looks at one entry of a leaf directory again, after an inotify event
+/// named it: the device it is now (`None`: none). The same checks as a
+/// full scan's, for a [`single_rule`] discovery; O(1) whatever the number
+/// of matches.
+pub fn look_again(
+    host_root: &Path,
+    d: &Discovery,
+    allow_sensitive: bool,
+    require_mount_point: bool,
+    leaf: &Leaf,
+    name: &str,
+    problems: &mut BTreeSet<String>,
+) -> Option<Found> {
+    let (rule, count) = single_rule(d)?;
+    let comp = rule.components.last()?;
+    if !comp.matches(name) {
+        return None;
+    }
+    let ft = fs::symlink_metadata(leaf.real.join(name)).ok()?.file_type();
+    let mounts = if require_mount_point {
+        health::MountTable::read()
+    } else {
+        None
+    };
+    let f = Filter {
+        host_root,
+        allow_sensitive,
+        require_mount_point,
+        mounts: mounts.as_ref(),
+    };
+    let at = At {
+        host: leaf.host.clone(),
+        real: leaf.real.clone(),
+        linked: false,
+        captures: Vec::new(),
+    };
+    let mut no_hooks = |_: &Path| {};
+    let named = (name.to_string(), ft);
+    match entry(
+        &f,
+        rule,
+        comp,
+        &at,
+        named,
+        true,
+        false,
+        &mut no_hooks,
+        problems,
+    ) {
+        Step::Hit(m) => {
+            let p = paired(std::slice::from_ref(rule), &[&m], None);
+            Some(Found {
+                id: id::device_id(&p.key, &p.suffix, count),
+                grants: p.grants,
+                slots: count,
+                exclusive: None,
+            })
+        }
+        _ => None,
+    }
 }
 
 impl PathRule {

@@ -80,6 +80,9 @@ struct Entry {
 pub struct DeviceSet {
     ids: String,
     devices: Vec<Entry>,
+    /// Bytes of `ids` no entry uses any more (left by [`DeviceSet::update`];
+    /// the text is rebuilt when they are half of it).
+    dead: usize,
 }
 
 /// What a device set knows of one ID.
@@ -224,8 +227,85 @@ impl DeviceSet {
         ids.shrink_to_fit();
         self.devices = out;
         self.ids = ids;
+        self.dead = 0;
         m.next_removal = next;
         m
+    }
+
+    /// What one ID is now, looked at alone after an inotify event named
+    /// its path: `found` (`None`: nothing there). The outcomes of a merge
+    /// for that one ID — appeared, back, vanished, removed — added to `m`;
+    /// the rest of the set is untouched. O(log n) to find it, a move of
+    /// the entries after it to make or close room; no scan of the tree.
+    pub fn update(
+        &mut self,
+        id: &str,
+        found: Option<Found>,
+        now: Instant,
+        remove_after: Duration,
+        m: &mut Merged,
+    ) {
+        let at = self.devices.binary_search_by(|e| self.id(e).cmp(id));
+        match (at, found) {
+            (Ok(i), Some(f)) => {
+                let paths = Paths::new(id, f.grants);
+                let e = &mut self.devices[i];
+                if e.vanished.take().is_some() {
+                    m.back.push(id.to_string());
+                }
+                e.paths = paths;
+                e.slots = f.slots;
+            }
+            (Err(i), Some(f)) => {
+                let e = Entry {
+                    at: u32::try_from(self.ids.len()).unwrap_or(u32::MAX),
+                    len: u32::try_from(id.len()).unwrap_or(0),
+                    slots: f.slots,
+                    paths: Paths::new(id, f.grants),
+                    vanished: None,
+                };
+                self.ids.push_str(id);
+                self.devices.insert(i, e);
+                m.appeared.push(id.to_string());
+            }
+            (Ok(i), None) if self.devices[i].vanished.is_none() => {
+                if remove_after.is_zero() {
+                    let e = self.devices.remove(i);
+                    self.dead += e.len as usize;
+                    m.removed.push(id.to_string());
+                } else {
+                    self.devices[i].vanished = Some(now);
+                    m.vanished.push(id.to_string());
+                }
+            }
+            _ => {}
+        }
+        if self.dead > 4096 && self.dead * 2 > self.ids.len() {
+            self.compact();
+        }
+        m.next_removal = self
+            .devices
+            .iter()
+            .filter_map(|e| e.vanished.map(|t| t + remove_after))
+            .min();
+    }
+
+    /// The bytes of ID text held, dead ones included.
+    #[cfg(test)]
+    pub(super) fn text_bytes(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Rebuilds the ID text without the bytes no entry uses.
+    fn compact(&mut self) {
+        let mut ids = String::with_capacity(self.ids.len() - self.dead);
+        for e in &mut self.devices {
+            let text = &self.ids[e.at as usize..(e.at + e.len) as usize];
+            e.at = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+            ids.push_str(text);
+        }
+        self.ids = ids;
+        self.dead = 0;
     }
 
     /// What of a scan may be listed. Two devices with one ID (a hash

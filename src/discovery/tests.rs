@@ -674,3 +674,76 @@ fn after_a_reload_unconfigured_is_not_vanished() {
     assert_eq!(m.vanished, ["/dev/b1"]);
     assert!(matches!(set.lookup("/dev/a1"), Lookup::Unknown));
 }
+
+/// Issue 20, item 10: one entry looked at again alone gives what a full
+/// merge of the whole tree gives for it.
+#[test]
+fn an_update_of_one_id_matches_a_merge() {
+    let g = |h: &str| vec![Grant::node(h, Perm::from_letters("rw"))];
+    let t0 = Instant::now();
+    let after = Duration::from_secs(60);
+    let names: Vec<String> = (0..5000).map(|i| format!("/dev/tty{i:05}")).collect();
+    let all = |skip: &str, extra: &str| -> Vec<Found> {
+        let mut v: Vec<Found> = names
+            .iter()
+            .filter(|n| *n != skip)
+            .map(|n| Found::new(n, g(n)))
+            .collect();
+        if !extra.is_empty() {
+            v.push(Found::new(extra, g(extra)));
+        }
+        v
+    };
+    let list = |s: &DeviceSet| -> Vec<(String, &'static str)> {
+        s.list(false)
+            .0
+            .into_iter()
+            .map(|(i, h)| (i.into_owned(), h))
+            .collect()
+    };
+    let mut merged = DeviceSet::default();
+    let mut updated = DeviceSet::default();
+    merged.merge(all("", ""), t0, after);
+    updated.merge(all("", ""), t0, after);
+    // A plug, an unplug, a come-back, under merge and under update.
+    let m1 = merged.merge(all("", "/dev/tty-new"), t0, after);
+    let mut u1 = Merged::default();
+    updated.update(
+        "/dev/tty-new",
+        Some(Found::new("/dev/tty-new", g("/dev/tty-new"))),
+        t0,
+        after,
+        &mut u1,
+    );
+    assert_eq!(m1.appeared, u1.appeared);
+    assert_eq!(list(&merged), list(&updated));
+    let m2 = merged.merge(all("/dev/tty00042", "/dev/tty-new"), t0, after);
+    let mut u2 = Merged::default();
+    updated.update("/dev/tty00042", None, t0, after, &mut u2);
+    assert_eq!(m2.vanished, u2.vanished);
+    assert_eq!(m2.next_removal, u2.next_removal);
+    assert_eq!(list(&merged), list(&updated));
+    let m3 = merged.merge(all("", "/dev/tty-new"), t0, after);
+    let mut u3 = Merged::default();
+    updated.update(
+        "/dev/tty00042",
+        Some(Found::new("/dev/tty00042", g("/dev/tty00042"))),
+        t0,
+        after,
+        &mut u3,
+    );
+    assert_eq!(m3.back, u3.back);
+    assert_eq!(list(&merged), list(&updated));
+    // removeAfter 0s: gone at once, and the text is compacted as it goes.
+    for n in names.iter().take(4000) {
+        updated.update(n, None, t0, Duration::ZERO, &mut Merged::default());
+    }
+    assert_eq!(updated.len(), 1001);
+    assert!(updated.grants("/dev/tty04999").is_some());
+    assert!(updated.grants("/dev/tty-new").is_some());
+    assert!(
+        updated.text_bytes() < 14 * 1001 * 2,
+        "{}",
+        updated.text_bytes()
+    );
+}

@@ -835,6 +835,7 @@ fn main() {
     }
 
     come_and_go(&mut t);
+    scale(&mut t);
 
     let size = fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
     t.value(

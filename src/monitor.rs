@@ -317,6 +317,12 @@ fn dispatch(
         }
         let mut wake_at: Option<Instant> = None;
         let mut soonest = |t: Instant| wake_at = Some(wake_at.map_or(t, |w: Instant| w.min(t)));
+        // A heap trim the rate limit put off (after a burst of large lists).
+        match crate::util::trim_due() {
+            Some(d) if d.is_zero() => crate::util::trim_heap(),
+            Some(d) => soonest(now + d),
+            None => {}
+        }
         let mut due = Vec::new();
         let mut youngest_running: Option<Instant> = None;
         let epoch = shared.epoch;

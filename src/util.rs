@@ -226,19 +226,42 @@ pub const TRIM_AFTER: usize = 1000;
 /// the next large list faults them in again, so under a storm of changes
 /// trimming after every list cost more CPU than the list itself.
 pub fn trim_heap() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if LAST.swap(now, Ordering::Relaxed) == now {
+    use std::sync::atomic::Ordering;
+    let now = trim_clock();
+    let last = LAST_TRIM.load(Ordering::Relaxed);
+    if last != 0 && now.saturating_sub(last) < TRIM_EVERY_MS {
+        // Done later by the health dispatcher ([`trim_due`]).
+        TRIM_PENDING.store(true, Ordering::Relaxed);
         return;
     }
+    LAST_TRIM.store(now.max(1), Ordering::Relaxed);
+    TRIM_PENDING.store(false, Ordering::Relaxed);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory.
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+const TRIM_EVERY_MS: u64 = 1000;
+static LAST_TRIM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static TRIM_PENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Milliseconds on a monotonic clock that starts with the process.
+fn trim_clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A trim skipped by the rate limit: how long until it may run (zero: now).
+pub fn trim_due() -> Option<Duration> {
+    use std::sync::atomic::Ordering;
+    if !TRIM_PENDING.load(Ordering::Relaxed) {
+        return None;
+    }
+    let since = trim_clock().saturating_sub(LAST_TRIM.load(Ordering::Relaxed));
+    Some(Duration::from_millis(TRIM_EVERY_MS.saturating_sub(since)))
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@
 //! | [`plugin`] | DevicePlugin / plugin-watcher Registration services, per-resource versioned state | grpcio completion-queue threads |
 //! | [`kubelet`] | the kubelet protocol's names and constants, once | — |
 //! | [`limits`] | the open-file limit: raised at start, estimated by `check` | main thread |
-//! | [`monitor`] | the health monitor: dispatcher + worker threads own every host-path check and watch | `health`, `health-check` threads |
-//! | [`discovery`] | devices that come and go: glob patterns, USB from sysfs, groups → devices with stable IDs; the device set merged over time | `health-check` workers |
+//! | [`monitor`] | the health monitor: dispatcher + worker threads own every host-path check and watch; `scan` (full scans within a watch budget, or the single entries events named), `mounts` (which resources a mount change concerns) | `health`, `health-check` threads |
+//! | [`discovery`] | devices that come and go: glob patterns, USB from sysfs, groups → devices; `id` (every ID, in one place), `pair` (members by what their wildcards matched), `leaf` (one entry looked at again), `set` (the device set merged over time, slots derived) | `health-check` workers |
 //! | [`health`] | host-path checks (typed reasons), resolution inside the host root, OrCreate through directory descriptors | `health-check` workers |
 //! | [`reload`] | pure: running resources + new config → retire / update / add | supervisor |
 //! | [`retry`] | one backoff with "log once, then debug"; registration retries keyed on the gRPC status code | supervisor |

@@ -21,9 +21,14 @@ use std::time::Duration;
 use crate::health;
 use crate::sensitive;
 use crate::text::shown;
+pub use leaf::{id_in_leaf, look_again, single_rule, Leaf};
+pub use pair::pairs_by_captures;
+use pair::{pair, paired, usb_paired, Paired};
 
 pub mod glob;
 pub mod id;
+mod leaf;
+mod pair;
 mod set;
 #[cfg(test)]
 mod tests;
@@ -387,69 +392,10 @@ pub fn scan(
             });
         }
     }
-    out.devices.sort_by(|a, b| a.id.cmp(&b.id));
+    // IDs may repeat only in a hash collision, which the merge resolves
+    // whatever the order among equals.
+    out.devices.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     out
-}
-
-/// One device of a group before its ID is made.
-struct Paired {
-    /// What it is: its member paths, or its USB identity.
-    key: String,
-    suffix: id::Suffix,
-    grants: Vec<Grant>,
-    exclusive: Option<Vec<bool>>,
-}
-
-/// The USB devices that match a group's selectors. A device with a serial
-/// is named by it, and follows it from port to port, unless another
-/// device with the same serial is (or once was) present: then each is
-/// named by serial and port.
-fn usb_paired(
-    all: &[UsbDevice],
-    selectors: &[UsbSelector],
-    permissions: Perm,
-    memory: &mut Memory,
-) -> Vec<Paired> {
-    let mut seen: HashMap<(u16, u16, &str), usize> = HashMap::new();
-    for u in all {
-        if let Some(s) = &u.serial {
-            *seen.entry((u.vendor, u.product, s.as_str())).or_insert(0) += 1;
-        }
-    }
-    for ((v, p, s), n) in seen {
-        if n > 1 {
-            memory.repeating_serials.insert((v, p, s.to_string()));
-        }
-    }
-    all.iter()
-        .filter(|u| selectors.iter().any(|s| s.matches(u)))
-        .map(|u| {
-            let base = format!("usb:{:04x}:{:04x}", u.vendor, u.product);
-            let by_port = match &u.serial {
-                Some(s) => memory
-                    .repeating_serials
-                    .contains(&(u.vendor, u.product, s.clone())),
-                None => true,
-            };
-            let key = match &u.serial {
-                Some(s) => format!("{base}:{s}"),
-                None => base,
-            };
-            let (key, port) = match (by_port, id::plain_port(&u.port)) {
-                (false, _) => (key, None),
-                (true, true) => (key, Some(u.port.clone())),
-                // Not the kernel's shape (only a fake sysfs does that):
-                // in the key, which is then hashed.
-                (true, false) => (format!("{key}|port={}", u.port), None),
-            };
-            Paired {
-                key,
-                suffix: id::Suffix { port, group: None },
-                grants: vec![Grant::node(&u.node, permissions)],
-                exclusive: None,
-            }
-        })
-        .collect()
 }
 
 struct Filter<'a> {
@@ -463,11 +409,11 @@ struct Filter<'a> {
 /// One existing match of a path rule.
 #[derive(Clone, Debug)]
 struct Match {
-    host: String,
-    node: bool,
+    pub(super) host: String,
+    pub(super) node: bool,
     /// What the rule's wildcards matched, in order: what pairs it with the
     /// other members of its group.
-    captures: Vec<String>,
+    pub(super) captures: Vec<String>,
 }
 
 /// A directory reached while walking a pattern.
@@ -680,103 +626,9 @@ fn walk(
             break;
         }
     }
-    out.sort_by(|a, b| a.host.cmp(&b.host));
+    // Host paths are unique: an unstable sort is exact, and moves less.
+    out.sort_unstable_by(|a, b| a.host.cmp(&b.host));
     out
-}
-
-/// A directory where the matches of a resource with one plain pattern
-/// live: an inotify event there names the one entry to look at again.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Leaf {
-    /// Where it is, under the host root.
-    pub real: PathBuf,
-    /// As the kubelet sees it.
-    pub host: String,
-}
-
-/// The one rule of a discovery whose devices are each one match of one
-/// pattern (one group of one path): the case an event can update alone.
-pub fn single_rule(d: &Discovery) -> Option<(&PathRule, u32)> {
-    match d.groups.as_slice() {
-        [Group {
-            source: Source::Paths(rules),
-            count,
-        }] if rules.len() == 1 => Some((&rules[0], *count)),
-        _ => None,
-    }
-}
-
-/// The ID the entry `name` of `leaf` has, or would have, as a device of a
-/// [`single_rule`] discovery.
-pub fn id_in_leaf(d: &Discovery, leaf: &Leaf, name: &str) -> Option<String> {
-    let (_, count) = single_rule(d)?;
-    Some(id::device_id(
-        &join_host(&leaf.host, name),
-        &id::Suffix::default(),
-        count,
-    ))
-}
-
-/// Looks at one entry of a leaf directory again, after an inotify event
-/// named it: the device it is now (`None`: none). The same checks as a
-/// full scan's, for a [`single_rule`] discovery; O(1) whatever the number
-/// of matches.
-pub fn look_again(
-    host_root: &Path,
-    d: &Discovery,
-    allow_sensitive: bool,
-    require_mount_point: bool,
-    leaf: &Leaf,
-    name: &str,
-    problems: &mut BTreeSet<String>,
-) -> Option<Found> {
-    let (rule, count) = single_rule(d)?;
-    let comp = rule.components.last()?;
-    if !comp.matches(name) {
-        return None;
-    }
-    let ft = fs::symlink_metadata(leaf.real.join(name)).ok()?.file_type();
-    let mounts = if require_mount_point {
-        health::MountTable::read()
-    } else {
-        None
-    };
-    let f = Filter {
-        host_root,
-        allow_sensitive,
-        require_mount_point,
-        mounts: mounts.as_ref(),
-    };
-    let at = At {
-        host: leaf.host.clone(),
-        real: leaf.real.clone(),
-        linked: false,
-        captures: Vec::new(),
-    };
-    let mut no_hooks = |_: &Path| {};
-    let named = (name.to_string(), ft);
-    match entry(
-        &f,
-        rule,
-        comp,
-        &at,
-        named,
-        true,
-        false,
-        &mut no_hooks,
-        problems,
-    ) {
-        Step::Hit(m) => {
-            let p = paired(std::slice::from_ref(rule), &[&m], None);
-            Some(Found {
-                id: id::device_id(&p.key, &p.suffix, count),
-                grants: p.grants,
-                slots: count,
-                exclusive: None,
-            })
-        }
-        _ => None,
-    }
 }
 
 impl PathRule {
@@ -794,146 +646,6 @@ impl PathRule {
     pub fn wildcards(&self) -> usize {
         self.components.iter().map(Component::wildcards).sum()
     }
-}
-
-/// Whether a group's members pair by what their wildcards matched: every
-/// member with wildcards has the same number of them. Otherwise (only
-/// generic-device-plugin's files may) they pair by position.
-pub fn pairs_by_captures(rules: &[PathRule]) -> bool {
-    let mut arity = rules.iter().map(PathRule::wildcards).filter(|n| *n > 0);
-    let first = arity.next();
-    arity.all(|n| Some(n) == first)
-}
-
-fn grant(rule: &PathRule, hit: &Match) -> Grant {
-    Grant {
-        host: hit.host.clone().into_boxed_str(),
-        container: rule
-            .mount_path
-            .as_ref()
-            .filter(|p| **p != hit.host)
-            .map(|p| p.clone().into_boxed_str()),
-        device: hit.node,
-        read_only: rule.read_only,
-        permissions: rule.permissions,
-    }
-}
-
-fn paired(rules: &[PathRule], hits: &[&Match], exclusive: Option<Vec<bool>>) -> Paired {
-    let mut key = String::new();
-    let mut grants = Vec::with_capacity(rules.len());
-    for (rule, hit) in rules.iter().zip(hits) {
-        if !key.is_empty() {
-            key.push(',');
-        }
-        key.push_str(&hit.host);
-        grants.push(grant(rule, hit));
-    }
-    Paired {
-        key,
-        suffix: id::Suffix::default(),
-        grants,
-        exclusive,
-    }
-}
-
-/// A group's matches into devices.
-fn pair(
-    rules: &[PathRule],
-    matches: &[Vec<Match>],
-    problems: &mut BTreeSet<String>,
-) -> Vec<Paired> {
-    if pairs_by_captures(rules) {
-        by_captures(rules, matches, problems)
-    } else {
-        zip(rules, matches)
-    }
-}
-
-/// Pairs members by what their wildcards matched: `pcmC1D0c` goes with
-/// `controlC1` (both matched `1`), whatever else is present, so a device
-/// present in full is never disturbed by another's missing member. A
-/// fixed member (no wildcard) joins every device, at most `limit` of them.
-fn by_captures(
-    rules: &[PathRule],
-    matches: &[Vec<Match>],
-    problems: &mut BTreeSet<String>,
-) -> Vec<Paired> {
-    if matches.iter().any(Vec::is_empty) {
-        return Vec::new();
-    }
-    let fixed = |i: usize| rules[i].wildcards() == 0;
-    let cap = (0..rules.len())
-        .filter(|&i| fixed(i))
-        .map(|i| rules[i].limit as usize)
-        .min()
-        .unwrap_or(usize::MAX);
-    let Some(lead) = (0..rules.len()).find(|&i| !fixed(i)) else {
-        let hits: Vec<&Match> = matches.iter().map(|m| &m[0]).collect();
-        return vec![paired(rules, &hits, None)];
-    };
-    let patterned = (0..rules.len()).filter(|&i| !fixed(i)).count();
-    // With one member that has wildcards, each of its matches is a device.
-    let by_caps: Vec<HashMap<&[String], &Match>> = if patterned > 1 {
-        matches
-            .iter()
-            .map(|m| m.iter().map(|h| (h.captures.as_slice(), h)).collect())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mut out = Vec::new();
-    for lead_hit in &matches[lead] {
-        if out.len() >= cap {
-            break;
-        }
-        let hits: Option<Vec<&Match>> = (0..rules.len())
-            .map(|i| {
-                if fixed(i) {
-                    Some(&matches[i][0])
-                } else if i == lead {
-                    Some(lead_hit)
-                } else {
-                    by_caps[i].get(lead_hit.captures.as_slice()).copied()
-                }
-            })
-            .collect();
-        if let Some(hits) = hits {
-            out.push(paired(rules, &hits, None));
-        }
-    }
-    if out.is_empty() && patterned > 1 {
-        let names: Vec<&str> = rules.iter().map(|r| r.pattern.as_str()).collect();
-        problems.insert(format!(
-            "no device: every member of the group ({}) has matches, but their wildcards never matched the same text",
-            shown(&names.join(", "))
-        ));
-    }
-    out
-}
-
-/// Zips the rules' sorted matches into devices, as generic-device-plugin
-/// does, for its files whose members' wildcards differ in number: each
-/// rule's matches repeated `limit` times; as many devices as the most
-/// matches of any rule, capped by the shortest repeated list. A device so
-/// paired is listed only while none of its exclusive paths (`limit` 1)
-/// belongs to another device (`DeviceSet::merge` checks).
-fn zip(rules: &[PathRule], matches: &[Vec<Match>]) -> Vec<Paired> {
-    let natural = matches.iter().map(Vec::len).max().unwrap_or(0);
-    let reusable = matches
-        .iter()
-        .zip(rules)
-        .map(|(m, r)| m.len().saturating_mul(r.limit as usize))
-        .min()
-        .unwrap_or(0);
-    let length = natural.min(reusable);
-    let exclusive: Vec<bool> = rules.iter().map(|r| r.limit == 1).collect();
-    (0..length)
-        .map(|k| {
-            let hits: Vec<&Match> = matches.iter().map(|m| &m[k % m.len()]).collect();
-            paired(rules, &hits, Some(exclusive.clone()))
-        })
-        .collect()
 }
 
 /// The directories a rule's matches can appear in, for the admission

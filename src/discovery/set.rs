@@ -315,7 +315,9 @@ impl DeviceSet {
     /// listed, or another of this scan) is refused unless the set already
     /// lists it under this ID (an ID always names the same paths).
     fn admit(&self, mut found: Vec<Found>, m: &mut Merged) -> Vec<Found> {
-        found.sort_by(|a, b| a.id.cmp(&b.id));
+        if !found.is_sorted_by(|a, b| a.id <= b.id) {
+            found.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        }
         let mut out: Vec<Found> = Vec::with_capacity(found.len());
         let mut run: Vec<Found> = Vec::new();
         let flush = |run: &mut Vec<Found>, out: &mut Vec<Found>, m: &mut Merged| {

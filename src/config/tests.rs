@@ -328,6 +328,18 @@ mod devices {
     use super::*;
     use crate::discovery::{MatchKind, Source};
 
+    /// Parses `text`, which must load with a warning containing `needle`.
+    #[track_caller]
+    fn warned(text: &str, needle: &str) -> Loaded {
+        let l = parse(text, "c.yaml", Path::new("/d")).unwrap();
+        assert!(
+            l.warnings.iter().any(|w| w.to_string().contains(needle)),
+            "{needle}: {:?}",
+            l.warnings
+        );
+        l
+    }
+
     fn one(text: &str) -> Resource {
         ok(text).resources.remove(0)
     }
@@ -353,19 +365,7 @@ mod devices {
         let fixed = one("resourceName: example.com/kvm\nhostPath: {path: /dev/kvm}\n");
         assert!(!fixed.is_dynamic());
         assert_eq!(fixed.num_devices, 100);
-        let l = parse(
-            "resourceName: example.com/s\nhostPath: {path: '/dev/ttyUSB*'}\nvolumeMount: {mountPath: /dev/serial}\n",
-            "c.yaml",
-            Path::new("/d"),
-        )
-        .unwrap();
-        assert!(
-            l.warnings.iter().any(|w| w
-                .to_string()
-                .contains("volumeMount.mountPath: puts every match")),
-            "{:?}",
-            l.warnings
-        );
+        warned("resourceName: example.com/s\nhostPath: {path: '/dev/ttyUSB*'}\nvolumeMount: {mountPath: /dev/serial}\n", "volumeMount.mountPath: puts every match");
         let r = one("resourceName: example.com/s\nhostPath: {path: '/dev/serial/by-id/*'}\nnumDevices: 2\nremoveAfter: 0s\n");
         assert_eq!(r.num_devices, 2);
         assert_eq!(r.discovery.unwrap().remove_after, Duration::ZERO);
@@ -532,20 +532,11 @@ mod devices {
     /// its backslash, so no config could serve that path.
     #[test]
     fn glob_characters_never_change_meaning_in_silence() {
-        let l = parse(
+        let l = warned(
             "resourceName: example.com/d\nhostPath: {path: '/mnt/disk[1]'}\n",
-            "c.yaml",
-            Path::new("/d"),
-        )
-        .unwrap();
-        assert!(l.config.resources[0].is_dynamic());
-        assert!(
-            l.warnings.iter().any(|w| w
-                .to_string()
-                .contains("hostPath.path: `/mnt/disk[1]` has glob characters")),
-            "{:?}",
-            l.warnings
+            "hostPath.path: `/mnt/disk[1]` has glob characters",
         );
+        assert!(l.config.resources[0].is_dynamic());
         let r = one("resourceName: example.com/d\nhostPath: {path: '/mnt/disk\\[1]'}\n");
         assert!(!r.is_dynamic());
         assert_eq!(r.host_path, "/mnt/disk[1]");
@@ -588,19 +579,7 @@ mod devices {
     /// warning; members pair by their wildcards, so their numbers must agree.
     #[test]
     fn group_members_shape_is_checked() {
-        let l = parse(
-            "resourceName: example.com/c\ngroup:\n- hostPath: {path: '/dev/snd/pcmC*D0c'}\n  volumeMount: {mountPath: /dev/snd/pcm}\n- hostPath: {path: '/dev/snd/controlC*'}\n",
-            "c.yaml",
-            Path::new("/d"),
-        )
-        .unwrap();
-        assert!(
-            l.warnings.iter().any(|w| w
-                .to_string()
-                .contains("group[0].volumeMount.mountPath: puts every match")),
-            "{:?}",
-            l.warnings
-        );
+        warned("resourceName: example.com/c\ngroup:\n- hostPath: {path: '/dev/snd/pcmC*D0c'}\n  volumeMount: {mountPath: /dev/snd/pcm}\n- hostPath: {path: '/dev/snd/controlC*'}\n", "group[0].volumeMount.mountPath: puts every match");
         let e = errs("resourceName: example.com/c\ngroup:\n- hostPath: {path: '/dev/snd/pcmC*D*c'}\n- hostPath: {path: '/dev/snd/controlC*'}\n");
         assert!(
             e.iter()

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use super::{
     entry, id, join_host, paired, At, Discovery, Filter, Found, Group, PathRule, Source, Step,
 };
-use crate::health;
 
 /// A directory where the matches of a resource with one plain pattern
 /// live: an inotify event there names the one entry to look at again.
@@ -64,11 +63,7 @@ pub fn look_again(
         return None;
     }
     let ft = fs::symlink_metadata(leaf.real.join(name)).ok()?.file_type();
-    let mounts = if require_mount_point {
-        health::MountTable::read()
-    } else {
-        None
-    };
+    let mounts = super::mount_table(require_mount_point);
     let f = Filter {
         host_root,
         allow_sensitive,

@@ -339,11 +339,7 @@ pub fn scan(
         seen: HashSet::new(),
         hooks,
     };
-    let mounts = if require_mount_point {
-        health::MountTable::read()
-    } else {
-        None
-    };
+    let mounts = mount_table(require_mount_point);
     let opts = Filter {
         host_root,
         allow_sensitive,
@@ -396,6 +392,11 @@ pub fn scan(
     // whatever the order among equals.
     out.devices.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     out
+}
+
+/// The mount table, read when mount points are asked for.
+fn mount_table(require_mount_point: bool) -> Option<health::MountTable> {
+    require_mount_point.then(health::MountTable::read).flatten()
 }
 
 struct Filter<'a> {

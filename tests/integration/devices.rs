@@ -245,16 +245,21 @@ fn usb_devices_by_vendor_and_product_come_and_go_with_their_nodes() {
     );
 }
 
-#[test]
-fn a_group_hands_out_its_members_together() {
-    let dir = TestDir::new();
-    let (r, args) = root(&dir);
+/// Two sound cards' capture (pcm) and control nodes.
+fn sound_cards(r: &Path) {
     for (i, n) in ["pcmC0D0c", "controlC0", "pcmC1D0c", "controlC1"]
         .iter()
         .enumerate()
     {
         mknod(&r.join("dev/snd").join(n), 116, i as u32);
     }
+}
+
+#[test]
+fn a_group_hands_out_its_members_together() {
+    let dir = TestDir::new();
+    let (r, args) = root(&dir);
+    sound_cards(&r);
     let config = "resources:\n- resourceName: example.com/capture\n  group:\n  - hostPath: {path: '/dev/snd/pcmC[0-9]D0c', type: CharDevice}\n  - hostPath: {path: '/dev/snd/controlC[0-9]', type: CharDevice}\n    permissions: r\n  healthCheckInterval: 1h\n";
     let k = SimKubelet::start(&dir.dp()).unwrap();
     let d = start(&dir, config, &args);
@@ -482,12 +487,7 @@ fn a_hung_filesystem_under_one_pattern_holds_up_no_other() {
 fn a_group_device_present_in_full_is_never_disturbed_by_another() {
     let dir = TestDir::new();
     let (r, args) = root(&dir);
-    for (i, n) in ["pcmC0D0c", "controlC0", "pcmC1D0c", "controlC1"]
-        .iter()
-        .enumerate()
-    {
-        mknod(&r.join("dev/snd").join(n), 116, i as u32);
-    }
+    sound_cards(&r);
     let config = "resources:\n- resourceName: example.com/capture\n  group:\n  - hostPath: {path: '/dev/snd/pcmC*D0c', type: CharDevice}\n  - hostPath: {path: '/dev/snd/controlC*', type: CharDevice}\n  healthCheckInterval: 1h\n  removeAfter: 1h\n";
     let k = SimKubelet::start(&dir.dp()).unwrap();
     let d = start(&dir, config, &args);

@@ -27,7 +27,14 @@ esac
 failures=0
 check() { if eval "$2"; then echo "ok   clean-up ($mode): $1"; else echo "FAIL clean-up ($mode): $1" >&2; failures=$((failures + 1)); fi; }
 check "the run failed where the fault was injected" '[ $rc -ne 0 ] && grep -q "E2E_FAULT=" "$tmp.log"'
-leftover=$(grep -l -s -F "$tmp" /proc/[0-9]*/cmdline | grep -v "^/proc/$$/" || true)
+# Read in the shell, so no process of this check carries the path in its
+# own command line.
+leftover=""
+for f in /proc/[0-9]*/cmdline; do
+  [ "${f#/proc/}" = "$$/cmdline" ] && continue
+  c=$(tr '\0' ' ' <"$f" 2>/dev/null) || continue
+  case $c in *"$tmp"*) leftover="$leftover ${f%/cmdline}" ;; esac
+done
 check "no process of the run is left ${leftover:+($leftover)}" '[ -z "$leftover" ]'
 check "no mount of the run is left" '! grep -q -F "$tmp" /proc/self/mountinfo'
 after_links=$(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sort)

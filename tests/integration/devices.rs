@@ -660,3 +660,42 @@ fn hostile_names_are_escaped_in_check_and_the_log() {
         d.log()
     );
 }
+
+/// Issue 20, item 3: two clones with one serial are told apart by port,
+/// and unplugging one never moves its ID (or its health) to the other.
+#[test]
+fn usb_clones_sharing_a_serial_keep_their_own_ids() {
+    let dir = TestDir::new();
+    let (r, args) = root(&dir);
+    let clone = |port: &str, devnum: &str| {
+        usb_sysfs(
+            &r,
+            port,
+            &[
+                ("idVendor", "0403"),
+                ("idProduct", "6001"),
+                ("serial", "A50285BI"),
+                ("busnum", "1"),
+                ("devnum", devnum),
+            ],
+        );
+    };
+    clone("1-1", "5");
+    mknod(&r.join("dev/bus/usb/001/005"), 189, 4);
+    clone("1-2", "6");
+    mknod(&r.join("dev/bus/usb/001/006"), 189, 5);
+    let config = "resources:\n- resourceName: example.com/ftdi\n  usb: [{vendor: '0403', product: '6001'}]\n  healthCheckInterval: 1h\n  removeAfter: 1h\n";
+    let k = SimKubelet::start(&dir.dp()).unwrap();
+    let d = start(&dir, config, &args);
+    let (a, b) = ("usb:0403:6001:A50285BI@1-1", "usb:0403:6001:A50285BI@1-2");
+    wait_list(&k, &d, "example.com/ftdi", &[(a, "Healthy"), (b, "Healthy")]);
+    fs::remove_file(r.join("dev/bus/usb/001/005")).unwrap();
+    fs::remove_dir_all(r.join("sys/bus/usb/devices/1-1")).unwrap();
+    wait_list(&k, &d, "example.com/ftdi", &[(a, "Unhealthy"), (b, "Healthy")]);
+    let resp = k.allocate("example.com/ftdi", &[&[b]]).unwrap();
+    assert_eq!(
+        resp.container_responses[0].devices[0].host_path,
+        "/dev/bus/usb/001/006"
+    );
+    assert!(k.allocate("example.com/ftdi", &[&[a]]).is_err());
+}

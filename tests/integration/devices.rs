@@ -688,10 +688,20 @@ fn usb_clones_sharing_a_serial_keep_their_own_ids() {
     let k = SimKubelet::start(&dir.dp()).unwrap();
     let d = start(&dir, config, &args);
     let (a, b) = ("usb:0403:6001:A50285BI@1-1", "usb:0403:6001:A50285BI@1-2");
-    wait_list(&k, &d, "example.com/ftdi", &[(a, "Healthy"), (b, "Healthy")]);
+    wait_list(
+        &k,
+        &d,
+        "example.com/ftdi",
+        &[(a, "Healthy"), (b, "Healthy")],
+    );
     fs::remove_file(r.join("dev/bus/usb/001/005")).unwrap();
     fs::remove_dir_all(r.join("sys/bus/usb/devices/1-1")).unwrap();
-    wait_list(&k, &d, "example.com/ftdi", &[(a, "Unhealthy"), (b, "Healthy")]);
+    wait_list(
+        &k,
+        &d,
+        "example.com/ftdi",
+        &[(a, "Unhealthy"), (b, "Healthy")],
+    );
     let resp = k.allocate("example.com/ftdi", &[&[b]]).unwrap();
     assert_eq!(
         resp.container_responses[0].devices[0].host_path,

@@ -18,6 +18,17 @@ for kv in kernel.panic=0 kernel.panic_on_oops=0 vm.overcommit_memory=0 net.ipv4.
 done
 before_sysctls=$(for s in $sysctls; do echo "$s=$(sysctl -n "$s")"; done)
 before_links=$(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sort)
+# Processes running the e2e's upstream binaries (from their cache) before
+# the run: any other one after it was left behind.
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/k8s-hostpath-device-plugin/
+upstream() {
+  local f c
+  for f in /proc/[0-9]*/cmdline; do
+    c=$(tr '\0' ' ' <"$f" 2>/dev/null) || continue
+    case $c in "$cache"*) f=${f#/proc/}; echo "${f%/cmdline}" ;; esac
+  done | sort
+}
+before_upstream=$(upstream)
 tmp=$(mktemp -d /tmp/hp-clean.XXXXXX)
 case $mode in
   e2e) TMPDIR=$tmp E2E_FAULT=registered E2E_KUBELETS=kubelet "$here/run.sh" "$@" >"$tmp.log" 2>&1; rc=$? ;;
@@ -34,6 +45,9 @@ for f in /proc/[0-9]*/cmdline; do
   [ "${f#/proc/}" = "$$/cmdline" ] && continue
   c=$(tr '\0' ' ' <"$f" 2>/dev/null) || continue
   case $c in *"$tmp"*) leftover="$leftover ${f%/cmdline}" ;; esac
+done
+for p in $(comm -13 <(echo "$before_upstream") <(upstream)); do
+  leftover="$leftover /proc/$p"
 done
 check "no process of the run is left ${leftover:+($leftover)}" '[ -z "$leftover" ]'
 check "no mount of the run is left" '! grep -q -F "$tmp" /proc/self/mountinfo'

@@ -75,6 +75,15 @@ struct State {
     reconfigured: bool,
 }
 
+/// What a recorded health result changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The first result for the resource.
+    First,
+    /// Health or reason changed; the previous health.
+    From(bool),
+}
+
 /// Per-resource state shared by the gRPC handlers, the health thread and
 /// the supervisor. Survives re-serving on a new socket.
 pub struct ResourceState {
@@ -154,8 +163,7 @@ impl ResourceState {
     /// the first result, or the previous health when it or its reason
     /// changed. Streams are woken by the first result and when the health
     /// itself flips (the kubelet sees no reasons).
-    pub fn set_health(&self, healthy: bool, reason: &str) -> Option<crate::monitor::Change> {
-        use crate::monitor::Change;
+    pub fn set_health(&self, healthy: bool, reason: &str) -> Option<Change> {
         let mut s = self.lock();
         if !s.checked {
             s.checked = true;

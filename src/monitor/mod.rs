@@ -29,7 +29,7 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use crate::discovery::Leaf;
 use crate::health::{self, Health};
 use crate::kubelet::{HEALTHY, UNHEALTHY};
-use crate::plugin::ResourceState;
+use crate::plugin::{Change, ResourceState};
 use crate::util::{lock, poll_events, Notifier, WakePipe};
 use crate::watch::path_and_ancestors;
 
@@ -676,13 +676,4 @@ pub fn publish(state: &ResourceState, h: &Health) {
         }
         None => {}
     }
-}
-
-/// What a recorded health result changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// The first result for the resource.
-    First,
-    /// Health or reason changed; the previous health.
-    From(bool),
 }

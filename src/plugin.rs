@@ -324,6 +324,7 @@ impl ResourceState {
         for (id, found) in updates {
             s.set.update(&id, found, now, remove_after, &mut merged);
         }
+        merged.next_removal = s.set.next_removal(remove_after);
         Some(Self::merged(s, merged, problems, false))
     }
 

@@ -33,36 +33,22 @@ pub fn single_rule(d: &Discovery) -> Option<(&PathRule, u32)> {
     }
 }
 
-/// The ID the entry `name` of `leaf` has, or would have, as a device of a
-/// [`single_rule`] discovery.
-pub fn id_in_leaf(d: &Discovery, leaf: &Leaf, name: &str) -> Option<String> {
-    let (_, count) = single_rule(d)?;
-    Some(id::device_id(
-        &join_host(&leaf.host, name),
-        &id::Suffix::default(),
-        count,
-    ))
-}
-
-/// Looks at one entry of a leaf directory again, after an inotify event
-/// named it: the device it is now (`None`: none). The same checks as a
-/// full scan's, for a [`single_rule`] discovery; O(1) whatever the number
-/// of matches.
+/// Looks at entries of leaf directories again, after inotify events named
+/// them: for each `(leaf, name)`, the ID that entry has (or would have) and
+/// the device it is now (`None`: none). The same checks as a full scan's,
+/// for a [`single_rule`] discovery (`None` for any other); the mount table
+/// is read once for the batch; O(1) per entry whatever the number of
+/// matches.
 pub fn look_again(
     host_root: &Path,
     d: &Discovery,
     allow_sensitive: bool,
     require_mount_point: bool,
-    leaf: &Leaf,
-    name: &str,
+    names: &[(Leaf, String)],
     problems: &mut BTreeSet<String>,
-) -> Option<Found> {
+) -> Option<Vec<(String, Option<Found>)>> {
     let (rule, count) = single_rule(d)?;
     let comp = rule.components.last()?;
-    if !comp.matches(name) {
-        return None;
-    }
-    let ft = fs::symlink_metadata(leaf.real.join(name)).ok()?.file_type();
     let mounts = super::mount_table(require_mount_point);
     let f = Filter {
         host_root,
@@ -70,6 +56,36 @@ pub fn look_again(
         require_mount_point,
         mounts: mounts.as_ref(),
     };
+    let mut out = Vec::with_capacity(names.len());
+    for (leaf, name) in names {
+        let id = id::device_id(&join_host(&leaf.host, name), &id::Suffix::default(), count);
+        let found = one(&f, rule, comp, leaf, name, problems).map(|m| {
+            let p = paired(std::slice::from_ref(rule), &[&m], None);
+            Found {
+                id: id.clone(),
+                grants: p.grants,
+                slots: count,
+                exclusive: None,
+            }
+        });
+        out.push((id, found));
+    }
+    Some(out)
+}
+
+/// The match the entry `name` of `leaf` is now, if any.
+fn one(
+    f: &Filter<'_>,
+    rule: &PathRule,
+    comp: &super::Component,
+    leaf: &Leaf,
+    name: &str,
+    problems: &mut BTreeSet<String>,
+) -> Option<super::Match> {
+    if !comp.matches(name) {
+        return None;
+    }
+    let ft = fs::symlink_metadata(leaf.real.join(name)).ok()?.file_type();
     let at = At {
         host: leaf.host.clone(),
         real: leaf.real.clone(),
@@ -79,7 +95,7 @@ pub fn look_again(
     let mut no_hooks = |_: &Path| {};
     let named = (name.to_string(), ft);
     match entry(
-        &f,
+        f,
         rule,
         comp,
         &at,
@@ -89,15 +105,7 @@ pub fn look_again(
         &mut no_hooks,
         problems,
     ) {
-        Step::Hit(m) => {
-            let p = paired(std::slice::from_ref(rule), &[&m], None);
-            Some(Found {
-                id: id::device_id(&p.key, &p.suffix, count),
-                grants: p.grants,
-                slots: count,
-                exclusive: None,
-            })
-        }
+        Step::Hit(m) => Some(m),
         _ => None,
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::health;
 use crate::sensitive;
 use crate::text::shown;
-pub use leaf::{id_in_leaf, look_again, single_rule, Leaf};
+pub use leaf::{look_again, single_rule, Leaf};
 pub use pair::pairs_by_captures;
 use pair::{pair, paired, usb_paired, Paired};
 

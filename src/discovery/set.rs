@@ -69,6 +69,15 @@ struct Entry {
     vanished: Option<Instant>,
 }
 
+impl Entry {
+    /// Appends its ID to the set's text `ids` and points at it there.
+    fn place(&mut self, id: &str, ids: &mut String) {
+        self.at = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+        self.len = u32::try_from(id.len()).unwrap_or(0);
+        ids.push_str(id);
+    }
+}
+
 /// Devices sorted by ID (the order lists are sent and cut in). A sorted
 /// vector and one text holding every ID, rather than a map of strings: no
 /// node slack, and a few large blocks that the allocator maps and unmaps
@@ -165,9 +174,7 @@ impl DeviceSet {
         let mut next: Option<Instant> = None;
         let old_id = |e: &Entry| &old_ids[e.at as usize..(e.at + e.len) as usize];
         let keep = |mut e: Entry, id: &str, ids: &mut String, out: &mut Vec<Entry>| {
-            e.at = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-            e.len = u32::try_from(id.len()).unwrap_or(0);
-            ids.push_str(id);
+            e.place(id, ids);
             out.push(e);
         };
         let mut gone = |mut e: Entry, ids: &mut String, out: &mut Vec<Entry>, m: &mut Merged| {
@@ -237,6 +244,8 @@ impl DeviceSet {
     /// for that one ID — appeared, back, vanished, removed — added to `m`;
     /// the rest of the set is untouched. O(log n) to find it, a move of
     /// the entries after it to make or close room; no scan of the tree.
+    /// `m.next_removal` is left to the caller ([`DeviceSet::next_removal`],
+    /// once for a batch).
     pub fn update(
         &mut self,
         id: &str,
@@ -257,14 +266,14 @@ impl DeviceSet {
                 e.slots = f.slots;
             }
             (Err(i), Some(f)) => {
-                let e = Entry {
-                    at: u32::try_from(self.ids.len()).unwrap_or(u32::MAX),
-                    len: u32::try_from(id.len()).unwrap_or(0),
+                let mut e = Entry {
+                    at: 0,
+                    len: 0,
                     slots: f.slots,
                     paths: Paths::new(id, f.grants),
                     vanished: None,
                 };
-                self.ids.push_str(id);
+                e.place(id, &mut self.ids);
                 self.devices.insert(i, e);
                 m.appeared.push(id.to_string());
             }
@@ -283,11 +292,15 @@ impl DeviceSet {
         if self.dead > 4096 && self.dead * 2 > self.ids.len() {
             self.compact();
         }
-        m.next_removal = self
-            .devices
+    }
+
+    /// When the next vanished device is due to leave the list: what a
+    /// merge reports in `next_removal`, for a batch of [`DeviceSet::update`]s.
+    pub fn next_removal(&self, remove_after: Duration) -> Option<Instant> {
+        self.devices
             .iter()
             .filter_map(|e| e.vanished.map(|t| t + remove_after))
-            .min();
+            .min()
     }
 
     /// The bytes of ID text held, dead ones included.
@@ -301,8 +314,7 @@ impl DeviceSet {
         let mut ids = String::with_capacity(self.ids.len() - self.dead);
         for e in &mut self.devices {
             let text = &self.ids[e.at as usize..(e.at + e.len) as usize];
-            e.at = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-            ids.push_str(text);
+            e.place(text, &mut ids);
         }
         self.ids = ids;
         self.dead = 0;

@@ -54,22 +54,15 @@ pub(super) fn look_again(
 ) -> Result<Option<Instant>, NeedsFullScan> {
     let d = resource.discovery.as_ref().ok_or(NeedsFullScan)?;
     let mut problems = BTreeSet::new();
-    let mut updates = Vec::with_capacity(names.len());
-    for (leaf, name) in names {
-        let Some(id) = crate::discovery::id_in_leaf(d, &leaf, &name) else {
-            return Err(NeedsFullScan);
-        };
-        let found = crate::discovery::look_again(
-            &shared.host_root,
-            d,
-            resource.allow_sensitive_path,
-            resource.require_mount_point,
-            &leaf,
-            &name,
-            &mut problems,
-        );
-        updates.push((id, found));
-    }
+    let updates = crate::discovery::look_again(
+        &shared.host_root,
+        d,
+        resource.allow_sensitive_path,
+        resource.require_mount_point,
+        &names,
+        &mut problems,
+    )
+    .ok_or(NeedsFullScan)?;
     state
         .merge_names(updates, problems, Instant::now(), resource)
         .map(|m| m.next_removal)

@@ -542,6 +542,9 @@ impl Supervisor {
     /// B9: end the streams, remove our sockets, stop the servers, stop the
     /// health monitor. Bounded even with a hung filesystem or a stuck call.
     fn stop(&mut self) {
+        // Health checks first: a change seen now would reach no kubelet,
+        // and the checks' CPU is better spent on the exit.
+        self.monitor.shutdown();
         // Our public names go first: no new connection can reach a server
         // that is stopping, and gRPC's own unlink concerns only the private
         // bind name, so the order is free.
@@ -554,7 +557,6 @@ impl Supervisor {
             .filter_map(Owner::take_server)
             .collect();
         server::stop_all(servers, Late::Abandon);
-        self.monitor.shutdown();
         self.control.board.set_stopped();
     }
 }

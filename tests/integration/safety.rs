@@ -548,7 +548,9 @@ fn two_thousand_resources_fit_the_open_file_limit() {
     assert!(!d.log().contains("cannot serve"), "{}", d.log());
     let t = Instant::now();
     d.signal(libc::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).code(), Some(0));
+    // That it exits, and how: the time is a figure (README, Stop; `make
+    // bench`), not a target asserted on a machine shared with other tests.
+    assert_eq!(d.wait_exit(Duration::from_secs(60)).code(), Some(0));
     println!(
         "SIGTERM with 2000 resources: exited after {:?}",
         t.elapsed()

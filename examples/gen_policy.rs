@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use k8s_hostpath_device_plugin::{config, policy};
+use k8s_hostpath_device_plugin::core::config;
+use k8s_hostpath_device_plugin::policy;
 
 fn main() -> ExitCode {
     let Some(path) = std::env::args().nth(1) else {

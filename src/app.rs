@@ -3,7 +3,8 @@
 use std::fmt;
 
 use crate::cli::{self, Command, Options};
-use crate::{config, daemon, limits, probe};
+use crate::core::config;
+use crate::{daemon, limits, probe};
 
 /// Why the program exits non-zero; [`Failure::exit_code`] maps it.
 #[derive(Debug)]
@@ -94,14 +95,14 @@ fn limit_heap_arenas() {
 /// `check` on a resource whose devices come and go: what a scan finds
 /// now under the host root, as the daemon would list it.
 fn print_matches(
-    r: &config::Resource,
-    d: &crate::discovery::Discovery,
+    r: &crate::core::resource::Resource,
+    d: &crate::core::resource::Discovery,
     host_root: &std::path::Path,
 ) {
     use crate::text::shown;
     const SHOWN: usize = 20;
     let mut watched = 0usize;
-    let scan = crate::discovery::scan(
+    let scan = crate::core::discovery::scan(
         host_root,
         d,
         r.allow_sensitive_path,

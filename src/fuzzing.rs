@@ -8,9 +8,10 @@ use std::path::Path;
 
 use protobuf::Message;
 
-use crate::alloc;
 use crate::api::v1beta1::{AllocateRequest, PreferredAllocationRequest};
-use crate::config::{self, HostPathType, Resource, MAX_MESSAGE_BYTES};
+use crate::core::config::{self, MAX_MESSAGE_BYTES};
+use crate::core::resource::{HostPathType, Resource};
+use crate::deviceplugin::alloc;
 use crate::policy;
 
 /// Longest error message an RPC may return, whatever the request.
@@ -89,7 +90,8 @@ fn resource(selector: u8) -> Resource {
 /// present devices (one of two paths) and one vanished. Every ID answered
 /// is present, each container path appears once, and a refusal is bounded.
 fn allocate_found(r: &Resource, req: &AllocateRequest) {
-    use crate::discovery::{DeviceSet, Found, Grant, Perm};
+    use crate::core::discovery::{DeviceSet, Found};
+    use crate::core::resource::{Grant, Perm};
     let grant = |h: &str| Grant::node(h, Perm::from_letters("rw"));
     let mut set = DeviceSet::default();
     let now = std::time::Instant::now();
@@ -146,7 +148,7 @@ fn assert_bounded(refusal: &alloc::Refusal) {
 /// itself, matching and the RE2 translation never panic, and a literal
 /// matches exactly itself.
 pub fn glob(data: &[u8]) {
-    use crate::discovery::glob::{component, has_glob, Component};
+    use crate::core::glob::{component, has_glob, Component};
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

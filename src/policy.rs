@@ -7,8 +7,10 @@
 //! the kubelet resolves to the same place. Component boundaries hold:
 //! `/sample2` is not under `/sample`.
 
-use crate::config::{Config, Resource};
-use crate::discovery::{Component, Source};
+use crate::core::config::Config;
+use crate::core::glob::Component;
+use crate::core::resource::Resource;
+use crate::core::resource::Source;
 
 /// RE2 pattern for `path` (normalised, absolute) and anything under it.
 pub fn path_pattern(path: &str) -> String {
@@ -28,7 +30,7 @@ pub fn path_pattern(path: &str) -> String {
 fn escape(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
-        crate::discovery::glob::push_escaped(&mut out, c);
+        crate::core::glob::push_escaped(&mut out, c);
     }
     out
 }
@@ -61,7 +63,7 @@ fn served_paths(r: &Resource) -> Vec<(String, String)> {
                 }
             }
             Source::Usb { .. } => {
-                let comps = crate::discovery::glob::path(USB_NODES).unwrap_or_default();
+                let comps = crate::core::glob::path(USB_NODES).unwrap_or_default();
                 out.push((glob_pattern(&comps), USB_NODES.to_string()));
             }
         }
@@ -157,12 +159,12 @@ mod tests {
 
     #[test]
     fn globs_become_component_bound_patterns() {
-        let c = crate::discovery::glob::path("/dev/ttyUSB*").unwrap();
+        let c = crate::core::glob::path("/dev/ttyUSB*").unwrap();
         assert_eq!(
             glob_pattern(&c),
             r"^/+(\./+)*dev/+(\./+)*ttyUSB[^/]*(/+.*)?$"
         );
-        let c = crate::discovery::glob::path("/dev/snd/pcmC[0-9]D0c").unwrap();
+        let c = crate::core::glob::path("/dev/snd/pcmC[0-9]D0c").unwrap();
         assert_eq!(
             glob_pattern(&c),
             r"^/+(\./+)*dev/+(\./+)*snd/+(\./+)*pcmC[0-9]D0c(/+.*)?$"

@@ -8,7 +8,7 @@ use grpcio::{CallOption, EnvBuilder};
 
 use crate::api::v1beta1::Empty;
 use crate::api::v1beta1_grpc::DevicePluginClient;
-use crate::config::Config;
+use crate::core::config::Config;
 use crate::util::unix_channel;
 
 /// Per-call deadline of the probe.

@@ -46,9 +46,9 @@ use crate::api::v1beta1::{
     RegisterRequest,
 };
 use crate::api::v1beta1_grpc::{create_registration, DevicePluginClient, Registration};
+use crate::daemon::watch::{Key, Watcher};
 use crate::kubelet::{API_VERSION, DEVICE_PLUGIN_TYPE, HEALTHY, KUBELET_SOCKET, UNHEALTHY};
 use crate::util::{block_on_timeout, lock, poll_readable, unix_channel, wait_on};
-use crate::watch::{Key, Watcher};
 
 /// The kubelet's checkpoint file; a restart never deletes it.
 pub use crate::kubelet::CHECKPOINT_FILE as CHECKPOINT;
@@ -289,7 +289,9 @@ impl Registration for RegistrationServer {
                 "requested API version {:?} is not supported by kubelet",
                 req.version
             )))
-        } else if let Err(e) = crate::config::validate_extended_resource_name(&req.resource_name) {
+        } else if let Err(e) =
+            crate::core::config::validate_extended_resource_name(&req.resource_name)
+        {
             Some(refuse(format!(
                 "the ResourceName {:?} is invalid: {e}",
                 req.resource_name
@@ -663,7 +665,7 @@ fn register_watched(
             info.supported_versions
         ));
     }
-    if let Err(e) = crate::config::validate_extended_resource_name(&info.name) {
+    if let Err(e) = crate::core::config::validate_extended_resource_name(&info.name) {
         return refuse(format!("the ResourceName {:?} is invalid: {e}", info.name));
     }
     let client = dial(env, &endpoint);

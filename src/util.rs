@@ -4,7 +4,7 @@ use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
@@ -264,6 +264,21 @@ pub fn trim_due() -> Option<Duration> {
     Some(Duration::from_millis(TRIM_EVERY_MS.saturating_sub(since)))
 }
 
+/// `path` itself, then its ancestors up to and including the nearest one
+/// that exists: watching these sees the path appear, whatever is missing.
+pub fn path_and_ancestors(path: &Path) -> Vec<PathBuf> {
+    let mut out = vec![path.to_path_buf()];
+    let mut cur = path;
+    while let Some(parent) = cur.parent() {
+        out.push(parent.to_path_buf());
+        if parent.is_dir() {
+            break;
+        }
+        cur = parent;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,5 +342,20 @@ mod tests {
         );
         assert!(pipe.drain());
         assert!(!pipe.drain());
+    }
+
+    #[test]
+    fn ancestors_stop_at_the_nearest_existing() {
+        let d = std::env::temp_dir().join(format!("hpdp-util-anc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("a/b/c");
+        assert_eq!(
+            path_and_ancestors(&p),
+            vec![p.clone(), d.join("a/b"), d.join("a"), d.clone()]
+        );
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        assert_eq!(path_and_ancestors(&p), vec![p.clone(), d.join("a/b")]);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

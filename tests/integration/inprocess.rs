@@ -6,7 +6,7 @@ use std::thread;
 use std::time::Duration;
 
 use k8s_hostpath_device_plugin::cli::Registration;
-use k8s_hostpath_device_plugin::config;
+use k8s_hostpath_device_plugin::core::config;
 use k8s_hostpath_device_plugin::daemon::{self, Control, Handle, Settings, Status};
 use k8s_hostpath_device_plugin::sim::SimKubelet;
 

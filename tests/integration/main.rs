@@ -4,6 +4,7 @@
 mod cli;
 mod corpus;
 mod devices;
+mod devices_trust;
 mod harness;
 mod health;
 mod hostile;

@@ -10,6 +10,7 @@ mod health;
 mod hostile;
 mod inprocess;
 mod kubelet;
+mod layout;
 mod lifecycle;
 mod reload;
 mod safety;

@@ -2,7 +2,7 @@
 //! `hostPath.path`, `usb` selectors, a `group` of paths handed out
 //! together, and `removeAfter`.
 
-use super::validate::{join, kind_of};
+use super::rules::{join, kind_of};
 use super::*;
 use crate::core::discovery;
 use crate::core::glob;

@@ -2,9 +2,8 @@
 //! volume mount, envs and absolute paths, each checked with the
 //! transformations the kubelet and the kernel apply to it.
 
-use super::validate::{
-    join, kind_of, Validator, HOST_PATH_KEYS, VOLUME_MOUNT_KEYS, VOLUME_MOUNT_UNSUPPORTED,
-};
+use super::rules::{join, kind_of};
+use super::validate::{Validator, HOST_PATH_KEYS, VOLUME_MOUNT_KEYS, VOLUME_MOUNT_UNSUPPORTED};
 use super::*;
 
 impl Validator {

@@ -5,7 +5,7 @@
 //! `listen`, `log-level`) are accepted with a warning saying what applies.
 
 use super::devices::DEFAULT_REMOVE_AFTER;
-use super::validate::{join, kind_of};
+use super::rules::{join, kind_of};
 use super::*;
 use crate::core::resource::{Discovery, Group, MatchKind, Perm, Source};
 

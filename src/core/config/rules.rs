@@ -1,7 +1,28 @@
 //! The single-value rules: paths, names, permissions, durations, sizes.
 
-use super::validate::kind_of;
 use super::*;
+
+/// `prefix.key`, the field path of a key (just `key` at the top).
+pub(super) fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// What a YAML value is, for messages.
+pub(super) fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
 
 pub(super) fn varint_len(mut v: usize) -> usize {
     let mut n = 1;

@@ -1,6 +1,7 @@
 //! The validator: walks the YAML value tree, checks every key and rule,
 //! collects every problem with its field path.
 
+use super::rules::{join, kind_of};
 use super::*;
 use crate::core::glob;
 use crate::core::resource::{Perm, Source};
@@ -45,26 +46,6 @@ pub(super) struct Validator {
 }
 
 /// Joins a field path: `join("resources[0]", "hostPath")`.
-pub(super) fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_string()
-    } else {
-        format!("{prefix}.{key}")
-    }
-}
-
-pub(super) fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "nothing",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Sequence(_) => "a list",
-        Value::Mapping(_) => "a mapping",
-        Value::Tagged(_) => "a tagged value",
-    }
-}
-
 impl Validator {
     pub(super) fn error(&mut self, field: &str, message: impl Into<String>) {
         self.errors.push(Problem {

@@ -39,6 +39,7 @@ pub mod core;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod deviceplugin;
+pub mod dra;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod kubelet;

@@ -1,0 +1,11 @@
+//! The DRA front (DESIGN.md B18, PROTOCOL.md §6): the core's devices served
+//! through Dynamic Resource Allocation. Being built (issue 21): so far the
+//! names it publishes and the CDI specs it writes.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`names`] | device names (DNS labels) and pool names from IDs, claim UIDs checked |
+//! | [`cdi`] | CDI spec content and files: atomic, never through a link, only ours removed |
+
+pub mod cdi;
+pub mod names;

@@ -42,6 +42,8 @@ pub mod deviceplugin;
 pub mod dra;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+#[cfg(feature = "daemon")]
+pub mod kube;
 pub mod kubelet;
 pub mod limits;
 pub mod policy;

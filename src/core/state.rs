@@ -91,6 +91,15 @@ pub enum Listing<'a> {
     Found(&'a [(std::borrow::Cow<'a, str>, &'static str)]),
 }
 
+/// What a front may offer of a resource (see [`ResourceState::with_offer`]).
+pub enum Offer<'a> {
+    Nothing,
+    /// A fixed path, healthy: devices `"0"`..`"n-1"`.
+    Fixed(u32),
+    /// Devices that come and go: the present ones of the set.
+    Found(&'a DeviceSet),
+}
+
 /// A stream's registration: its wake-ups and the epoch it belongs to.
 pub struct Subscription {
     pub wakeups: mpsc::Receiver<()>,
@@ -280,6 +289,34 @@ impl ResourceState {
     pub fn unsubscribe(&self) {
         let mut s = self.lock();
         s.open_streams = s.open_streams.saturating_sub(1);
+    }
+
+    /// What may be offered now, under one lock: nothing until the first
+    /// check and while the resource is unhealthy (its path missing, its
+    /// scan hung), else its devices (a fixed path's `n`, or the set, of
+    /// which only present devices may be offered).
+    pub fn with_offer<T>(&self, f: impl FnOnce(&Resource, Offer<'_>) -> T) -> T {
+        let s = self.lock();
+        let offer = if !s.checked || !s.healthy {
+            Offer::Nothing
+        } else if s.resource.is_dynamic() {
+            Offer::Found(&s.set)
+        } else {
+            Offer::Fixed(s.resource.num_devices)
+        };
+        f(&s.resource, offer)
+    }
+
+    /// Wakes `tx` on every change a stream would send, without counting as
+    /// a stream. A full channel is a wake-up already pending.
+    pub fn notify(&self, tx: mpsc::Sender<()>) {
+        let mut s = self.lock();
+        s.watchers.push(tx);
+    }
+
+    /// Bumped on every change a stream must send.
+    pub fn version(&self) -> u64 {
+        self.lock().version
     }
 
     /// Reads the resource and its device set under one lock.

@@ -6,6 +6,9 @@
 //! |---|---|
 //! | [`names`] | device names (DNS labels) and pool names from IDs, claim UIDs checked |
 //! | [`cdi`] | CDI spec content and files: atomic, never through a link, only ours removed |
+//! | `slices` | a resource's pool: the devices offered, their attributes, ResourceSlice specs |
 
 pub mod cdi;
 pub mod names;
+#[cfg(feature = "daemon")]
+pub mod slices;

@@ -450,6 +450,18 @@ impl DeviceSet {
         }
     }
 
+    /// Every present device, in ID order, with its slot count and paths:
+    /// what a front that offers only what is there may offer.
+    pub fn present_devices(&self) -> impl Iterator<Item = (&str, u32, Arc<[Grant]>)> + '_ {
+        self.devices
+            .iter()
+            .filter(|e| e.vanished.is_none())
+            .map(|e| {
+                let id = self.id(e);
+                (id, e.slots, e.paths.grants(id))
+            })
+    }
+
     /// Devices listed (present or vanished), slots not counted.
     pub fn len(&self) -> usize {
         self.devices.len()

@@ -100,6 +100,15 @@ impl Client {
     ///
     /// A CA, certificate or key that cannot be read as PEM.
     pub fn new(cfg: &KubeConfig) -> Result<Client, KubeError> {
+        Client::with_timeout(cfg, REQUEST_TIMEOUT)
+    }
+
+    /// A client whose requests each end within `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::new`].
+    pub fn with_timeout(cfg: &KubeConfig, timeout: Duration) -> Result<Client, KubeError> {
         // ring is the one provider built in (it builds static with no
         // cmake, BUILD.md); rustls 0.23.48 deprecates it for offering no
         // post-quantum key exchange, which a cluster's own API server
@@ -117,7 +126,7 @@ impl Client {
             tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
         }
         let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(REQUEST_TIMEOUT))
+            .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .user_agent("k8s-hostpath-device-plugin")
             .tls_config(tls.build())

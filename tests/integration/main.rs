@@ -9,6 +9,7 @@ mod harness;
 mod health;
 mod hostile;
 mod inprocess;
+mod kube;
 mod kubelet;
 mod layout;
 mod lifecycle;

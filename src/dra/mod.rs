@@ -6,9 +6,12 @@
 //! |---|---|
 //! | [`names`] | device names (DNS labels) and pool names from IDs, claim UIDs checked |
 //! | [`cdi`] | CDI spec content and files: atomic, never through a link, only ours removed |
+//! | `publish` | one pool's ResourceSlices kept equal to it on the API server: no write at rest |
 //! | `slices` | a resource's pool: the devices offered, their attributes, ResourceSlice specs |
 
 pub mod cdi;
 pub mod names;
+#[cfg(feature = "daemon")]
+pub mod publish;
 #[cfg(feature = "daemon")]
 pub mod slices;

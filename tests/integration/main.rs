@@ -5,6 +5,8 @@ mod cli;
 mod corpus;
 mod devices;
 mod devices_trust;
+mod dra_publish;
+mod fakeapi;
 mod harness;
 mod health;
 mod hostile;

@@ -152,12 +152,11 @@ fn route(s: &mut Store, method: &str, target: &str, body: Option<Value>) -> (u16
     status(404, "NotFound", target)
 }
 
-fn handle(conn: TcpStream, store: &Mutex<Store>, down: &AtomicBool) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut first = String::new();
-    if reader.read_line(&mut first).unwrap_or(0) == 0 {
-        return;
-    }
+/// Reads one HTTP/1.1 request: its head (request line and headers, as
+/// sent) and its body (by Content-Length). `None` when nothing came.
+pub fn read_request(conn: &TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut reader = BufReader::new(conn.try_clone().ok()?);
+    let mut head = String::new();
     let mut len = 0usize;
     loop {
         let mut line = String::new();
@@ -167,9 +166,21 @@ fn handle(conn: TcpStream, store: &Mutex<Store>, down: &AtomicBool) {
         if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
             len = v.trim().parse().unwrap_or(0);
         }
+        head.push_str(&line);
+    }
+    if head.is_empty() {
+        return None;
     }
     let mut body = vec![0; len];
     let _ = reader.read_exact(&mut body);
+    Some((head, body))
+}
+
+fn handle(conn: TcpStream, store: &Mutex<Store>, down: &AtomicBool) {
+    let Some((head, body)) = read_request(&conn) else {
+        return;
+    };
+    let first = head.lines().next().unwrap_or("");
     let mut parts = first.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (code, answer) = if down.load(Ordering::SeqCst) {

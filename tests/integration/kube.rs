@@ -3,7 +3,7 @@
 //! the token, and a server that hangs or floods costing a bounded time
 //! and memory.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_hostpath_device_plugin::kube::{Auth, Client, KubeConfig, KubeError};
 
+use crate::fakeapi::read_request;
 use crate::harness::TestDir;
 
 /// One canned answer per request, in order; records each request's head.
@@ -33,21 +34,7 @@ fn serve(answers: Vec<Answer>) -> Server {
     thread::spawn(move || {
         for (answer, conn) in answers.into_iter().zip(listener.incoming()) {
             let mut conn: TcpStream = conn.unwrap();
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut head = String::new();
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0; len];
-            let _ = reader.read_exact(&mut body);
+            let (head, _) = read_request(&conn).unwrap_or_default();
             seen.lock().unwrap().push(head);
             match answer {
                 Answer::Json(code, body) => {

@@ -135,29 +135,27 @@ pub fn sync_pool(
         .max()
         .unwrap_or(0);
     let by_name = |name: &str| mine.iter().find(|s| s["metadata"]["name"] == name).copied();
+    let mut specs = slice_specs(driver, &node.name, pool, current_generation, devices);
+    let names: Vec<String> = (0..specs.len())
+        .map(|i| slice_name(driver, &node.name, pool, i))
+        .collect();
     // Unchanged at the current generation: nothing to write.
-    let same = |generation| {
-        let specs = slice_specs(driver, &node.name, pool, generation, devices);
-        let names: Vec<String> = (0..specs.len())
-            .map(|i| slice_name(driver, &node.name, pool, i))
-            .collect();
-        let equal = specs.len() == mine.len()
-            && specs
-                .iter()
-                .zip(&names)
-                .all(|(spec, name)| by_name(name).is_some_and(|s| ours(&s["spec"]) == ours(spec)));
-        (specs, names, equal)
-    };
-    if current_generation > 0 {
-        if let (_, _, true) = same(current_generation) {
-            return Ok(Synced {
-                generation: current_generation,
-                ..Synced::default()
-            });
-        }
+    let equal = current_generation > 0
+        && specs.len() == mine.len()
+        && specs
+            .iter()
+            .zip(&names)
+            .all(|(spec, name)| by_name(name).is_some_and(|s| ours(&s["spec"]) == ours(spec)));
+    if equal {
+        return Ok(Synced {
+            generation: current_generation,
+            ..Synced::default()
+        });
     }
     let generation = current_generation.max(published) + 1;
-    let (specs, names, _) = same(generation);
+    for spec in &mut specs {
+        spec["pool"]["generation"] = json!(generation);
+    }
     let mut done = Synced {
         generation,
         ..Synced::default()

@@ -8,7 +8,6 @@
 pub mod config;
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -230,6 +229,3 @@ impl Client {
         self.request("GET", path, None, what)
     }
 }
-
-/// Shared by the threads that talk to the API server.
-pub type SharedClient = Arc<Client>;

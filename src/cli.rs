@@ -3,7 +3,15 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::core::resource::Api;
 use crate::kubelet;
+
+/// The DRA driver name by default: the domain of the original's resources.
+pub const DEFAULT_DRIVER: &str = "hostpath-device.k8s.io";
+/// Where dynamic CDI specs go (the runtimes read it by default).
+pub const DEFAULT_CDI_DIR: &str = "/var/run/cdi";
+/// The kubelet's plugins directory (the DRA service socket goes under it).
+pub const DEFAULT_PLUGINS_DIR: &str = "/var/lib/kubelet/plugins";
 
 /// What the user asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +57,17 @@ pub struct Options {
     /// quarter of the kernel's per-user limit).
     pub max_watches: Option<usize>,
     pub debug: bool,
+    /// `--api`: serve every resource through this API, whatever the config
+    /// says (B18).
+    pub api: Option<Api>,
+    /// `--node-name` (else `$NODE_NAME`): the node DRA publishes for.
+    pub node_name: Option<String>,
+    /// `--driver-name`: the DRA driver (ResourceSlices, CDI vendor).
+    pub driver_name: String,
+    /// `--kubeconfig` (else `$KUBECONFIG`, else in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    pub cdi_dir: PathBuf,
+    pub plugins_dir: PathBuf,
 }
 
 impl Default for Options {
@@ -62,6 +81,12 @@ impl Default for Options {
             host_root: PathBuf::from("/"),
             max_watches: None,
             debug: false,
+            api: None,
+            node_name: None,
+            driver_name: DEFAULT_DRIVER.to_string(),
+            kubeconfig: None,
+            cdi_dir: PathBuf::from(DEFAULT_CDI_DIR),
+            plugins_dir: PathBuf::from(DEFAULT_PLUGINS_DIR),
         }
     }
 }
@@ -105,6 +130,15 @@ Options:
   --host-root DIR               where the host's / is visible, to inspect host paths [default: /]
   --max-watches N               host-path inotify watches at most; past it, a 1 s rescan
                                 [default: a quarter of fs.inotify.max_user_watches]
+  --api API                     serve every resource through this API, whatever the config
+                                says: device-plugin or dra [default: each resource's `api`]
+DRA (resources with `api: dra`):
+  --node-name NAME              this node [default: $NODE_NAME]
+  --driver-name NAME            the DRA driver [default: hostpath-device.k8s.io]
+  --kubeconfig PATH             for bare hosts [default: $KUBECONFIG, else in-cluster]
+  --plugins-dir DIR             the DRA socket goes in DIR/<driver>/ [default: /var/lib/kubelet/plugins]
+  --cdi-dir DIR                 CDI specs of prepared claims [default: /var/run/cdi]
+Logging:
   --debug                       debug logging (RUST_LOG wins when set)
   --log-pretty[=BOOL]           accepted for compatibility; no effect
 
@@ -166,6 +200,31 @@ where
                     }
                 }
             }
+            "--api" => {
+                opts.api = match value("device-plugin or dra")?.as_str() {
+                    "device-plugin" | "devicePlugin" => Some(Api::DevicePlugin),
+                    "dra" => Some(Api::Dra),
+                    other => {
+                        return Err(UsageError(format!(
+                            "--api: unknown API `{other}`; use device-plugin or dra"
+                        )))
+                    }
+                }
+            }
+            "--node-name" => opts.node_name = Some(value("the node's name")?),
+            "--driver-name" => {
+                let v = value("a DNS subdomain")?;
+                if !crate::dra::names::is_dns_subdomain(&v) || v.len() > 63 {
+                    return Err(UsageError(format!(
+                        "--driver-name: `{}` is not a DNS subdomain of at most 63 characters",
+                        v.escape_debug()
+                    )));
+                }
+                opts.driver_name = v;
+            }
+            "--kubeconfig" => opts.kubeconfig = Some(PathBuf::from(value("a file path")?)),
+            "--cdi-dir" => opts.cdi_dir = PathBuf::from(value("a directory")?),
+            "--plugins-dir" => opts.plugins_dir = PathBuf::from(value("a directory")?),
             "--debug" => {
                 opts.debug = match inline.as_deref() {
                     None => true,
@@ -246,6 +305,41 @@ mod tests {
             Some(64)
         );
         assert!(parse(["--max-watches", "lots"]).is_err());
+    }
+
+    #[test]
+    fn dra_options() {
+        let o = parse([
+            "--api=dra",
+            "--node-name",
+            "node-a",
+            "--driver-name=example.com",
+            "--kubeconfig",
+            "/k",
+            "--cdi-dir=/cdi",
+            "--plugins-dir",
+            "/p",
+        ])
+        .unwrap();
+        assert_eq!(o.api, Some(Api::Dra));
+        assert_eq!(o.node_name.as_deref(), Some("node-a"));
+        assert_eq!(o.driver_name, "example.com");
+        assert_eq!(o.kubeconfig, Some(PathBuf::from("/k")));
+        assert_eq!(o.cdi_dir, PathBuf::from("/cdi"));
+        assert_eq!(o.plugins_dir, PathBuf::from("/p"));
+        assert_eq!(
+            parse(["--api", "device-plugin"]).unwrap().api,
+            Some(Api::DevicePlugin)
+        );
+        assert_eq!(parse(Vec::<String>::new()).unwrap().api, None);
+        assert!(parse(["--api", "both"])
+            .unwrap_err()
+            .0
+            .contains("unknown API `both`"));
+        assert!(parse(["--driver-name", "Not_A/Name"])
+            .unwrap_err()
+            .0
+            .contains("not a DNS subdomain"));
     }
 
     #[test]

@@ -83,6 +83,7 @@ fn resource(selector: u8) -> Resource {
         health_check_interval: std::time::Duration::from_secs(10),
         allow_sensitive_path: false,
         discovery: None,
+        api: Default::default(),
     }
 }
 

@@ -77,6 +77,33 @@ impl fmt::Display for HostPathType {
     }
 }
 
+/// The kubelet API a resource is served through (B18): never both on one
+/// node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Api {
+    /// The device-plugin API (`limits:` requests, Allocate): the default.
+    #[default]
+    DevicePlugin,
+    /// Dynamic Resource Allocation: ResourceSlices, claims, CDI.
+    Dra,
+}
+
+impl Api {
+    /// The config spelling (`api:`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::DevicePlugin => "devicePlugin",
+            Api::Dra => "dra",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Api> {
+        [Api::DevicePlugin, Api::Dra]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+}
+
 /// One validated resource: everything the daemon needs to serve it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
@@ -103,6 +130,8 @@ pub struct Resource {
     /// `num_devices` is the slots per device, `host_path` the first
     /// pattern (for messages), and the fields above describe nothing else.
     pub discovery: Option<Discovery>,
+    /// Which kubelet API serves it (`api:`, or the daemon's `--api`).
+    pub api: Api,
 }
 
 impl Resource {

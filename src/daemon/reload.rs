@@ -1,9 +1,10 @@
 //! The reload plan (B10), pure: the running resources and the new config
 //! in, what to retire, update in place, add and leave alone out.
 //!
-//! A resource is the same one when its `resourceName` *and* `socketName`
-//! are unchanged; a change of either is a retire followed by an add (the
-//! old server stops before the new one registers).
+//! A resource is the same one when its `resourceName`, `socketName` and
+//! API are unchanged; a change of any is a retire followed by an add (the
+//! old server stops before the new one registers, and a resource moving
+//! between the device plugin and DRA is never served through both).
 
 use crate::core::resource::Resource;
 
@@ -21,7 +22,7 @@ pub struct Plan {
 }
 
 fn same(a: &Resource, b: &Resource) -> bool {
-    a.resource_name == b.resource_name && a.socket_name == b.socket_name
+    a.resource_name == b.resource_name && a.socket_name == b.socket_name && a.api == b.api
 }
 
 /// Plans the move from `running` to `new` (each without duplicates, as
@@ -93,5 +94,15 @@ mod tests {
         );
         assert_eq!(plan(&[], &old).add, [0]);
         assert_eq!(plan(&running, &[]).retire, [0]);
+    }
+
+    #[test]
+    fn a_change_of_api_retires_and_adds() {
+        let old = resources("resourceName: example.com/a\nhostPath: {path: /a}\n");
+        let new = resources("resourceName: example.com/a\napi: dra\nhostPath: {path: /a}\n");
+        let running: Vec<&Resource> = old.iter().collect();
+        let p = plan(&running, &new);
+        assert_eq!((p.retire, p.add), (vec![0], vec![0]));
+        assert!(p.update.is_empty());
     }
 }

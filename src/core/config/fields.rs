@@ -194,3 +194,27 @@ impl Validator {
         }
     }
 }
+
+impl Validator {
+    /// `api`: `devicePlugin` (the default) or `dra` (B18).
+    pub(super) fn api(&mut self, map: &BTreeMap<String, Value>, prefix: &str) -> Api {
+        let field = join(prefix, "api");
+        let Some(v) = map.get("api").filter(|v| !v.is_null()) else {
+            return Api::DevicePlugin;
+        };
+        let Some(s) = self.string(v, &field) else {
+            return Api::DevicePlugin;
+        };
+        Api::parse(&s).unwrap_or_else(|| {
+            let names = [Api::DevicePlugin.as_str(), Api::Dra.as_str()];
+            let hint = suggest(&s, &names)
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            self.error(
+                &field,
+                format!("unknown API `{s}`{hint}; one of: devicePlugin, dra"),
+            );
+            Api::DevicePlugin
+        })
+    }
+}

@@ -142,6 +142,7 @@ impl Validator {
                 groups,
                 remove_after: DEFAULT_REMOVE_AFTER,
             }),
+            api: Default::default(),
         })
     }
 

@@ -28,7 +28,7 @@ pub use read::{nesting_depth, read_file, ReadError, MAX_CONFIG_BYTES, MAX_NESTIN
 pub use rules::*;
 use validate::Validator;
 
-use super::resource::{HostPathType, Resource};
+use super::resource::{Api, HostPathType, Resource};
 
 pub use crate::kubelet::MAX_MESSAGE_BYTES;
 use crate::kubelet::{CHECKPOINT_FILE, KUBELET_SOCKET, UNHEALTHY};
@@ -48,6 +48,23 @@ const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub resources: Vec<Resource>,
+}
+
+impl Config {
+    /// The daemon's `--api` choice, over every resource's own (B18): one
+    /// shared config, some nodes served through DRA, others not.
+    pub fn override_api(&mut self, api: Option<Api>) {
+        if let Some(api) = api {
+            for r in &mut self.resources {
+                r.api = api;
+            }
+        }
+    }
+
+    /// Whether any resource is served through DRA.
+    pub fn uses_dra(&self) -> bool {
+        self.resources.iter().any(|r| r.api == Api::Dra)
+    }
 }
 
 /// A problem in a config file, located by file and field path.
@@ -159,7 +176,17 @@ pub fn parse(text: &str, file: &str, socket_dir: &Path) -> Result<Loaded, Config
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}", self.resource_name)?;
-        writeln!(f, "  socket:       {}", self.socket_name)?;
+        match self.api {
+            Api::DevicePlugin => writeln!(
+                f,
+                "  api:          device plugin, socket {}",
+                self.socket_name
+            )?,
+            Api::Dra => writeln!(
+                f,
+                "  api:          DRA (ResourceSlices, claims prepared with CDI)"
+            )?,
+        }
         if let Some(d) = &self.discovery {
             return display_discovery(self, d, f);
         }

@@ -325,3 +325,28 @@ fn type_errors_and_empty() {
 }
 
 mod devices;
+
+#[test]
+fn api_per_resource_and_overridden_by_the_daemon() {
+    let mut c = ok("resources:\n\
+                    - {resourceName: example.com/a, hostPath: {path: /a}}\n\
+                    - {resourceName: example.com/b, api: dra, hostPath: {path: /b}}\n\
+                    - {resourceName: example.com/c, api: devicePlugin, hostPath: {path: /c}}\n");
+    let apis: Vec<Api> = c.resources.iter().map(|r| r.api).collect();
+    assert_eq!(apis, [Api::DevicePlugin, Api::Dra, Api::DevicePlugin]);
+    assert!(c.uses_dra());
+    c.override_api(None);
+    assert!(c.uses_dra(), "no override changes nothing");
+    c.override_api(Some(Api::DevicePlugin));
+    assert!(!c.uses_dra());
+    c.override_api(Some(Api::Dra));
+    assert!(c.resources.iter().all(|r| r.api == Api::Dra));
+    assert!(c.resources[0].to_string().contains("api:          DRA"));
+    let e = errs("resourceName: example.com/a\napi: DRA\nhostPath: {path: /a}\n");
+    assert_eq!(
+        e,
+        ["c.yaml: api: unknown API `DRA` (did you mean `dra`?); one of: devicePlugin, dra"]
+    );
+    let e = errs("resourceName: example.com/a\napi: 3\nhostPath: {path: /a}\n");
+    assert!(e[0].starts_with("c.yaml: api: "), "{e:?}");
+}

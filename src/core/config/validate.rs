@@ -20,6 +20,7 @@ const RESOURCE_KEYS: &[&str] = &[
     "usb",
     "group",
     "removeAfter",
+    "api",
 ];
 pub(super) const HOST_PATH_KEYS: &[&str] = &["path", "type"];
 pub(super) const VOLUME_MOUNT_KEYS: &[&str] = &["mountPath", "readOnly", "name"];
@@ -402,6 +403,7 @@ impl Validator {
             },
         };
         let remove_after = self.remove_after(map, prefix, dynamic);
+        let api = self.api(map, prefix);
         let count = u32::try_from(num_devices).unwrap_or(1);
 
         let mut host_path = host_path;
@@ -496,6 +498,7 @@ impl Validator {
             health_check_interval,
             allow_sensitive_path,
             discovery,
+            api,
         };
         self.answer_fits(r, prefix)
     }

@@ -133,6 +133,53 @@ fn print_matches(
     }
 }
 
+/// `check` on a DRA resource: its pool and the devices a ResourceSlice
+/// would carry now (a fixed path's as if present), with their attributes.
+fn print_dra(r: &crate::core::resource::Resource, opts: &Options) {
+    use crate::core::state::ResourceState;
+    use crate::dra::slices::{published, Attr};
+    use crate::text::shown;
+    const SHOWN: usize = 10;
+    let node = opts.node_name.as_deref().unwrap_or("<node>");
+    println!(
+        "  DRA pool:     {} (driver {})",
+        crate::dra::names::pool_name(node, &r.resource_name),
+        opts.driver_name
+    );
+    let resource = std::sync::Arc::new(r.clone());
+    let state = ResourceState::new(resource.clone());
+    if let Some(d) = &r.discovery {
+        let mut memory = Default::default();
+        let scan = crate::core::discovery::scan(
+            &opts.host_root,
+            d,
+            r.allow_sensitive_path,
+            r.require_mount_point,
+            &mut memory,
+            &mut |_: &std::path::Path| {},
+        );
+        state.merge_scan(scan, std::time::Instant::now(), &resource, memory);
+    } else {
+        state.set_health(true, "");
+    }
+    let devices = state.with_offer(published);
+    println!("  publishes:    {} device(s) now", devices.len());
+    for p in devices.iter().take(SHOWN) {
+        let attrs: Vec<String> = p
+            .attributes
+            .iter()
+            .map(|(k, v)| match v {
+                Attr::Str(s) => format!("{k}={}", shown(s)),
+                Attr::Int(i) => format!("{k}={i}"),
+            })
+            .collect();
+        println!("    {}: {}", p.name, attrs.join(" "));
+    }
+    if devices.len() > SHOWN {
+        println!("    … and {} more", devices.len() - SHOWN);
+    }
+}
+
 /// Runs the command `opts` names. Output for the user (`check`, `--help`)
 /// goes to stdout; everything else is logged.
 ///
@@ -150,7 +197,11 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             Ok(())
         }
         Command::Check => {
-            let config = load_config(opts)?.config;
+            let mut opts = opts.clone();
+            daemon::dra::from_env(&mut opts);
+            let opts = &opts;
+            let mut config = load_config(opts)?.config;
+            config.override_api(opts.api);
             if let Ok((_, hard)) = limits::nofile() {
                 warn_if_too_many(config.resources.len(), hard);
             }
@@ -163,6 +214,9 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
                 println!("\n{r}");
                 if let Some(d) = &r.discovery {
                     print_matches(r, d, &opts.host_root);
+                }
+                if r.api == crate::core::resource::Api::Dra {
+                    print_dra(r, opts);
                 }
             }
             Ok(())
@@ -177,7 +231,16 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             }
         }
         Command::Run => {
-            let loaded = load_config(opts)?;
+            let mut opts = opts.clone();
+            daemon::dra::from_env(&mut opts);
+            let opts = &opts;
+            let mut loaded = load_config(opts)?;
+            loaded.config.override_api(opts.api);
+            if loaded.config.uses_dra() {
+                if let Err(e) = daemon::dra::DraOptions::from_options(opts).resolve() {
+                    return Err(Failure::Usage(cli::UsageError(e)));
+                }
+            }
             match limits::raise_nofile() {
                 Ok((old, new)) => {
                     if new > old {

@@ -15,6 +15,8 @@ pub const MAX: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Backoff {
     next: Duration,
+    start: Duration,
+    max: Duration,
     last: Option<String>,
 }
 
@@ -29,24 +31,32 @@ pub struct Failure {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            next: START,
-            last: None,
-        }
+        Backoff::up_to(START, MAX)
     }
 }
 
 impl Backoff {
-    /// A success, or a fresh start: the next failure waits [`START`] and
-    /// is logged.
+    /// A backoff from `start` doubling to `max` (the API server is retried
+    /// more slowly than the local kubelet).
+    pub fn up_to(start: Duration, max: Duration) -> Backoff {
+        Backoff {
+            next: start,
+            start,
+            max,
+            last: None,
+        }
+    }
+
+    /// A success, or a fresh start: the next failure waits the first delay
+    /// again; the error last logged is forgotten.
     pub fn reset(&mut self) {
-        *self = Backoff::default();
+        *self = Backoff::up_to(self.start, self.max);
     }
 
     /// Records a failure described by `error`.
     pub fn failed(&mut self, error: &str) -> Failure {
         let delay = self.next;
-        self.next = (self.next * 2).min(MAX);
+        self.next = (self.next * 2).min(self.max);
         let repeat = self.last.as_deref() == Some(error);
         if !repeat {
             self.last = Some(error.to_string());

@@ -314,6 +314,16 @@ impl ResourceState {
         s.watchers.push(tx);
     }
 
+    /// The list as a stream would send it now; `None` before the first
+    /// check and once the resource is retired or stopping.
+    pub fn current<T>(&self, render: impl FnOnce(Listing<'_>) -> T) -> Option<T> {
+        let mut s = self.lock();
+        if !s.checked || s.phase != Phase::Serving {
+            return None;
+        }
+        Some(Self::list_locked(&mut s, render))
+    }
+
     /// Bumped on every change a stream must send.
     pub fn version(&self) -> u64 {
         self.lock().version

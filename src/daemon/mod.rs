@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use grpcio::{EnvBuilder, Environment};
 
+pub mod dra;
 pub mod fs_events;
 pub mod reload;
 pub mod watch;
@@ -30,12 +31,14 @@ use crate::cli::{Options, Registration};
 pub use crate::control::{Control, Handle, ResourceStatus, Status};
 use crate::core::config::{self, Config, Loaded};
 use crate::core::monitor::Monitor;
-use crate::core::resource::Resource;
+use crate::core::resource::{Api, Resource};
+use crate::core::state::ResourceState;
 use crate::deviceplugin::owner::{Context, Owner, Results};
 use crate::deviceplugin::server::{self, Late};
 use crate::kubelet::KUBELET_SOCKET;
 use crate::socket::{self, FileId};
 use crate::util::{poll_events, WakePipe};
+use dra::{DraOptions, DraSide};
 use fs_events::Meaning;
 use watch::{Fired, Key, Watcher};
 
@@ -61,6 +64,9 @@ pub struct Settings {
     pub config: PathBuf,
     /// The most host-path inotify watches the daemon holds.
     pub max_watches: usize,
+    /// `--api`: every resource through this API, whatever the config says.
+    pub api: Option<Api>,
+    pub dra: DraOptions,
 }
 
 impl Settings {
@@ -74,6 +80,8 @@ impl Settings {
             max_watches: opts
                 .max_watches
                 .unwrap_or_else(crate::core::monitor::default_watch_budget),
+            api: opts.api,
+            dra: DraOptions::from_options(opts),
         }
     }
 
@@ -119,6 +127,8 @@ struct Supervisor {
     kubelet_socket: PathBuf,
     env: Arc<Environment>,
     owners: Vec<Owner>,
+    /// The resources served through DRA, and their front.
+    dra: DraSide,
     next_id: u64,
     results: Arc<Results>,
     wake: WakePipe,
@@ -147,7 +157,8 @@ struct Supervisor {
 ///
 /// [`DaemonError`] when the daemon cannot start at all; problems with a
 /// single resource are logged and the others keep serving.
-pub fn run(settings: Settings, loaded: Loaded, control: Control) -> Result<(), DaemonError> {
+pub fn run(settings: Settings, mut loaded: Loaded, control: Control) -> Result<(), DaemonError> {
+    loaded.config.override_api(settings.api);
     ensure_dir(&settings.socket_dir)?;
     if settings.registration == Registration::PluginWatcher {
         log::info!(
@@ -176,6 +187,7 @@ pub fn run(settings: Settings, loaded: Loaded, control: Control) -> Result<(), D
         settings,
         env,
         owners: Vec::new(),
+        dra: DraSide::default(),
         next_id: 0,
         results,
         wake,
@@ -290,6 +302,18 @@ impl Supervisor {
     /// also creates an OrCreate path) its streams wait for.
     fn add(&mut self, resource: Arc<Resource>) {
         self.next_id += 1;
+        if resource.api == Api::Dra {
+            let state = ResourceState::new(resource);
+            self.monitor.add(self.next_id, state.clone());
+            self.dra.add(
+                self.next_id,
+                state,
+                &self.settings.dra,
+                &self.env,
+                &self.control.board,
+            );
+            return;
+        }
         let mut owner = Owner::new(self.next_id, resource);
         self.monitor.add(owner.id(), owner.state().clone());
         let (cx, owners) = self.parts();
@@ -312,6 +336,7 @@ impl Supervisor {
             for o in owners.iter_mut() {
                 o.tick(now, &cx);
             }
+            self.dra.tick(now, &self.env);
             if self.reload_due.is_some_and(|t| t <= now) {
                 self.reload_due = None;
                 self.reload(false);
@@ -369,6 +394,7 @@ impl Supervisor {
         self.owners
             .iter()
             .filter_map(Owner::next_due)
+            .chain(self.dra.next_due())
             .chain(self.reload_due)
             .chain(dir_poll)
             .min()
@@ -498,9 +524,17 @@ impl Supervisor {
                 }
                 self.control.board.reload_done(false);
             }
-            Ok(loaded) => {
+            Ok(mut loaded) => {
                 for w in &loaded.warnings {
                     log::warn!("{w}");
+                }
+                loaded.config.override_api(self.settings.api);
+                if loaded.config.uses_dra() && self.dra.front.is_none() {
+                    if let Err(e) = self.settings.dra.resolve() {
+                        log::error!("reload refused: {e}; keeping the current config");
+                        self.control.board.reload_done(false);
+                        return;
+                    }
                 }
                 self.apply(loaded.config);
                 self.control.board.reload_done(true);
@@ -511,25 +545,29 @@ impl Supervisor {
     /// Moves from the running resources to `new`: retire the removed (and
     /// renamed) ones first, then update in place, then add.
     fn apply(&mut self, new: Config) {
-        let current: Vec<Arc<Resource>> = self.owners.iter().map(Owner::resource).collect();
-        let running: Vec<&Resource> = current.iter().map(|r| &**r).collect();
-        let plan = reload::plan(&running, &new.resources);
-        // Updates are looked up by id: retiring shifts the indices.
-        let updates: Vec<(u64, Resource)> = plan
-            .update
-            .iter()
-            .map(|&(i, j)| (self.owners[i].id(), new.resources[j].clone()))
-            .collect();
+        // The running resources: the device plugin's, then DRA's.
+        let mut running: Vec<(u64, Arc<Resource>)> =
+            self.owners.iter().map(|o| (o.id(), o.resource())).collect();
+        running.extend(self.dra.states.iter().map(|(id, s)| (*id, s.resource())));
+        let refs: Vec<&Resource> = running.iter().map(|(_, r)| &**r).collect();
+        let plan = reload::plan(&refs, &new.resources);
         for &i in plan.retire.iter().rev() {
-            let owner = self.owners.remove(i);
-            self.monitor.remove(owner.id());
-            owner.retire(&self.control.board);
+            let id = running[i].0;
+            self.monitor.remove(id);
+            if let Some(pos) = self.owners.iter().position(|o| o.id() == id) {
+                self.owners.remove(pos).retire(&self.control.board);
+            } else {
+                self.dra.retire(id);
+            }
         }
-        for (id, r) in updates {
+        for &(i, j) in &plan.update {
+            let (id, r) = (running[i].0, new.resources[j].clone());
             if let Some(o) = self.owners.iter().find(|o| o.id() == id) {
                 o.update(r, &self.control.board);
-                self.monitor.poke(id);
+            } else if let Some((_, s)) = self.dra.states.iter().find(|(i, _)| *i == id) {
+                s.update_resource(Arc::new(r));
             }
+            self.monitor.poke(id);
         }
         for &j in &plan.add {
             self.add(Arc::new(new.resources[j].clone()));
@@ -555,11 +593,12 @@ impl Supervisor {
         for o in &mut self.owners {
             o.stop(&self.control.board);
         }
-        let servers = self
+        let mut servers: Vec<_> = self
             .owners
             .iter_mut()
             .filter_map(Owner::take_server)
             .collect();
+        servers.extend(self.dra.stop());
         server::stop_all(servers, Late::Abandon);
         self.control.board.set_stopped();
     }

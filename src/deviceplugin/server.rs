@@ -76,7 +76,7 @@ pub(crate) fn start(
 /// its address, a temporary name), so the directory and the open-file
 /// limit are looked at here. The text is the same on every retry, so a
 /// repeat is logged at debug only.
-fn bind_error(path: &Path, _e: &grpcio::Error) -> SocketError {
+pub(crate) fn bind_error(path: &Path, _e: &grpcio::Error) -> SocketError {
     let dir = path.parent().unwrap_or(Path::new("."));
     let why = if let Some((open, limit)) = crate::limits::open_files().filter(|(o, l)| o + 8 >= *l)
     {

@@ -10,8 +10,16 @@
 //! | `slices` | a resource's pool: the devices offered, their attributes, ResourceSlice specs |
 
 pub mod cdi;
+#[cfg(feature = "daemon")]
+pub(crate) mod front;
 pub mod names;
 #[cfg(feature = "daemon")]
+pub mod prepare;
+#[cfg(feature = "daemon")]
 pub mod publish;
+#[cfg(feature = "daemon")]
+pub mod publisher;
+#[cfg(feature = "daemon")]
+pub mod service;
 #[cfg(feature = "daemon")]
 pub mod slices;

@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 pub struct Store {
     pub slices: BTreeMap<String, Value>,
     pub nodes: BTreeMap<String, String>,
+    /// ResourceClaims by `namespace/name`.
+    pub claims: BTreeMap<String, Value>,
     pub version: u64,
     /// `METHOD path` of every request, in order.
     pub log: Vec<String>,
@@ -53,6 +55,60 @@ impl FakeApi {
         s.log.iter().filter(|l| !l.starts_with("GET")).count()
     }
 
+    /// A kubeconfig file for this server, with a bearer token.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let p = dir.join("kubeconfig");
+        std::fs::write(
+            &p,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{}\"}}\n\
+                 users:\n- name: u\n  user: {{token: secret-token}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\n\
+                 current-context: x\n",
+                self.url()
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    /// Adds an allocated claim whose results are `(request, pool, device)`
+    /// of `driver`.
+    pub fn add_claim(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        driver: &str,
+        results: &[(&str, &str, &str)],
+    ) {
+        let results: Vec<Value> = results
+            .iter()
+            .map(|(r, p, d)| json!({"request": r, "driver": driver, "pool": p, "device": d}))
+            .collect();
+        let claim = json!({
+            "kind": "ResourceClaim",
+            "metadata": {"namespace": ns, "name": name, "uid": uid},
+            "status": {"allocation": {"devices": {"results": results}}}
+        });
+        self.store
+            .lock()
+            .unwrap()
+            .claims
+            .insert(format!("{ns}/{name}"), claim);
+    }
+
+    /// The device names of `pool`, sorted.
+    pub fn devices(&self, pool: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .pool(pool)
+            .iter()
+            .flat_map(|s| s["spec"]["devices"].as_array().cloned().unwrap_or_default())
+            .filter_map(|d| d["name"].as_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    }
+
     pub fn pool(&self, pool: &str) -> Vec<Value> {
         let s = self.store.lock().unwrap();
         s.slices
@@ -81,6 +137,15 @@ fn route(s: &mut Store, method: &str, target: &str, body: Option<Value>) -> (u16
             ),
             None => status(404, "NotFound", "no such node"),
         };
+    }
+    if let Some(rest) = path.strip_prefix("/apis/resource.k8s.io/v1/namespaces/") {
+        if let Some((ns, name)) = rest.split_once("/resourceclaims/") {
+            return match s.claims.get(&format!("{ns}/{name}")) {
+                Some(c) if method == "GET" => (200, c.clone()),
+                Some(_) => status(405, "MethodNotAllowed", method),
+                None => status(404, "NotFound", "no such claim"),
+            };
+        }
     }
     if path == SLICES && method == "GET" {
         let q = query.replace("%3D", "=").replace("%2C", ",");

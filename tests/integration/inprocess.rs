@@ -32,6 +32,8 @@ impl InProcess {
             registration: Registration::KubeletSocket,
             config: config.clone(),
             max_watches: 1024,
+            api: None,
+            dra: Default::default(),
         };
         let loaded = config::load(&config, &settings.socket_dir).expect("valid config");
         let control = Control::new().unwrap();

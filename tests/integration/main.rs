@@ -5,6 +5,7 @@ mod cli;
 mod corpus;
 mod devices;
 mod devices_trust;
+mod dra;
 mod dra_publish;
 mod fakeapi;
 mod harness;

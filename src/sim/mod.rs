@@ -21,6 +21,8 @@
 //!   of it is current, it disconnects the current one, as kubelets up to
 //!   1.36 do, and counts it in [`Recorded::late_stream_ends`].
 
+pub mod dra;
+
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::os::unix::fs::FileTypeExt;

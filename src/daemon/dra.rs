@@ -1,0 +1,177 @@
+//! The supervisor's DRA side (B18): the resources served through DRA, and
+//! the front that serves them, started when the first one arrives.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use grpcio::{Environment, Server};
+
+use crate::cli::Options;
+use crate::control::Board;
+use crate::core::state::ResourceState;
+use crate::dra::front::{self, Front};
+use crate::dra::names::is_dns_subdomain;
+use crate::kube::config::SERVICE_ACCOUNT_DIR;
+use crate::kube::{Client, KubeConfig};
+
+/// Where DRA runs and how it reaches the API server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DraOptions {
+    pub driver: String,
+    /// This node (`--node-name`, else `$NODE_NAME`).
+    pub node: Option<String>,
+    pub registry_dir: PathBuf,
+    pub plugins_dir: PathBuf,
+    pub cdi_dir: PathBuf,
+    /// A kubeconfig; else the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl Default for DraOptions {
+    fn default() -> Self {
+        DraOptions::from_options(&Options::default())
+    }
+}
+
+impl DraOptions {
+    pub fn from_options(opts: &Options) -> DraOptions {
+        DraOptions {
+            driver: opts.driver_name.clone(),
+            node: opts.node_name.clone(),
+            registry_dir: opts.plugins_registry_dir.clone(),
+            plugins_dir: opts.plugins_dir.clone(),
+            cdi_dir: opts.cdi_dir.clone(),
+            kubeconfig: opts.kubeconfig.clone(),
+        }
+    }
+
+    /// What the front needs, or what is missing, named.
+    ///
+    /// # Errors
+    ///
+    /// No node name, a node name that is not one, or no way to reach the
+    /// API server.
+    pub fn resolve(&self) -> Result<(front::Settings, KubeConfig), String> {
+        let node = match self.node.as_deref() {
+            None | Some("") => {
+                return Err(
+                    "DRA needs this node's name: set NODE_NAME (the downward API's \
+                     spec.nodeName) or --node-name"
+                        .into(),
+                )
+            }
+            Some(n) if !is_dns_subdomain(n) => {
+                return Err(format!(
+                    "node name {} is not a Kubernetes node name",
+                    crate::text::shown(n)
+                ))
+            }
+            Some(n) => n.to_string(),
+        };
+        let kube = match &self.kubeconfig {
+            Some(p) => KubeConfig::from_kubeconfig(p),
+            None => KubeConfig::in_cluster(
+                std::env::var("KUBERNETES_SERVICE_HOST").ok().as_deref(),
+                std::env::var("KUBERNETES_SERVICE_PORT").ok().as_deref(),
+                std::path::Path::new(SERVICE_ACCOUNT_DIR),
+            ),
+        }
+        .map_err(|e| format!("DRA cannot reach the API server: {e}"))?;
+        let settings = front::Settings {
+            driver: self.driver.clone(),
+            node,
+            registry_dir: self.registry_dir.clone(),
+            plugins_dir: self.plugins_dir.clone(),
+            cdi_dir: self.cdi_dir.clone(),
+        };
+        Ok((settings, kube))
+    }
+}
+
+/// `$NODE_NAME` and `$KUBECONFIG` when the command line gives neither.
+pub fn from_env(opts: &mut Options) {
+    if opts.node_name.is_none() {
+        opts.node_name = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty());
+    }
+    if opts.kubeconfig.is_none() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+        opts.kubeconfig = std::env::var_os("KUBECONFIG")
+            .filter(|k| !k.is_empty())
+            .map(PathBuf::from);
+    }
+}
+
+/// The resources served through DRA and their front.
+#[derive(Default)]
+pub(crate) struct DraSide {
+    pub(crate) front: Option<Front>,
+    pub(crate) states: Vec<(u64, Arc<ResourceState>)>,
+}
+
+impl DraSide {
+    /// Serves `state` through DRA, starting the front first if needed.
+    pub(crate) fn add(
+        &mut self,
+        id: u64,
+        state: Arc<ResourceState>,
+        options: &DraOptions,
+        env: &Arc<Environment>,
+        board: &Arc<Board>,
+    ) {
+        if self.front.is_none() {
+            match start(options, env, board) {
+                Ok(f) => self.front = Some(f),
+                Err(e) => log::error!(
+                    "{}: cannot be served through DRA: {e}",
+                    state.resource().resource_name
+                ),
+            }
+        }
+        if let Some(f) = &self.front {
+            f.add(id, &state);
+        }
+        self.states.push((id, state));
+    }
+
+    pub(crate) fn retire(&mut self, id: u64) {
+        let Some(i) = self.states.iter().position(|(i, _)| *i == id) else {
+            return;
+        };
+        let (_, state) = self.states.remove(i);
+        match &self.front {
+            Some(f) => f.retire(id, &state),
+            None => state.retire(),
+        }
+    }
+
+    pub(crate) fn tick(&mut self, now: Instant, env: &Arc<Environment>) {
+        if let Some(f) = &mut self.front {
+            f.tick(now, env);
+        }
+    }
+
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.front.as_ref().map(Front::next_due)
+    }
+
+    /// Shutdown: the streams end, the sockets go; the server is returned
+    /// to be stopped with the others.
+    pub(crate) fn stop(&mut self) -> Option<Server> {
+        for (_, s) in &self.states {
+            s.stop();
+        }
+        self.front.as_mut().and_then(Front::stop)
+    }
+}
+
+fn start(
+    options: &DraOptions,
+    env: &Arc<Environment>,
+    board: &Arc<Board>,
+) -> Result<Front, String> {
+    let (settings, kube) = options.resolve()?;
+    let client = Client::new(&kube).map_err(|e| e.to_string())?;
+    log::info!("DRA: API server {} ({})", kube.server, kube.source);
+    Front::start(env, settings, client, board.clone())
+        .map_err(|e| format!("cannot start the DRA front: {e}"))
+}

@@ -1,0 +1,462 @@
+//! The DRA front as the daemon runs it (B18): one driver per node, one pool
+//! per DRA resource, two sockets (the registration socket in the plugins
+//! registry, the DRA service socket under the plugins directory), a
+//! publisher thread and two preparation workers.
+//!
+//! The sockets follow B16 as the device-plugin ones do: gRPC binds private
+//! names (mode 0600 under the daemon's umask) that are then linked into
+//! place, never replacing a file; only the inodes we linked are removed.
+//! A socket removed or replaced by someone else is served afresh at the
+//! next tick; the kubelet's plugin watcher then registers us again.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures::channel::{mpsc, oneshot};
+use grpcio::{Environment, Server, ServerBuilder, ServerCredentials};
+
+use super::cdi::CdiDir;
+use super::names::pool_name;
+use super::prepare::{self, ClaimRef, Pool, PreparedDevice};
+use super::publisher::{Poker, Publisher};
+use super::service::{self, Service};
+use crate::control::Board;
+use crate::core::state::ResourceState;
+use crate::deviceplugin::server::{bind_error, stop_all, Late};
+use crate::kube::Client;
+use crate::retry::Backoff;
+use crate::socket::{self, OwnedSocket, SocketError};
+use crate::util::{lock, unix_target};
+
+/// Preparation workers: the kubelet calls one at a time per claim, and an
+/// API server that hangs one worker leaves the other.
+const WORKERS: usize = 2;
+/// Calls waiting for a worker before new ones are refused (RESOURCE_EXHAUSTED).
+const QUEUE: usize = 32;
+/// A call's claims are worked on for at most this long; the rest get an
+/// error the kubelet retries (it gives each call 45 s).
+pub const CALL_BUDGET: Duration = Duration::from_secs(30);
+/// How often the sockets are looked at (a `stat` each).
+const SOCKET_CHECK: Duration = Duration::from_secs(2);
+
+/// Where the front lives on the node.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub driver: String,
+    pub node: String,
+    /// The kubelet's plugins registry (registration socket).
+    pub registry_dir: PathBuf,
+    /// The kubelet's plugins directory (`<dir>/<driver>/dra.sock`).
+    pub plugins_dir: PathBuf,
+    pub cdi_dir: PathBuf,
+}
+
+impl Settings {
+    pub fn registration_socket(&self) -> PathBuf {
+        self.registry_dir.join(format!("{}-reg.sock", self.driver))
+    }
+
+    pub fn service_socket(&self) -> PathBuf {
+        self.plugins_dir.join(&self.driver).join("dra.sock")
+    }
+}
+
+/// Per claim UID, its devices or why not.
+pub(crate) type Prepared = Vec<(String, Result<Vec<PreparedDevice>, String>)>;
+/// Per claim UID, done or why not.
+pub(crate) type Unprepared = Vec<(String, Result<(), String>)>;
+
+/// A preparation job for a worker.
+pub(crate) enum Job {
+    Prepare(Vec<ClaimRef>, oneshot::Sender<Prepared>),
+    Unprepare(Vec<ClaimRef>, oneshot::Sender<Unprepared>),
+}
+
+/// What the gRPC handlers, the workers and the daemon share.
+pub(crate) struct Shared {
+    pub driver: String,
+    pub endpoint: PathBuf,
+    pub cdi: CdiDir,
+    pub pools: Arc<Mutex<Vec<Pool>>>,
+    /// One waker per open NodeWatchResources stream.
+    pub health: Mutex<Vec<mpsc::Sender<()>>>,
+    pub stopping: std::sync::atomic::AtomicBool,
+    pub jobs: Mutex<Option<SyncSender<Job>>>,
+    pub poker: Poker,
+    pub board: Arc<Board>,
+    /// Board ids of the pools, to say they are registered.
+    pub ids: Mutex<Vec<(u64, String)>>,
+}
+
+impl Shared {
+    /// Queues a job; `false` when the queue is full or closed.
+    pub(crate) fn submit(&self, job: Job) -> bool {
+        match lock(&self.jobs).as_ref().map(|tx| tx.try_send(job)) {
+            Some(Ok(())) => true,
+            Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => false,
+        }
+    }
+
+    /// Wakes every health stream (a pool came or went, or shutdown).
+    pub(crate) fn wake_health(&self) {
+        lock(&self.health).retain_mut(|w| match w.try_send(()) {
+            Ok(()) => true,
+            Err(e) => e.is_full(),
+        });
+    }
+
+    /// The kubelet accepted (or refused) the driver.
+    pub(crate) fn registered(&self, ok: bool) {
+        for (id, name) in lock(&self.ids).iter() {
+            self.board.update(*id, |st| {
+                st.name.clone_from(name);
+                st.registered = ok;
+                if ok {
+                    st.registrations += 1;
+                }
+            });
+        }
+        if ok {
+            self.poker.registered();
+        }
+    }
+}
+
+/// The DRA front, owned by the supervisor.
+pub(crate) struct Front {
+    settings: Settings,
+    shared: Arc<Shared>,
+    server: Option<Server>,
+    sockets: Vec<OwnedSocket>,
+    workers: Vec<JoinHandle<()>>,
+    publisher: Publisher,
+    serve_backoff: Backoff,
+    next_check: Instant,
+}
+
+impl Front {
+    /// Starts the workers and the publisher, and serves the sockets (a
+    /// failure there is retried by [`Front::tick`]).
+    ///
+    /// # Errors
+    ///
+    /// When a thread cannot be started.
+    pub(crate) fn start(
+        env: &Arc<Environment>,
+        settings: Settings,
+        client: Client,
+        board: Arc<Board>,
+    ) -> io::Result<Front> {
+        let client = Arc::new(client);
+        let pools: Arc<Mutex<Vec<Pool>>> = Arc::default();
+        let publisher = Publisher::start(
+            client.clone(),
+            settings.driver.clone(),
+            settings.node.clone(),
+            pools.clone(),
+        )?;
+        let (tx, rx) = sync_channel(QUEUE);
+        let shared = Arc::new(Shared {
+            driver: settings.driver.clone(),
+            endpoint: settings.service_socket(),
+            cdi: CdiDir::new(&settings.cdi_dir, &settings.driver),
+            pools,
+            health: Mutex::default(),
+            stopping: Default::default(),
+            jobs: Mutex::new(Some(tx)),
+            poker: publisher.poker.clone(),
+            board,
+            ids: Mutex::default(),
+        });
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::new();
+        for i in 0..WORKERS {
+            let (rx, shared, client) = (rx.clone(), shared.clone(), client.clone());
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("dra-prepare-{i}"))
+                    .spawn(move || work(&rx, &shared, &client))?,
+            );
+        }
+        log::info!(
+            "DRA: driver {} on node {}: registration socket {}, service socket {}, CDI specs in {}",
+            settings.driver,
+            settings.node,
+            settings.registration_socket().display(),
+            settings.service_socket().display(),
+            settings.cdi_dir.display()
+        );
+        let mut front = Front {
+            settings,
+            shared,
+            server: None,
+            sockets: Vec::new(),
+            workers,
+            publisher,
+            serve_backoff: Backoff::default(),
+            next_check: Instant::now(),
+        };
+        front.serve(env);
+        Ok(front)
+    }
+
+    /// Serves a resource as a pool of this node.
+    pub(crate) fn add(&self, id: u64, state: &Arc<ResourceState>) {
+        let name = state.resource().resource_name.clone();
+        let pool = pool_name(&self.settings.node, &name);
+        state.notify(self.shared.poker.waker());
+        for w in lock(&self.shared.health).iter() {
+            state.notify(w.clone());
+        }
+        lock(&self.shared.pools).push(Pool {
+            name: pool,
+            state: state.clone(),
+        });
+        lock(&self.shared.ids).push((id, name.clone()));
+        self.shared.board.update(id, |st| {
+            st.name = name;
+            st.socket = Some(self.settings.registration_socket());
+            st.serves += 1;
+        });
+        self.shared.wake_health();
+    }
+
+    /// Stops serving a pool; the publisher deletes its slices.
+    pub(crate) fn retire(&self, id: u64, state: &Arc<ResourceState>) {
+        let name = state.resource().resource_name.clone();
+        let pool = pool_name(&self.settings.node, &name);
+        lock(&self.shared.pools).retain(|p| !Arc::ptr_eq(&p.state, state));
+        lock(&self.shared.ids).retain(|(i, _)| *i != id);
+        state.retire();
+        self.shared.board.remove(id);
+        self.shared.poker.retired(&pool);
+        self.shared.wake_health();
+    }
+
+    fn serve(&mut self, env: &Arc<Environment>) {
+        if let Some(server) = self.server.take() {
+            for s in self.sockets.drain(..) {
+                s.remove();
+            }
+            stop_all(vec![server], Late::Cancel);
+        }
+        match start_server(env, &self.settings, &self.shared) {
+            Ok((server, sockets)) => {
+                self.server = Some(server);
+                self.sockets = sockets;
+                self.serve_backoff.reset();
+                let reg = self.settings.registration_socket();
+                for (id, _) in lock(&self.shared.ids).iter() {
+                    self.shared.board.update(*id, |st| {
+                        st.socket = Some(reg.clone());
+                        st.serves += 1;
+                    });
+                }
+                self.next_check = Instant::now() + SOCKET_CHECK;
+            }
+            Err(e) => {
+                let f = self.serve_backoff.failed(&e.to_string());
+                if f.repeat {
+                    log::debug!("DRA: cannot serve the driver's sockets: {e}");
+                } else {
+                    log::error!("DRA: cannot serve the driver's sockets: {e}; retrying");
+                }
+                self.next_check = Instant::now() + f.delay;
+            }
+        }
+    }
+
+    /// Serves again when a socket of ours was removed or replaced, or when
+    /// serving failed earlier.
+    pub(crate) fn tick(&mut self, now: Instant, env: &Arc<Environment>) {
+        if now < self.next_check {
+            return;
+        }
+        let intact = self.server.is_some() && self.sockets.iter().all(OwnedSocket::intact);
+        if intact {
+            self.next_check = now + SOCKET_CHECK;
+            return;
+        }
+        if self.server.is_some() {
+            log::warn!("DRA: a socket of the driver was removed or replaced: serving afresh");
+        }
+        self.serve(env);
+    }
+
+    pub(crate) fn next_due(&self) -> Instant {
+        self.next_check
+    }
+
+    /// Shutdown: sockets first, streams ended, threads told to stop.
+    /// Slices stay: the kubelet removes them 30 s after losing the driver
+    /// unless it registers again (an upgrade does), and pods keep their
+    /// prepared devices.
+    pub(crate) fn stop(&mut self) -> Option<Server> {
+        for s in self.sockets.drain(..) {
+            s.remove();
+        }
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared.wake_health();
+        lock(&self.shared.jobs).take();
+        self.publisher.stop(Duration::from_millis(300));
+        for w in self.workers.drain(..) {
+            if w.is_finished() {
+                let _ = w.join();
+            }
+        }
+        self.server.take()
+    }
+}
+
+/// A worker: takes jobs until the queue closes.
+fn work(rx: &Mutex<Receiver<Job>>, shared: &Shared, client: &Client) {
+    loop {
+        let job = match lock(rx).recv() {
+            Ok(j) => j,
+            Err(_) => return,
+        };
+        let started = Instant::now();
+        let over = |c: &ClaimRef| {
+            (started.elapsed() > CALL_BUDGET).then(|| {
+                format!(
+                    "claim {}/{} not attempted: the call took over {}s (the API server is slow); \
+                     the kubelet will ask again",
+                    c.namespace,
+                    c.name,
+                    CALL_BUDGET.as_secs()
+                )
+            })
+        };
+        match job {
+            Job::Prepare(claims, reply) => {
+                let pools: Vec<Pool> = lock(&shared.pools).clone();
+                let out = claims
+                    .iter()
+                    .map(|c| {
+                        let r = match over(c) {
+                            Some(e) => Err(e),
+                            None => {
+                                prepare::prepare(client, &shared.driver, &pools, &shared.cdi, c)
+                            }
+                        };
+                        service::log_prepared(c, &r);
+                        (c.uid.clone(), r)
+                    })
+                    .collect();
+                let _ = reply.send(out);
+            }
+            Job::Unprepare(claims, reply) => {
+                let out = claims
+                    .iter()
+                    .map(|c| {
+                        let r = prepare::unprepare(&shared.cdi, &c.uid);
+                        match &r {
+                            Ok(true) => log::info!(
+                                "DRA: claim {}/{} ({}) unprepared: CDI spec removed",
+                                c.namespace,
+                                c.name,
+                                c.uid
+                            ),
+                            Ok(false) => log::debug!(
+                                "DRA: claim {}/{} ({}) unprepared: it had no CDI spec",
+                                c.namespace,
+                                c.name,
+                                c.uid
+                            ),
+                            Err(e) => log::warn!("DRA: cannot unprepare a claim: {e}"),
+                        }
+                        (c.uid.clone(), r.map(|_| ()))
+                    })
+                    .collect();
+                let _ = reply.send(out);
+            }
+        }
+    }
+}
+
+/// Makes the directory of the service socket: created when missing, and
+/// refused when it is a symlink or not a directory.
+fn socket_dir(path: &Path) -> Result<(), SocketError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let err = |action, source| SocketError::Io {
+        path: dir.to_path_buf(),
+        action,
+        source,
+    };
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(err(
+            "use as the socket directory",
+            io::Error::other("not a directory (a symlink is not followed)"),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(|e| err("create", e))
+        }
+        Err(e) => Err(err("inspect", e)),
+    }
+}
+
+fn start_server(
+    env: &Arc<Environment>,
+    settings: &Settings,
+    shared: &Arc<Shared>,
+) -> Result<(Server, Vec<OwnedSocket>), SocketError> {
+    let reg = settings.registration_socket();
+    let dra = settings.service_socket();
+    socket_dir(&dra)?;
+    socket_dir(&reg)?;
+    socket::prepare(&dra)?;
+    socket::prepare(&reg)?;
+    let service = Service {
+        shared: shared.clone(),
+    };
+    let builder = service::register_all(
+        ServerBuilder::new(env.clone()).requests_slot_per_cq(16),
+        &service,
+    );
+    let io_err = |action: &'static str, e: grpcio::Error| SocketError::Io {
+        path: dra.clone(),
+        action,
+        source: io::Error::other(e.to_string()),
+    };
+    let mut server = builder
+        .build()
+        .map_err(|e| io_err("build the gRPC server", e))?;
+    let mut temps = Vec::new();
+    for path in [&dra, &reg] {
+        let temp = socket::temp_name(path.parent().unwrap_or(Path::new(".")));
+        if let Err(e) = server.add_listening_port(unix_target(&temp), ServerCredentials::insecure())
+        {
+            return Err(bind_error(path, &e));
+        }
+        temps.push((temp, path));
+    }
+    server.start();
+    // The service socket first: the kubelet dials it as soon as it has
+    // read the registration.
+    let mut sockets = Vec::new();
+    for (temp, path) in temps {
+        match socket::publish(&temp, path) {
+            Ok(s) => sockets.push(s),
+            Err(e) => {
+                for s in sockets {
+                    s.remove();
+                }
+                stop_all(vec![server], Late::Cancel);
+                return Err(e);
+            }
+        }
+    }
+    Ok((server, sockets))
+}

@@ -1,0 +1,336 @@
+//! The publisher thread: this node's ResourceSlices kept equal to what its
+//! DRA pools offer (B18, PROTOCOL.md §6.3), with flat load on the API
+//! server.
+//!
+//! - At rest it writes nothing and reads once per resync (a jittered
+//!   [`RESYNC`], one list of this node's slices of the driver).
+//! - A device change wakes it through the pools' states; changes within
+//!   [`COALESCE`] of each other make one sync, which starts at once.
+//! - A kubelet registration (after a kubelet restart, which wipes the
+//!   node's slices, or a lost connection) brings a few quick resyncs, so
+//!   slices wiped just after a publish come back within seconds.
+//! - A failed sync is retried with backoff (logged once per distinct
+//!   error); what is prepared keeps working meanwhile.
+//! - Retired pools' slices are deleted, as are slices of pools this node no
+//!   longer serves (a resource removed while the daemon was down).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use futures::StreamExt;
+
+use super::prepare::Pool;
+use super::publish::{list_slices, node_ref, sync_pool, NodeRef, SLICES};
+use super::slices::published;
+use crate::kube::{Client, KubeError};
+use crate::retry::Backoff;
+use crate::util::{block_on_timeout, lock};
+
+/// How often the slices are compared with the API server at rest (each
+/// node picks a time within ±20% of it, so a fleet does not move together).
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Changes this close together make one sync.
+pub const COALESCE: Duration = Duration::from_millis(10);
+/// After a kubelet registration, resync after these delays: the kubelet
+/// wipes the node's slices when it starts, possibly after our publish.
+pub const AFTER_REGISTRATION: [Duration; 4] = [
+    Duration::from_millis(0),
+    Duration::from_secs(2),
+    Duration::from_secs(6),
+    Duration::from_secs(20),
+];
+/// Retries of a failed sync start here and double up to [`RETRY_MAX`].
+pub const RETRY_START: Duration = Duration::from_millis(500);
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What the daemon asks of the publisher.
+#[derive(Default)]
+struct Asks {
+    stop: bool,
+    /// The kubelet registered the driver (again).
+    registered: bool,
+    /// Pools retired whose slices are still to be deleted.
+    retired: BTreeSet<String>,
+}
+
+/// Asks the publisher things: cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub(crate) struct Poker {
+    asks: Arc<Mutex<Asks>>,
+    wake: mpsc::Sender<()>,
+}
+
+impl Poker {
+    /// A sender that wakes the publisher: given to each pool's state.
+    pub(crate) fn waker(&self) -> mpsc::Sender<()> {
+        self.wake.clone()
+    }
+
+    fn ask(&self, f: impl FnOnce(&mut Asks)) {
+        f(&mut lock(&self.asks));
+        // Full: a wake-up is already pending.
+        let _ = self.wake.clone().try_send(());
+    }
+
+    /// The kubelet registered the driver: it may have wiped the slices.
+    pub(crate) fn registered(&self) {
+        self.ask(|a| a.registered = true);
+    }
+
+    pub(crate) fn retired(&self, pool: &str) {
+        let pool = pool.to_string();
+        self.ask(|a| {
+            a.retired.insert(pool);
+        });
+    }
+}
+
+/// The daemon's end of the publisher.
+pub(crate) struct Publisher {
+    pub(crate) poker: Poker,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Publisher {
+    /// Starts the thread for `pools` (shared with the front).
+    pub(crate) fn start(
+        client: Arc<Client>,
+        driver: String,
+        node: String,
+        pools: Arc<Mutex<Vec<Pool>>>,
+    ) -> std::io::Result<Publisher> {
+        let (wake, rx) = mpsc::channel(1);
+        let asks = Arc::new(Mutex::new(Asks::default()));
+        let mut worker = Worker {
+            client,
+            driver,
+            node,
+            node_ref: None,
+            pools,
+            asks: asks.clone(),
+            rx,
+            floors: BTreeMap::new(),
+            backoff: Backoff::up_to(RETRY_START, RETRY_MAX),
+        };
+        let thread = std::thread::Builder::new()
+            .name("dra-publish".into())
+            .spawn(move || worker.run())?;
+        Ok(Publisher {
+            poker: Poker { asks, wake },
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread, waiting at most `grace` for a request in flight.
+    pub(crate) fn stop(&mut self, grace: Duration) {
+        self.poker.ask(|a| a.stop = true);
+        if let Some(t) = self.thread.take() {
+            let deadline = Instant::now() + grace;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                log::debug!("the DRA publisher is still in a request: left to the exit");
+            }
+        }
+    }
+}
+
+/// A duration within ±20% of `base`, different per process.
+pub fn jittered(base: Duration) -> Duration {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().rotate_left(16);
+    let mut x = u64::from(seed) | 1;
+    // xorshift64: one step is enough to spread the seed.
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    let permille = (x % 401) as u32; // 0..=400 → −20%..+20%
+    base * (800 + permille) / 1000
+}
+
+struct Worker {
+    client: Arc<Client>,
+    driver: String,
+    node: String,
+    node_ref: Option<NodeRef>,
+    pools: Arc<Mutex<Vec<Pool>>>,
+    asks: Arc<Mutex<Asks>>,
+    rx: mpsc::Receiver<()>,
+    /// Per pool, the highest generation this process wrote.
+    floors: BTreeMap<String, i64>,
+    backoff: Backoff,
+}
+
+impl Worker {
+    fn run(&mut self) {
+        let mut dirty = true;
+        let mut retry_at: Option<Instant> = None;
+        let mut resync_at = Instant::now() + jittered(RESYNC);
+        let mut quick: Vec<Instant> = Vec::new();
+        loop {
+            let now = Instant::now();
+            let due = [
+                Some(resync_at),
+                quick.iter().min().copied(),
+                retry_at.filter(|_| dirty),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(resync_at);
+            let woken = block_on_timeout(self.rx.next(), due.saturating_duration_since(now));
+            if matches!(woken, Some(None)) {
+                return; // every sender gone: the daemon is gone
+            }
+            if woken.is_some() {
+                dirty = true;
+                // More changes close behind this one join the same sync.
+                while let Some(Some(())) = block_on_timeout(self.rx.next(), COALESCE) {}
+            }
+            let asks = std::mem::take(&mut *lock(&self.asks));
+            if asks.stop {
+                return;
+            }
+            let now = Instant::now();
+            if asks.registered {
+                quick = AFTER_REGISTRATION.iter().map(|d| now + *d).collect();
+            }
+            let quick_due = quick.iter().any(|t| *t <= now);
+            quick.retain(|t| *t > now);
+            if now >= resync_at || quick_due {
+                dirty = true;
+                resync_at = now + jittered(RESYNC);
+            }
+            let mut retired = asks.retired;
+            if !dirty || retry_at.is_some_and(|t| t > now) && !quick_due {
+                // Keep retired pools for the next sync.
+                lock(&self.asks).retired.append(&mut retired);
+                continue;
+            }
+            match self.sync(&retired) {
+                Ok(writes) => {
+                    dirty = false;
+                    retry_at = None;
+                    self.backoff.reset();
+                    log::debug!("DRA: sync done, {writes} write(s)");
+                }
+                Err(e) => {
+                    lock(&self.asks).retired.append(&mut retired);
+                    let f = self.backoff.failed(&e.to_string());
+                    if f.repeat {
+                        log::debug!("DRA: publishing ResourceSlices failed again: {e}");
+                    } else {
+                        log::warn!(
+                            "DRA: publishing ResourceSlices failed: {e}; retrying with backoff \
+                             (prepared claims keep working)"
+                        );
+                    }
+                    retry_at = Some(Instant::now() + f.delay);
+                }
+            }
+        }
+    }
+
+    /// One sync of every pool; the number of writes.
+    fn sync(&mut self, retired: &BTreeSet<String>) -> Result<usize, KubeError> {
+        let node = match &self.node_ref {
+            Some(n) => n.clone(),
+            None => {
+                let n = node_ref(&self.client, &self.node)?;
+                self.node_ref = Some(n.clone());
+                n
+            }
+        };
+        let existing = list_slices(&self.client, &self.driver, &self.node)?;
+        let pools: Vec<Pool> = lock(&self.pools).clone();
+        let mut writes = 0;
+        let mut served = BTreeSet::new();
+        for pool in &pools {
+            served.insert(pool.name.clone());
+            // Before its first check a pool's content is not known: it is
+            // neither published nor deleted.
+            let Some(devices) = pool
+                .state
+                .current(|_| ())
+                .map(|()| pool.state.with_offer(published))
+            else {
+                continue;
+            };
+            let floor = self.floors.get(&pool.name).copied().unwrap_or(0);
+            let s = sync_pool(
+                &self.client,
+                &self.driver,
+                &node,
+                &pool.name,
+                &devices,
+                &existing,
+                floor,
+            )?;
+            if s.writes() > 0 {
+                self.floors
+                    .insert(pool.name.clone(), s.generation.max(floor));
+                log::info!(
+                    "DRA: pool {}: {} device(s) published at generation {} ({} slice(s) created, \
+                     {} updated, {} deleted)",
+                    pool.name,
+                    devices.len(),
+                    s.generation,
+                    s.created,
+                    s.updated,
+                    s.deleted
+                );
+            }
+            writes += s.writes();
+        }
+        // Slices of pools no longer served here: retired now, or before a
+        // restart.
+        for s in &existing {
+            let pool = s["spec"]["pool"]["name"].as_str().unwrap_or("");
+            if served.contains(pool) {
+                continue;
+            }
+            let Some(name) = s["metadata"]["name"].as_str() else {
+                continue;
+            };
+            let uid = s["metadata"]["uid"].as_str().unwrap_or("");
+            let body = serde_json::json!({"preconditions": {"uid": uid}});
+            match self.client.request(
+                "DELETE",
+                &format!("{SLICES}/{name}"),
+                Some(&body),
+                &format!("delete ResourceSlice {name}"),
+            ) {
+                Ok(_) => writes += 1,
+                Err(e) if e.code() == Some(404) => {}
+                Err(e) => return Err(e),
+            }
+            if retired.contains(pool) {
+                log::info!("DRA: pool {pool} retired: ResourceSlice {name} deleted");
+            } else {
+                log::info!("DRA: pool {pool} is not served here: ResourceSlice {name} deleted");
+            }
+        }
+        Ok(writes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resyncs_spread_within_a_fifth_of_the_period() {
+        for _ in 0..50 {
+            let d = jittered(RESYNC);
+            assert!(d >= RESYNC * 4 / 5 && d <= RESYNC * 6 / 5, "{d:?}");
+        }
+    }
+}

@@ -139,6 +139,11 @@ policy: deps
 	cargo build $(DEV_FLAGS) --examples
 	./$(OUT)/examples/gen_policy deploy/config.yaml > deploy/policy/policy.yaml
 
+# Regenerates deploy/dra/deviceclasses.yaml from deploy/config.yaml.
+dra-classes: deps
+	cargo build $(DEV_FLAGS) --examples
+	./$(OUT)/examples/gen_policy --device-classes deploy/config.yaml > deploy/dra/deviceclasses.yaml
+
 # Needs a Docker engine (none runs on the project's build machines).
 image:
 	docker build -f Dockerfile.distroless -t $(IMAGE) .

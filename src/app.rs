@@ -222,8 +222,12 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             Ok(())
         }
         Command::Probe => {
-            let config = load_config(opts)?.config;
-            let failed = probe::probe(&config, opts.socket_dir());
+            let mut config = load_config(opts)?.config;
+            config.override_api(opts.api);
+            let registration = opts
+                .plugins_registry_dir
+                .join(format!("{}-reg.sock", opts.driver_name));
+            let failed = probe::probe(&config, opts.socket_dir(), &registration);
             if failed.is_empty() {
                 Ok(())
             } else {

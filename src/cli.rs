@@ -214,7 +214,7 @@ where
             "--node-name" => opts.node_name = Some(value("the node's name")?),
             "--driver-name" => {
                 let v = value("a DNS subdomain")?;
-                if !crate::dra::names::is_dns_subdomain(&v) || v.len() > 63 {
+                if !kubelet::is_dns_subdomain(&v) || v.len() > 63 {
                     return Err(UsageError(format!(
                         "--driver-name: `{}` is not a DNS subdomain of at most 63 characters",
                         v.escape_debug()

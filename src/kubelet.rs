@@ -20,3 +20,24 @@ pub const DEVICE_PLUGIN_TYPE: &str = "DevicePlugin";
 /// The kubelet rejects any single gRPC message larger than this (gRPC-Go's
 /// default receive limit, PROTOCOL.md §3.4).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The longest DNS label (a device name, a namespace).
+pub const MAX_LABEL: usize = 63;
+/// The longest DNS subdomain (a node, a driver, a pool name).
+pub const MAX_SUBDOMAIN: usize = 253;
+
+/// A DNS label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63.
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_LABEL
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// A DNS subdomain: labels joined by `.`, at most 253.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= MAX_SUBDOMAIN && s.split('.').all(is_dns_label)
+}

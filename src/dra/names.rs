@@ -16,10 +16,7 @@
 
 use crate::core::discovery::id::sha256;
 
-/// The longest DNS label.
-pub const MAX_LABEL: usize = 63;
-/// The longest DNS subdomain, and the longest pool name.
-pub const MAX_SUBDOMAIN: usize = 253;
+pub use crate::kubelet::{is_dns_label, is_dns_subdomain, MAX_LABEL, MAX_SUBDOMAIN};
 /// Hex digits of the hash in a derived name.
 const HASH_HEX: usize = 16;
 
@@ -28,22 +25,6 @@ fn hash_hex(text: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// A DNS label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63.
-pub fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= MAX_LABEL
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-/// A DNS subdomain: labels joined by `.`, at most 253.
-pub fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= MAX_SUBDOMAIN && s.split('.').all(is_dns_label)
 }
 
 /// Whether `s` ends like a derived name: `-` and 16 lower-case hex digits.

@@ -19,9 +19,9 @@ use grpcio::{
 };
 use protobuf::Message;
 
-use super::front::{Job, Prepared, Shared, Unprepared};
 use super::names::device_name;
 use super::prepare::{ClaimRef, Pool, PreparedDevice};
+use super::shared::{Job, Prepared, Shared, Unprepared};
 use crate::api::dra_v1 as v1;
 use crate::api::pluginregistration::{
     InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse,

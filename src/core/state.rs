@@ -145,6 +145,12 @@ impl ResourceState {
         self.lock().healthy
     }
 
+    /// Whether the first check (or scan) has reported since the resource's
+    /// kind of devices was last set.
+    pub fn checked(&self) -> bool {
+        self.lock().checked
+    }
+
     pub fn open_streams(&self) -> usize {
         self.lock().open_streams
     }

@@ -4,9 +4,8 @@
 //! Rendered from the config by `make dra-classes`, checked in sync by
 //! `make test`, as the admission policy is.
 
-use super::names::{is_dns_subdomain, MAX_SUBDOMAIN};
+use super::names::{hash_hex, is_dns_subdomain};
 use crate::core::config::Config;
-use crate::core::discovery::id::sha256;
 
 /// The DeviceClass of resource `name` (`example.com/data` →
 /// `data.example.com`): a DNS subdomain, hashed when the name cannot
@@ -25,14 +24,10 @@ pub fn class_name(resource: &str) -> String {
     } else {
         format!("{name}.{domain}")
     };
-    if is_dns_subdomain(&plain) && plain.len() <= MAX_SUBDOMAIN {
+    if is_dns_subdomain(&plain) {
         return plain;
     }
-    let h: String = sha256(resource.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("hostpath-{h}")
+    format!("hostpath-{}", hash_hex(resource))
 }
 
 /// A JSON string is a YAML scalar: quoting without a YAML library.

@@ -55,9 +55,15 @@ pub struct Settings {
     pub cdi_dir: PathBuf,
 }
 
+/// The registration socket of `driver` in the plugins registry
+/// `registry` (the convention `<driver>-reg.sock`).
+pub fn registration_socket(registry: &Path, driver: &str) -> PathBuf {
+    registry.join(format!("{driver}-reg.sock"))
+}
+
 impl Settings {
     pub fn registration_socket(&self) -> PathBuf {
-        self.registry_dir.join(format!("{}-reg.sock", self.driver))
+        registration_socket(&self.registry_dir, &self.driver)
     }
 
     pub fn service_socket(&self) -> PathBuf {
@@ -166,13 +172,11 @@ impl Front {
 
     /// Stops serving a pool; the publisher deletes its slices.
     pub(crate) fn retire(&self, id: u64, state: &Arc<ResourceState>) {
-        let name = state.resource().resource_name.clone();
-        let pool = pool_name(&self.settings.node, &name);
         lock(&self.shared.pools).retain(|p| !Arc::ptr_eq(&p.state, state));
         lock(&self.shared.ids).retain(|(i, _)| *i != id);
         state.retire();
         self.shared.board.remove(id);
-        self.shared.poker.retired(&pool);
+        self.shared.poker.pools_changed();
         self.shared.wake_health();
     }
 

@@ -20,7 +20,8 @@ pub use crate::kubelet::{is_dns_label, is_dns_subdomain, MAX_LABEL, MAX_SUBDOMAI
 /// Hex digits of the hash in a derived name.
 const HASH_HEX: usize = 16;
 
-fn hash_hex(text: &str) -> String {
+/// 16 hex digits of `text`'s SHA-256: the hash in every derived name.
+pub(crate) fn hash_hex(text: &str) -> String {
     sha256(text.as_bytes())[..HASH_HEX / 2]
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::cdi::{edits, lowest_version, CdiDevice, CdiDir, Spec};
 use super::names::{is_claim_uid, is_dns_label, is_dns_subdomain};
-use super::slices::published;
+use super::slices::{published, Published};
 use crate::core::state::ResourceState;
 use crate::kube::Client;
 use crate::text::shown;
@@ -176,6 +176,8 @@ pub fn plan(
     let mut answer = Vec::new();
     // Container path → the device that put something there.
     let mut at: BTreeMap<String, String> = BTreeMap::new();
+    type Offered = (Vec<Published>, Vec<(String, String)>);
+    let mut offers: BTreeMap<&str, Offered> = BTreeMap::new();
     for a in devices {
         let Some(pool) = pools.iter().find(|p| p.name == a.pool) else {
             return Err(format!(
@@ -183,14 +185,18 @@ pub fn plan(
                 quoted(&a.pool)
             ));
         };
-        let found = pool.state.with_offer(|r, offer| {
-            let envs: Vec<(String, String)> =
-                r.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            published(r, offer)
-                .into_iter()
-                .find(|p| p.name == a.device)
-                .map(|p| (p.grants, envs))
+        // Each pool's offer is listed once per claim, however many of its
+        // devices the claim holds.
+        let (offered, envs) = offers.entry(pool.name.as_str()).or_insert_with(|| {
+            pool.state.with_offer(|r, offer| {
+                let envs = r.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                (published(r, offer), envs)
+            })
         });
+        let found = offered
+            .iter()
+            .find(|p| p.name == a.device)
+            .map(|p| (p.grants.clone(), envs.clone()));
         let Some((grants, envs)) = found else {
             return Err(format!(
                 "device {} of pool {} is not offered on this node now (missing or unhealthy)",

@@ -11,8 +11,8 @@
 
 use serde_json::{json, Value};
 
+use super::names::hash_hex;
 use super::slices::{slice_specs, Published};
-use crate::core::discovery::id::sha256;
 use crate::kube::{Client, KubeError};
 
 /// The slices API (`resource.k8s.io/v1`).
@@ -48,11 +48,7 @@ pub fn node_ref(client: &Client, node: &str) -> Result<NodeRef, KubeError> {
 
 /// The name of slice `index` of `pool`: a DNS subdomain of fixed length.
 pub fn slice_name(driver: &str, node: &str, pool: &str, index: usize) -> String {
-    let key = format!("{driver}\n{node}\n{pool}");
-    let h: String = sha256(key.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let h = hash_hex(&format!("{driver}\n{node}\n{pool}"));
     format!("hostpath-{h}-{index}")
 }
 
@@ -196,58 +192,36 @@ pub fn sync_pool(
         }
     }
     for old in &mine {
-        let Some(name) = old["metadata"]["name"].as_str() else {
-            continue;
-        };
-        if names.iter().any(|n| n == name) {
-            continue;
-        }
-        let pre = json!({ "preconditions": { "uid": old["metadata"]["uid"] } });
-        match client.request(
-            "DELETE",
-            &format!("{SLICES}/{name}"),
-            Some(&pre),
-            &format!("delete ResourceSlice {name}"),
-        ) {
-            Ok(_) => done.deleted += 1,
-            Err(e) if e.code() == Some(404) => {}
-            Err(e) => return Err(e),
+        let name = old["metadata"]["name"].as_str().unwrap_or("");
+        if !names.iter().any(|n| n == name) && delete_slice(client, old)? {
+            done.deleted += 1;
         }
     }
     Ok(done)
 }
 
-/// Deletes every slice of `pool` (the resource was retired).
+/// Deletes `slice` (as listed) if it is still that object: a UID
+/// precondition, so a slice someone re-created meanwhile stays. `false`
+/// when it was already gone.
 ///
 /// # Errors
 ///
-/// The first failed request.
-pub fn delete_pool(
-    client: &Client,
-    driver: &str,
-    node: &str,
-    pool: &str,
-) -> Result<usize, KubeError> {
-    let mut deleted = 0;
-    for s in list_slices(client, driver, node)? {
-        if s["spec"]["pool"]["name"] != pool {
-            continue;
-        }
-        let Some(name) = s["metadata"]["name"].as_str() else {
-            continue;
-        };
-        match client.request(
-            "DELETE",
-            &format!("{SLICES}/{name}"),
-            None,
-            &format!("delete ResourceSlice {name}"),
-        ) {
-            Ok(_) => deleted += 1,
-            Err(e) if e.code() == Some(404) => {}
-            Err(e) => return Err(e),
-        }
+/// The request's error, but for 404.
+pub fn delete_slice(client: &Client, slice: &Value) -> Result<bool, KubeError> {
+    let Some(name) = slice["metadata"]["name"].as_str() else {
+        return Ok(false);
+    };
+    let pre = json!({ "preconditions": { "uid": slice["metadata"]["uid"] } });
+    match client.request(
+        "DELETE",
+        &format!("{SLICES}/{name}"),
+        Some(&pre),
+        &format!("delete ResourceSlice {name}"),
+    ) {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some(404) => Ok(false),
+        Err(e) => Err(e),
     }
-    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@
 //!   slices wiped just after a publish come back within seconds.
 //! - A failed sync is retried with backoff (logged once per distinct
 //!   error); what is prepared keeps working meanwhile.
-//! - Retired pools' slices are deleted, as are slices of pools this node no
-//!   longer serves (a resource removed while the daemon was down).
+//! - Slices of pools this node no longer serves are deleted: a resource
+//!   retired now, or removed while the daemon was down.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 
 use super::prepare::Pool;
-use super::publish::{list_slices, node_ref, sync_pool, NodeRef, SLICES};
+use super::publish::{delete_slice, list_slices, node_ref, sync_pool, NodeRef};
 use super::slices::published;
 use crate::kube::{Client, KubeError};
 use crate::retry::Backoff;
@@ -52,8 +52,6 @@ struct Asks {
     stop: bool,
     /// The kubelet registered the driver (again).
     registered: bool,
-    /// Pools retired whose slices are still to be deleted.
-    retired: BTreeSet<String>,
 }
 
 /// Asks the publisher things: cheap to clone, usable from any thread.
@@ -80,11 +78,10 @@ impl Poker {
         self.ask(|a| a.registered = true);
     }
 
-    pub(crate) fn retired(&self, pool: &str) {
-        let pool = pool.to_string();
-        self.ask(|a| {
-            a.retired.insert(pool);
-        });
+    /// The pools changed (one retired): the next sync deletes what is no
+    /// longer served.
+    pub(crate) fn pools_changed(&self) {
+        self.ask(|_| {});
     }
 }
 
@@ -209,13 +206,10 @@ impl Worker {
                 dirty = true;
                 resync_at = now + jittered(RESYNC);
             }
-            let mut retired = asks.retired;
             if !dirty || retry_at.is_some_and(|t| t > now) && !quick_due {
-                // Keep retired pools for the next sync.
-                lock(&self.asks).retired.append(&mut retired);
                 continue;
             }
-            match self.sync(&retired) {
+            match self.sync() {
                 Ok(writes) => {
                     dirty = false;
                     retry_at = None;
@@ -223,7 +217,6 @@ impl Worker {
                     log::debug!("DRA: sync done, {writes} write(s)");
                 }
                 Err(e) => {
-                    lock(&self.asks).retired.append(&mut retired);
                     let f = self.backoff.failed(&e.to_string());
                     if f.repeat {
                         log::debug!("DRA: publishing ResourceSlices failed again: {e}");
@@ -240,7 +233,7 @@ impl Worker {
     }
 
     /// One sync of every pool; the number of writes.
-    fn sync(&mut self, retired: &BTreeSet<String>) -> Result<usize, KubeError> {
+    fn sync(&mut self) -> Result<usize, KubeError> {
         let node = match &self.node_ref {
             Some(n) => n.clone(),
             None => {
@@ -257,13 +250,10 @@ impl Worker {
             served.insert(pool.name.clone());
             // Before its first check a pool's content is not known: it is
             // neither published nor deleted.
-            let Some(devices) = pool
-                .state
-                .current(|_| ())
-                .map(|()| pool.state.with_offer(published))
-            else {
+            if !pool.state.checked() {
                 continue;
-            };
+            }
+            let devices = pool.state.with_offer(published);
             let floor = self.floors.get(&pool.name).copied().unwrap_or(0);
             let s = sync_pool(
                 &self.client,
@@ -294,28 +284,12 @@ impl Worker {
         // restart.
         for s in &existing {
             let pool = s["spec"]["pool"]["name"].as_str().unwrap_or("");
-            if served.contains(pool) {
-                continue;
-            }
-            let Some(name) = s["metadata"]["name"].as_str() else {
-                continue;
-            };
-            let uid = s["metadata"]["uid"].as_str().unwrap_or("");
-            let body = serde_json::json!({"preconditions": {"uid": uid}});
-            match self.client.request(
-                "DELETE",
-                &format!("{SLICES}/{name}"),
-                Some(&body),
-                &format!("delete ResourceSlice {name}"),
-            ) {
-                Ok(_) => writes += 1,
-                Err(e) if e.code() == Some(404) => {}
-                Err(e) => return Err(e),
-            }
-            if retired.contains(pool) {
-                log::info!("DRA: pool {pool} retired: ResourceSlice {name} deleted");
-            } else {
-                log::info!("DRA: pool {pool} is not served here: ResourceSlice {name} deleted");
+            if !served.contains(pool) && delete_slice(&self.client, s)? {
+                writes += 1;
+                log::info!(
+                    "DRA: pool {pool} is no longer served here: ResourceSlice {} deleted",
+                    s["metadata"]["name"].as_str().unwrap_or("")
+                );
             }
         }
         Ok(writes)

@@ -63,11 +63,14 @@ impl Watch {
     }
 }
 
-fn claims<T: protobuf::Message>(
-    list: &[Claim<'_>],
-    make: impl Fn(&str, &str, &str) -> T,
-) -> Vec<T> {
-    list.iter().map(|(ns, n, u)| make(ns, n, u)).collect()
+fn v1_claims(list: &[Claim<'_>]) -> Vec<dra_v1::Claim> {
+    list.iter()
+        .map(|(ns, n, u)| {
+            let mut c = dra_v1::Claim::new();
+            (c.namespace, c.name, c.uid) = ((*ns).into(), (*n).into(), (*u).into());
+            c
+        })
+        .collect()
 }
 
 impl DraKubelet {
@@ -122,11 +125,7 @@ impl DraKubelet {
     ) -> grpcio::Result<dra_v1::NodePrepareResourcesResponse> {
         let c = dra_v1_grpc::DRAPluginClient::new(unix_channel(&self.env, endpoint));
         let mut req = dra_v1::NodePrepareResourcesRequest::new();
-        req.claims = claims(list, |ns, n, u| {
-            let mut c = dra_v1::Claim::new();
-            (c.namespace, c.name, c.uid) = (ns.into(), n.into(), u.into());
-            c
-        });
+        req.claims = v1_claims(list);
         c.node_prepare_resources(&req, CallOption::default().timeout(CALL_DEADLINE))
     }
 
@@ -142,11 +141,14 @@ impl DraKubelet {
     ) -> grpcio::Result<dra_v1beta1::NodePrepareResourcesResponse> {
         let c = dra_v1beta1_grpc::DRAPluginClient::new(unix_channel(&self.env, endpoint));
         let mut req = dra_v1beta1::NodePrepareResourcesRequest::new();
-        req.claims = claims(list, |ns, n, u| {
-            let mut c = dra_v1beta1::Claim::new();
-            (c.namespace, c.name, c.uid) = (ns.into(), n.into(), u.into());
-            c
-        });
+        req.claims = list
+            .iter()
+            .map(|(ns, n, u)| {
+                let mut c = dra_v1beta1::Claim::new();
+                (c.namespace, c.name, c.uid) = ((*ns).into(), (*n).into(), (*u).into());
+                c
+            })
+            .collect();
         c.node_prepare_resources(&req, CallOption::default().timeout(CALL_DEADLINE))
     }
 
@@ -162,11 +164,7 @@ impl DraKubelet {
     ) -> grpcio::Result<dra_v1::NodeUnprepareResourcesResponse> {
         let c = dra_v1_grpc::DRAPluginClient::new(unix_channel(&self.env, endpoint));
         let mut req = dra_v1::NodeUnprepareResourcesRequest::new();
-        req.claims = claims(list, |ns, n, u| {
-            let mut c = dra_v1::Claim::new();
-            (c.namespace, c.name, c.uid) = (ns.into(), n.into(), u.into());
-            c
-        });
+        req.claims = v1_claims(list);
         c.node_unprepare_resources(&req, CallOption::default().timeout(CALL_DEADLINE))
     }
 
@@ -213,7 +211,7 @@ impl DraKubelet {
 /// registry and plugins directories.
 pub fn sockets(registry: &Path, plugins: &Path, driver: &str) -> (PathBuf, PathBuf) {
     (
-        registry.join(format!("{driver}-reg.sock")),
+        crate::dra::front::registration_socket(registry, driver),
         plugins.join(driver).join("dra.sock"),
     )
 }

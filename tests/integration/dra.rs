@@ -125,6 +125,17 @@ fn data_config(node: &Node) -> String {
     )
 }
 
+const POOL: &str = "node-a/example.com/data";
+
+/// A node serving `data_config`, registered, its two devices published.
+fn serving_data() -> (Node, Daemon) {
+    let node = Node::new();
+    let d = node.start(&data_config(&node), &[]);
+    node.register(&d);
+    node.wait_devices(&d, POOL, &["0", "1"]);
+    (node, d)
+}
+
 fn spec(node: &Node, uid: &str) -> Option<Value> {
     let p = node
         .cdi()
@@ -140,7 +151,6 @@ fn registers_publishes_prepares_and_unprepares_across_a_restart() {
     let config = data_config(&node);
     let mut d = node.start(&config, &[]);
     node.register(&d);
-    const POOL: &str = "node-a/example.com/data";
     node.wait_devices(&d, POOL, &["0", "1"]);
 
     // One API per resource: the classic one has its device-plugin socket,
@@ -321,12 +331,7 @@ fn slices_and_health_follow_devices_and_come_back_after_a_wipe() {
 
 #[test]
 fn the_api_server_down_then_back() {
-    let node = Node::new();
-    let config = data_config(&node);
-    let d = node.start(&config, &[]);
-    node.register(&d);
-    const POOL: &str = "node-a/example.com/data";
-    node.wait_devices(&d, POOL, &["0", "1"]);
+    let (node, d) = serving_data();
     node.api
         .add_claim("default", "c1", UID1, DRIVER, &[("data", POOL, "0")]);
     let (_, dra) = node.sockets();
@@ -341,7 +346,7 @@ fn the_api_server_down_then_back() {
     // A change while down: published when it is back.
     node.api.store.lock().unwrap().slices.clear();
     node.register(&d);
-    std::thread::sleep(Duration::from_millis(300));
+    d.wait_log("publishing ResourceSlices failed");
     node.api.down.store(false, Ordering::SeqCst);
     node.wait_devices(&d, POOL, &["0", "1"]);
     let r = node
@@ -349,19 +354,15 @@ fn the_api_server_down_then_back() {
         .prepare(&dra, &[("default", "c1", UID1)])
         .unwrap();
     assert_eq!(r.claims[UID1].error, "");
-    let log = d.log();
-    assert!(log.contains("publishing ResourceSlices failed"), "{log}");
-    assert!(!log.contains("secret-token"), "the token is never logged");
+    assert!(
+        !d.log().contains("secret-token"),
+        "the token is never logged"
+    );
 }
 
 #[test]
 fn hostile_names_and_answers_get_an_error_per_claim() {
-    let node = Node::new();
-    let config = data_config(&node);
-    let d = node.start(&config, &[]);
-    node.register(&d);
-    const POOL: &str = "node-a/example.com/data";
-    node.wait_devices(&d, POOL, &["0", "1"]);
+    let (node, _daemon) = serving_data();
     let (_, dra) = node.sockets();
     // Names that would escape a path or a URL.
     let r = node
@@ -457,4 +458,23 @@ fn the_daemons_api_option_overrides_the_config() {
     );
     assert!(text.contains("publishes:    2 device(s) now"), "{text}");
     assert!(text.contains("api:          device plugin"), "{text}");
+}
+
+#[test]
+fn a_resource_retired_by_a_reload_takes_its_slices_along() {
+    let (node, d) = serving_data();
+    let data = node.dir.host("data");
+    node.dir.replace_config(&format!(
+        "resources:\n- resourceName: example.com/classic\n  hostPath: {{path: {}, type: Directory}}\n",
+        data.display()
+    ));
+    d.wait_log("reload applied: 0 added, 0 updated, 1 retired, 1 unchanged");
+    assert!(
+        wait_until(WAIT, || node.api.pool(POOL).is_empty()),
+        "the retired pool's slices stay: {:?}",
+        node.api.pool(POOL)
+    );
+    assert!(d
+        .log()
+        .contains("pool node-a/example.com/data is no longer served here"));
 }

@@ -104,7 +104,9 @@ pub fn edits(grants: &[Grant], envs: &[(String, String)]) -> Edits {
 }
 
 /// The lowest `cdiVersion` whose fields the devices use: a device node at
-/// another container path needs `hostPath` (0.5.0); the rest is 0.3.0.
+/// another container path needs `hostPath` (0.5.0), and so does a device
+/// name that starts with a digit (a claim UID can: containerd 2.4 refused
+/// such a spec at 0.3.0 in make e2e-cluster); the rest is 0.3.0.
 pub fn lowest_version(devices: &[CdiDevice]) -> &'static str {
     let host_path = devices.iter().any(|d| {
         d.container_edits
@@ -112,7 +114,10 @@ pub fn lowest_version(devices: &[CdiDevice]) -> &'static str {
             .iter()
             .any(|n| n.host_path.is_some())
     });
-    if host_path {
+    let digit_first = devices
+        .iter()
+        .any(|d| d.name.starts_with(|c: char| c.is_ascii_digit()));
+    if host_path || digit_first {
         "0.5.0"
     } else {
         "0.3.0"
@@ -355,7 +360,7 @@ mod tests {
     use super::*;
     use crate::core::resource::Perm;
 
-    const UID: &str = "0a1b2c3d-4e5f-6789-abcd-ef0123456789";
+    const UID: &str = "a0b1c2d3-4e5f-6789-abcd-ef0123456789";
 
     fn tmp(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("hpdp-cdi-{tag}-{}", std::process::id()));
@@ -410,6 +415,12 @@ mod tests {
             "/dev/ttyUSB0"
         );
         assert_eq!(cdi.device_id("x"), "hostpath-device.k8s.io/device=x");
+        // A name that starts with a digit (a claim UID may) needs 0.5.0.
+        let digit = vec![CdiDevice {
+            name: "0a1b2c3d-4e5f-6789-abcd-ef0123456789-0".into(),
+            container_edits: edits(&[node], &[]),
+        }];
+        assert_eq!(lowest_version(&digit), "0.5.0");
     }
 
     #[test]
@@ -420,7 +431,7 @@ mod tests {
         let p = cdi.write(UID, &s).unwrap();
         assert_eq!(
             p,
-            d.join("cdi/hostpath-device.k8s.io-device_0a1b2c3d-4e5f-6789-abcd-ef0123456789.json")
+            d.join("cdi/hostpath-device.k8s.io-device_a0b1c2d3-4e5f-6789-abcd-ef0123456789.json")
         );
         let back: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert_eq!(back, serde_json::to_value(&s).unwrap());

@@ -13,8 +13,8 @@ use std::time::Duration;
 use k8s_hostpath_device_plugin::sim::dra::{sockets, DraKubelet};
 use serde_json::{json, Value};
 
-use crate::fakeapi::FakeApi;
 use crate::harness::{run, wait_until, Daemon, TestDir, WAIT};
+use k8s_hostpath_device_plugin::sim::fakeapi::FakeApi;
 
 const DRIVER: &str = "hostpath-device.k8s.io";
 const UID1: &str = "11111111-2222-3333-4444-555555555555";
@@ -227,7 +227,8 @@ fn registers_publishes_prepares_and_unprepares_across_a_restart() {
     );
     let s = spec(&node, UID1).expect("the claim's CDI spec");
     assert_eq!(s["kind"], format!("{DRIVER}/device"));
-    assert_eq!(s["cdiVersion"], "0.3.0");
+    // The device name starts with the claim's UID, here a digit: 0.5.0.
+    assert_eq!(s["cdiVersion"], "0.5.0");
     let edits = &s["devices"][0]["containerEdits"];
     assert_eq!(edits["env"], json!(["DATA=here"]));
     assert_eq!(

@@ -21,6 +21,13 @@ def quantity_mib(q):
     return float(q) / (1024 * 1024)
 
 
+def avoids_dra_nodes(pod):
+    terms = (pod.get("affinity", {}).get("nodeAffinity", {})
+             .get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", []))
+    want = {"key": "hostpath-device.k8s.io/api", "operator": "NotIn", "values": ["dra"]}
+    return bool(terms) and all(want in t.get("matchExpressions", []) for t in terms)
+
+
 def main():
     docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
     kinds = {d["kind"] for d in docs}
@@ -57,6 +64,7 @@ def main():
         ("config mounted as a directory (no subPath), for live reload", cm is not None and "subPath" not in mounts[cm] and c["args"][1].startswith("--config=" + mounts[cm]["mountPath"] + "/")),
         ("app.kubernetes.io labels", all(k in labels for k in ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/version"))),
         ("selector uses app.kubernetes.io/name", "app.kubernetes.io/name" in ds["spec"]["selector"]["matchLabels"]),
+        ("keeps off the nodes labelled for DRA (deploy/dra/'s DaemonSet serves them)", avoids_dra_nodes(pod)),
     ]
     failed = 0
     for name, ok in checks:

@@ -56,7 +56,7 @@ if command -v kubectl > /dev/null 2>&1; then
     check "kubectl kustomize deploy/dra/" bash -c "kubectl kustomize deploy/dra/ > target/deploy-dra.yaml"
     check "DRA objects valid against the Kubernetes 1.34 schema (strict)" \
         "$PYENV/bin/kubernetes-validate" --strict --quiet -k 1.34.0 target/deploy-dra.yaml
-    check "DRA objects: least privilege, own-node slice policy, a DeviceClass per resource" "$PY" tests/deploy/check_dra.py target/deploy-dra.yaml
+    check "DRA objects: least privilege, own-node slice policy, a DeviceClass per resource, the DRA DaemonSet" "$PY" tests/deploy/check_dra.py target/deploy-dra.yaml
 else
     echo "SKIP manifests: kubectl (with kustomize) is not installed and could not be"
 fi

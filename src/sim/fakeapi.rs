@@ -1,7 +1,8 @@
 //! A fake API server on a real socket (plain HTTP): just enough of
-//! `resource.k8s.io/v1` ResourceSlices and core Nodes for the DRA front,
-//! with an in-memory store, resourceVersions, delete preconditions, a
-//! request log, and a switch that makes it refuse everything.
+//! `resource.k8s.io/v1` ResourceSlices and ResourceClaims and core Nodes
+//! for the DRA front, with an in-memory store, resourceVersions, delete
+//! preconditions, a request log with arrival times, and a switch that makes
+//! it refuse everything. For the tests and `make bench`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,6 +22,8 @@ pub struct Store {
     pub version: u64,
     /// `METHOD path` of every request, in order.
     pub log: Vec<String>,
+    /// When each request of `log` arrived (its head read).
+    pub arrived: Vec<std::time::Instant>,
 }
 
 pub struct FakeApi {
@@ -245,6 +248,7 @@ fn handle(conn: TcpStream, store: &Mutex<Store>, down: &AtomicBool) {
     let Some((head, body)) = read_request(&conn) else {
         return;
     };
+    let arrived = std::time::Instant::now();
     let first = head.lines().next().unwrap_or("");
     let mut parts = first.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -253,6 +257,7 @@ fn handle(conn: TcpStream, store: &Mutex<Store>, down: &AtomicBool) {
     } else {
         let mut s = store.lock().unwrap();
         s.log.push(format!("{method} {target}"));
+        s.arrived.push(arrived);
         route(&mut s, method, target, serde_json::from_slice(&body).ok())
     };
     let text = answer.to_string();

@@ -22,6 +22,7 @@
 //!   1.36 do, and counts it in [`Recorded::late_stream_ends`].
 
 pub mod dra;
+pub mod fakeapi;
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};

@@ -13,7 +13,7 @@ use k8s_hostpath_device_plugin::dra::publish::{list_slices, node_ref, sync_pool,
 use k8s_hostpath_device_plugin::dra::slices::{published, Published};
 use k8s_hostpath_device_plugin::kube::{Auth, Client, KubeConfig};
 
-use crate::fakeapi::FakeApi;
+use k8s_hostpath_device_plugin::sim::fakeapi::FakeApi;
 
 const DRIVER: &str = "hostpath-device.k8s.io";
 const POOL: &str = "node-a/example.com/data";

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use k8s_hostpath_device_plugin::kube::{Auth, Client, KubeConfig, KubeError};
 
-use crate::fakeapi::read_request;
 use crate::harness::TestDir;
+use k8s_hostpath_device_plugin::sim::fakeapi::read_request;
 
 /// One canned answer per request, in order; records each request's head.
 struct Server {

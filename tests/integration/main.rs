@@ -7,7 +7,6 @@ mod devices;
 mod devices_trust;
 mod dra;
 mod dra_publish;
-mod fakeapi;
 mod harness;
 mod health;
 mod hostile;

@@ -93,15 +93,18 @@ start etcd "$cbin/etcd" --data-dir "$work/etcd" --listen-client-urls http://127.
   --advertise-client-urls http://127.0.0.1:23790 --listen-peer-urls http://127.0.0.1:23800 \
   --initial-advertise-peer-urls http://127.0.0.1:23800 --initial-cluster default=http://127.0.0.1:23800 \
   --listen-metrics-urls http://127.0.0.1:23810
-start kube-apiserver "$cbin/kube-apiserver" --etcd-servers http://127.0.0.1:23790 \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port 26443 \
-  --endpoint-reconciler-type none --service-cluster-ip-range 10.96.0.0/16 \
-  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-  --client-ca-file "$pki/ca.crt" --authorization-mode AlwaysAllow \
-  --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
-  --kubelet-preferred-address-types InternalIP \
-  --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$pki/sa.pub" \
-  --service-account-signing-key-file "$pki/sa.key"
+start_apiserver() {
+  start kube-apiserver "$cbin/kube-apiserver" --etcd-servers http://127.0.0.1:23790 \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port 26443 \
+    --endpoint-reconciler-type none --service-cluster-ip-range 10.96.0.0/16 \
+    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" --authorization-mode Node,RBAC \
+    --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
+    --kubelet-preferred-address-types InternalIP \
+    --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$pki/sa.pub" \
+    --service-account-signing-key-file "$pki/sa.key"
+}
+start_apiserver
 wait_for 120 "the API server to be ready" k get --raw /readyz
 ok "etcd and kube-apiserver $("$cbin/kube-apiserver" --version | cut -d' ' -f2): ready in $(since "$t0")"
 start kube-controller-manager "$cbin/kube-controller-manager" --kubeconfig "$pki/admin.kubeconfig" \
@@ -133,6 +136,8 @@ k apply -k "$work/deploy" >/dev/null
 k apply -k "$work/deploy/policy" >/dev/null
 ok "kubectl apply -k deploy/ (image set by kustomize edit set image) and kubectl apply -k deploy/policy/"
 
+# E2E_ONLY=dra skips to the DRA scenarios (for working on them).
+if [ "${E2E_ONLY:-}" != dra ]; then
 # 1. Both nodes: the DaemonSet runs on both; the node with the path
 #    advertises 100, the other 0 (its devices Unhealthy: capacity 100).
 ds_running() { [ "$(pods -n "$NS" | awk '$3 == "Running"' | wc -l)" = 2 ]; }
@@ -305,4 +310,8 @@ ok "the 20 readers holding the resource kept running through the upgrade (same p
 t0=$(now_ms)
 k delete deployment readers --wait=false >/dev/null
 k delete pod hello late --wait=false >/dev/null
+fi
+
+# 7–13. The same config served through DRA (issue 21).
+. "$repo/tests/e2e/cluster-dra.sh"
 echo "e2e-cluster: $pass passed"

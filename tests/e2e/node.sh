@@ -90,5 +90,13 @@ localStorageCapacityIsolation: false
 makeIPTablesUtilChains: false
 evictionHard: {}
 T
-exec "$bin/kubelet" --config "$n/kubelet.yaml" --kubeconfig "$work/pki/$node.kubeconfig" \
-  --hostname-override "$node" --node-ip "$nodeip" >>"$work/kubelet-$node.log" 2>&1
+# The kubelet's command in a file of its own: the DRA scenarios restart it
+# in this namespace (cluster-dra.sh's restart_kubelet).
+cat >"$n/start-kubelet" <<T
+#!/bin/sh
+export PATH='$bin:$cbin:$PATH'
+exec '$bin/kubelet' --config '$n/kubelet.yaml' --kubeconfig '$work/pki/$node.kubeconfig' \\
+  --hostname-override '$node' --node-ip '$nodeip' >>'$work/kubelet-$node.log' 2>&1
+T
+chmod +x "$n/start-kubelet"
+exec "$n/start-kubelet"

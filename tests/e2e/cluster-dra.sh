@@ -292,7 +292,8 @@ events=$(k get events --field-selector involvedObject.name=dra-boot -o jsonpath=
 [ "$outcome" = Running ] || fail "after the reboot, dra-boot is $outcome: $(k get pod dra-boot -o jsonpath='{.status.reason} {.status.message}'); events: $events"
 ok "reboot race under DRA: the pod bound during the reboot waited for the driver and is Running $(since "$t0") after the kubelet started (its events: $events)"
 wait_for 120 "dra-reader Running again after the reboot" is_running dra-reader
-[ "$(k logs dra-reader | tail -n1)" = hello ] || fail "dra-reader after the reboot read '$(k logs dra-reader)'"
+read_hello() { [ "$(k logs dra-reader | tail -n1)" = hello ]; }
+wait_for 30 "dra-reader to read the file again" read_hello || fail "dra-reader after the reboot read '$(k logs dra-reader)'"
 ok "dra-reader, prepared before the reboot, prepared again (its CDI spec was gone) and read the file again: restarts $(k get pod dra-reader -o jsonpath='{.status.containerStatuses[0].restartCount}')"
 k delete deployment serials --wait=false >/dev/null
 k delete pod dra-reader dra-boot --wait=false >/dev/null

@@ -31,9 +31,13 @@ for pair in kubelet:/var/lib/kubelet containerd:/var/lib/containerd pods:/var/lo
   mkdir -p "${pair#*:}"
   mount --bind "$n/${pair%%:*}" "$r${pair#*:}"
 done
-# The run's directory (certificates, kubeconfigs, logs) at its own path.
-mkdir -p "$r$work"
-mount --bind "$work" "$r$work"
+# The run's directory (certificates, kubeconfigs, logs) and the cached
+# binaries at their own paths: either may be under the machine's /tmp or
+# /run, which the node does not see (XDG_CACHE_HOME=/tmp/...).
+for d in "$work" "$bin" "$cbin"; do
+  mkdir -p "$r$d"
+  mount --bind "$d" "$r$d"
+done
 cd "$r"
 mkdir -p .old
 pivot_root . .old

@@ -250,7 +250,46 @@ ok "deleting the 10 pods after the daemon's restart unprepared their claims: nod
 no_serials() { [ -z "$(pods -l app=serials)" ]; }
 wait_for 120 "the serials' pods gone" no_serials
 
-# 13 (f). The API server killed and kept away for 30 s: pods untouched;
+# 13 (g). The reboot race under DRA: node-a's kubelet and every container
+#    stopped, its CDI specs gone (as /var/run is after a reboot), a pod bound
+#    to node-a meanwhile; the kubelet starts, the daemon (its DaemonSet pod)
+#    after it. Recorded: whether the new pod waits and runs, and whether
+#    dra-reader, prepared before, runs again.
+# The scheduler binds to node-a only while its lease is under 40 s old:
+# start the reboot with a freshly renewed one, or node-a may turn NotReady
+# (and tainted) before dra-boot is bound.
+lease_fresh() {
+  local t; t=$(k get lease -n kube-node-lease node-a -o jsonpath='{.spec.renewTime}') || return 1
+  [ -n "$t" ] && [ $(( $(now_ms) - $(date -d "$t" +%s%3N) )) -lt 5000 ]
+}
+wait_for 60 "node-a's lease renewed" lease_fresh
+wait_for 60 "node-a Ready" k wait --for=condition=Ready node/node-a --timeout=1s
+kill -TERM "$(cat "$work/pids/kubelet-node-a")"; wait "$(cat "$work/pids/kubelet-node-a")" 2>/dev/null || true
+for f in "$work"/node-a/run/containerd/io.containerd.runtime.v2.task/k8s.io/*/init.pid; do
+  [ -e "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
+done
+rm -f "$work"/node-a/run/cdi/"$D"-device_*.json
+claim_pod dra-boot sample 'cat /sample/hello && exec sleep 3600' "nodeSelector: {kubernetes.io/hostname: node-a}"
+bound() { [ "$(node_of dra-boot)" = node-a ]; }
+wait_for 30 "pod dra-boot bound to node-a while its kubelet is down" bound \
+  || fail "dra-boot not bound: $(k get pod dra-boot -o jsonpath='{.status.conditions}')"
+t0=$(now_ms)
+nsenter --mount="/proc/$(cat "$work/pids/containerd-node-a")/ns/mnt" "$work/node-a/start-kubelet" &
+record_pid kubelet-node-a $!
+boot_outcome() { case "$(phase_of dra-boot)" in Running|Failed) return 0 ;; *) return 1 ;; esac; }
+wait_for 300 "pod dra-boot to run or fail" boot_outcome
+outcome=$(phase_of dra-boot)
+events=$(k get events --field-selector involvedObject.name=dra-boot -o jsonpath='{range .items[*]}{.reason}{" "}{end}')
+[ "$outcome" = Running ] || fail "after the reboot, dra-boot is $outcome: $(k get pod dra-boot -o jsonpath='{.status.reason} {.status.message}'); events: $events"
+ok "reboot race under DRA: the pod bound during the reboot waited for the driver and is Running $(since "$t0") after the kubelet started (its events: $events)"
+wait_for 120 "dra-reader Running again after the reboot" is_running dra-reader
+read_hello() { [ "$(k logs dra-reader | tail -n1)" = hello ]; }
+wait_for 30 "dra-reader to read the file again" read_hello || fail "dra-reader after the reboot read '$(k logs dra-reader)'"
+ok "dra-reader, prepared before the reboot, prepared again (its CDI spec was gone) and read the file again: restarts $(k get pod dra-reader -o jsonpath='{.status.containerStatuses[0].restartCount}')"
+wait_for 120 "node-a's DRA pod Ready after the reboot" dra_ready_on node-a
+
+# 14 (f), after (g): a reboot started right after the outage found
+#    node-a NotReady (its lease stale) and dra-boot unbound. The API server killed and kept away for 30 s: pods untouched;
 #    devices changed meanwhile are in the slices soon after it is back.
 pods -A >"$work/all.before"
 t0=$(now_ms)
@@ -269,31 +308,5 @@ pods -A >"$work/all.after"
 diff "$work/all.before" "$work/all.after" >/dev/null || fail "pods changed across the API server's outage: $(diff "$work/all.before" "$work/all.after")"
 ok "no pod restarted or was replaced while the API server was away"
 
-# 14 (g). The reboot race under DRA: node-a's kubelet and every container
-#    stopped, its CDI specs gone (as /var/run is after a reboot), a pod bound
-#    to node-a meanwhile; the kubelet starts, the daemon (its DaemonSet pod)
-#    after it. Recorded: whether the new pod waits and runs, and whether
-#    dra-reader, prepared before, runs again.
-kill -TERM "$(cat "$work/pids/kubelet-node-a")"; wait "$(cat "$work/pids/kubelet-node-a")" 2>/dev/null || true
-for f in "$work"/node-a/run/containerd/io.containerd.runtime.v2.task/k8s.io/*/init.pid; do
-  [ -e "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
-done
-rm -f "$work"/node-a/run/cdi/"$D"-device_*.json
-claim_pod dra-boot sample 'cat /sample/hello && exec sleep 3600' "nodeSelector: {kubernetes.io/hostname: node-a}"
-bound() { [ "$(node_of dra-boot)" = node-a ]; }
-wait_for 60 "pod dra-boot bound to node-a while its kubelet is down" bound
-t0=$(now_ms)
-nsenter --mount="/proc/$(cat "$work/pids/containerd-node-a")/ns/mnt" "$work/node-a/start-kubelet" &
-record_pid kubelet-node-a $!
-boot_outcome() { case "$(phase_of dra-boot)" in Running|Failed) return 0 ;; *) return 1 ;; esac; }
-wait_for 300 "pod dra-boot to run or fail" boot_outcome
-outcome=$(phase_of dra-boot)
-events=$(k get events --field-selector involvedObject.name=dra-boot -o jsonpath='{range .items[*]}{.reason}{" "}{end}')
-[ "$outcome" = Running ] || fail "after the reboot, dra-boot is $outcome: $(k get pod dra-boot -o jsonpath='{.status.reason} {.status.message}'); events: $events"
-ok "reboot race under DRA: the pod bound during the reboot waited for the driver and is Running $(since "$t0") after the kubelet started (its events: $events)"
-wait_for 120 "dra-reader Running again after the reboot" is_running dra-reader
-read_hello() { [ "$(k logs dra-reader | tail -n1)" = hello ]; }
-wait_for 30 "dra-reader to read the file again" read_hello || fail "dra-reader after the reboot read '$(k logs dra-reader)'"
-ok "dra-reader, prepared before the reboot, prepared again (its CDI spec was gone) and read the file again: restarts $(k get pod dra-reader -o jsonpath='{.status.containerStatuses[0].restartCount}')"
 k delete deployment serials --wait=false >/dev/null
 k delete pod dra-reader dra-boot --wait=false >/dev/null

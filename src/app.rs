@@ -139,7 +139,7 @@ fn print_matches(
 /// would carry now (a fixed path's as if present), with their attributes.
 fn print_dra(r: &crate::core::resource::Resource, opts: &Options) {
     use crate::core::state::ResourceState;
-    use crate::dra::slices::{published, Attr};
+    use crate::dra::slices::{offered, Attr};
     use crate::text::shown;
     const SHOWN: usize = 10;
     let node = opts.node_name.as_deref().unwrap_or("<node>");
@@ -164,7 +164,7 @@ fn print_dra(r: &crate::core::resource::Resource, opts: &Options) {
     } else {
         state.set_health(true, "");
     }
-    let devices = state.with_offer(published);
+    let devices = state.with_offer(offered);
     println!("  publishes:    {} device(s) now", devices.len());
     for p in devices.iter().take(SHOWN) {
         let attrs: Vec<String> = p

@@ -10,6 +10,8 @@ use crate::kubelet;
 pub const DEFAULT_DRIVER: &str = "hostpath-device.k8s.io";
 /// Where dynamic CDI specs go (the runtimes read it by default).
 pub const DEFAULT_CDI_DIR: &str = "/var/run/cdi";
+/// The kubelet's pod-resources socket (`<root-dir>/pod-resources/kubelet.sock`).
+pub const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
 /// The kubelet's plugins directory (the DRA service socket goes under it).
 pub const DEFAULT_PLUGINS_DIR: &str = "/var/lib/kubelet/plugins";
 
@@ -68,6 +70,9 @@ pub struct Options {
     pub kubeconfig: Option<PathBuf>,
     pub cdi_dir: PathBuf,
     pub plugins_dir: PathBuf,
+    /// `--pod-resources-socket`: the kubelet's pod-resources API, which says
+    /// which devices running pods hold through the other API (B19).
+    pub pod_resources_socket: PathBuf,
 }
 
 impl Default for Options {
@@ -87,6 +92,7 @@ impl Default for Options {
             kubeconfig: None,
             cdi_dir: PathBuf::from(DEFAULT_CDI_DIR),
             plugins_dir: PathBuf::from(DEFAULT_PLUGINS_DIR),
+            pod_resources_socket: PathBuf::from(DEFAULT_POD_RESOURCES_SOCKET),
         }
     }
 }
@@ -132,6 +138,9 @@ Options:
                                 [default: a quarter of fs.inotify.max_user_watches]
   --api API                     serve every resource through this API, whatever the config
                                 says: device-plugin or dra [default: each resource's `api`]
+  --pod-resources-socket PATH   the kubelet's pod-resources API: devices that running pods
+                                hold through the other API are not offered until released
+                                [default: /var/lib/kubelet/pod-resources/kubelet.sock]
 DRA (resources with `api: dra`):
   --node-name NAME              this node [default: $NODE_NAME]
   --driver-name NAME            the DRA driver [default: hostpath-device.k8s.io]
@@ -224,6 +233,9 @@ where
             }
             "--kubeconfig" => opts.kubeconfig = Some(PathBuf::from(value("a file path")?)),
             "--cdi-dir" => opts.cdi_dir = PathBuf::from(value("a directory")?),
+            "--pod-resources-socket" => {
+                opts.pod_resources_socket = PathBuf::from(value("a socket path")?)
+            }
             "--plugins-dir" => opts.plugins_dir = PathBuf::from(value("a directory")?),
             "--debug" => {
                 opts.debug = match inline.as_deref() {
@@ -319,6 +331,7 @@ mod tests {
             "--cdi-dir=/cdi",
             "--plugins-dir",
             "/p",
+            "--pod-resources-socket=/pr.sock",
         ])
         .unwrap();
         assert_eq!(o.api, Some(Api::Dra));
@@ -326,6 +339,7 @@ mod tests {
         assert_eq!(o.driver_name, "example.com");
         assert_eq!(o.kubeconfig, Some(PathBuf::from("/k")));
         assert_eq!(o.cdi_dir, PathBuf::from("/cdi"));
+        assert_eq!(o.pod_resources_socket, PathBuf::from("/pr.sock"));
         assert_eq!(o.plugins_dir, PathBuf::from("/p"));
         assert_eq!(
             parse(["--api", "device-plugin"]).unwrap().api,

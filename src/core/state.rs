@@ -4,12 +4,14 @@
 //! config updates bump the version and wake every stream, which then sends
 //! the current list; the front renders that list in its own protocol.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::channel::mpsc;
 
 use super::discovery::{DeviceSet, Merged};
 use super::resource::Resource;
+use crate::kubelet::{HEALTHY, UNHEALTHY};
 
 /// Where a resource is in its life, as its streams see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +57,10 @@ struct State {
     /// A reload changed how devices are found: the next merge tells a
     /// device no longer configured from one that vanished.
     reconfigured: bool,
+    /// Device IDs a running pod holds through the other API (the device
+    /// plugin's, on a node that serves this resource through DRA, or the
+    /// reverse): neither listed nor offered until that pod ends (B19).
+    held: BTreeSet<String>,
 }
 
 /// What a recorded health result changed.
@@ -129,6 +135,7 @@ impl ResourceState {
                 problems: Default::default(),
                 memory: Default::default(),
                 reconfigured: false,
+                held: BTreeSet::new(),
             }),
         })
     }
@@ -255,12 +262,25 @@ impl ResourceState {
     /// Renders the list under the lock (no copy of up to 4 MiB of IDs).
     fn list_locked<T>(s: &mut State, render: impl FnOnce(Listing<'_>) -> T) -> T {
         if !s.resource.is_dynamic() {
-            return render(Listing::Fixed {
-                n: s.resource.num_devices,
-                healthy: s.healthy,
-            });
+            if s.held.is_empty() {
+                return render(Listing::Fixed {
+                    n: s.resource.num_devices,
+                    healthy: s.healthy,
+                });
+            }
+            let health = if s.healthy { HEALTHY } else { UNHEALTHY };
+            let devices: Vec<(std::borrow::Cow<'_, str>, &'static str)> =
+                (0..s.resource.num_devices)
+                    .map(|i| i.to_string())
+                    .filter(|id| !s.held.contains(id))
+                    .map(|id| (id.into(), health))
+                    .collect();
+            return render(Listing::Found(&devices));
         }
-        let (devices, left) = s.set.list(!s.healthy);
+        let (mut devices, left) = s.set.list(!s.healthy);
+        if !s.held.is_empty() {
+            devices.retain(|(id, _)| !s.held.contains(id.as_ref()));
+        }
         if left > 0 && !s.cut_said {
             log::warn!(
                 "{}: {} device IDs do not fit one ListAndWatch message ({} bytes at most): \
@@ -301,7 +321,9 @@ impl ResourceState {
     /// check and while the resource is unhealthy (its path missing, its
     /// scan hung), else its devices (a fixed path's `n`, or the set, of
     /// which only present devices may be offered).
-    pub fn with_offer<T>(&self, f: impl FnOnce(&Resource, Offer<'_>) -> T) -> T {
+    /// The IDs held through the other API are passed along: the front
+    /// leaves them out.
+    pub fn with_offer<T>(&self, f: impl FnOnce(&Resource, Offer<'_>, &BTreeSet<String>) -> T) -> T {
         let s = self.lock();
         let offer = if !s.checked || !s.healthy {
             Offer::Nothing
@@ -310,7 +332,27 @@ impl ResourceState {
         } else {
             Offer::Fixed(s.resource.num_devices)
         };
-        f(&s.resource, offer)
+        f(&s.resource, offer, &s.held)
+    }
+
+    /// Records the device IDs a running pod holds through the other API
+    /// (B19): they are left out of lists and offers until released. A
+    /// change wakes the streams; returns whether it changed.
+    pub fn set_held_elsewhere(&self, held: BTreeSet<String>) -> bool {
+        let mut s = self.lock();
+        if s.held == held {
+            return false;
+        }
+        s.held = held;
+        s.version += 1;
+        Self::wake(&mut s);
+        true
+    }
+
+    /// The device IDs held through the other API (see
+    /// [`ResourceState::set_held_elsewhere`]).
+    pub fn held_elsewhere(&self) -> BTreeSet<String> {
+        self.lock().held.clone()
     }
 
     /// Wakes `tx` on every change a stream would send, without counting as

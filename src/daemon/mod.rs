@@ -24,6 +24,7 @@ use grpcio::{EnvBuilder, Environment};
 
 pub mod dra;
 pub mod fs_events;
+pub mod handover;
 pub mod reload;
 pub mod watch;
 
@@ -40,6 +41,7 @@ use crate::socket::{self, FileId};
 use crate::util::{poll_events, WakePipe};
 use dra::{DraOptions, DraSide};
 use fs_events::Meaning;
+use handover::{Handover, Lister};
 use watch::{Fired, Key, Watcher};
 
 /// Config-directory events come in bursts (write, rename, symlink swap):
@@ -67,6 +69,8 @@ pub struct Settings {
     /// `--api`: every resource through this API, whatever the config says.
     pub api: Option<Api>,
     pub dra: DraOptions,
+    /// The kubelet's pod-resources socket (B19).
+    pub pod_resources_socket: PathBuf,
 }
 
 impl Settings {
@@ -82,6 +86,7 @@ impl Settings {
                 .unwrap_or_else(crate::core::monitor::default_watch_budget),
             api: opts.api,
             dra: DraOptions::from_options(opts),
+            pod_resources_socket: opts.pod_resources_socket.clone(),
         }
     }
 
@@ -129,6 +134,9 @@ struct Supervisor {
     owners: Vec<Owner>,
     /// The resources served through DRA, and their front.
     dra: DraSide,
+    /// What running pods hold through the API a resource is not served
+    /// through here.
+    handover: Handover,
     next_id: u64,
     results: Arc<Results>,
     wake: WakePipe,
@@ -181,6 +189,13 @@ pub fn run(settings: Settings, mut loaded: Loaded, control: Control) -> Result<(
     let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
     let monitor = Monitor::start(&settings.host_root, settings.max_watches)
         .map_err(setup("the health monitor"))?;
+    let mut handover = Handover::new(Lister::new(
+        &env,
+        &settings.pod_resources_socket,
+        &settings.dra.driver,
+        settings.dra.node.as_deref(),
+    ));
+    handover.start();
 
     let mut sup = Supervisor {
         kubelet_socket: settings.kubelet_socket(),
@@ -188,6 +203,7 @@ pub fn run(settings: Settings, mut loaded: Loaded, control: Control) -> Result<(
         env,
         owners: Vec::new(),
         dra: DraSide::default(),
+        handover,
         next_id: 0,
         results,
         wake,
@@ -304,6 +320,7 @@ impl Supervisor {
         self.next_id += 1;
         if resource.api == Api::Dra {
             let state = ResourceState::new(resource);
+            self.handover.add(self.next_id, Api::Dra, &state);
             self.monitor.add(self.next_id, state.clone());
             self.dra.add(
                 self.next_id,
@@ -315,6 +332,8 @@ impl Supervisor {
             return;
         }
         let mut owner = Owner::new(self.next_id, resource);
+        self.handover
+            .add(owner.id(), Api::DevicePlugin, owner.state());
         self.monitor.add(owner.id(), owner.state().clone());
         let (cx, owners) = self.parts();
         owner.serve(&cx);
@@ -554,6 +573,7 @@ impl Supervisor {
         for &i in plan.retire.iter().rev() {
             let id = running[i].0;
             self.monitor.remove(id);
+            self.handover.remove(id);
             if let Some(pos) = self.owners.iter().position(|o| o.id() == id) {
                 self.owners.remove(pos).retire(&self.control.board);
             } else {
@@ -587,6 +607,7 @@ impl Supervisor {
         // Health checks first: a change seen now would reach no kubelet,
         // and the checks' CPU is better spent on the exit.
         self.monitor.shutdown();
+        self.handover.stop();
         // Our public names go first: no new connection can reach a server
         // that is stopping, and gRPC's own unlink concerns only the private
         // bind name, so the order is free.

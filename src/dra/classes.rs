@@ -1,6 +1,9 @@
-//! DeviceClasses for `deploy/dra/` (B18): one per resource, selecting the
-//! driver's devices of that resource by their `resource` attribute, so a
-//! claim asks for `deviceClassName: <class>` and a CEL selector narrows it.
+//! DeviceClasses for `deploy/dra/` (B18, B19): one per resource, selecting
+//! the driver's devices of that resource by their `resource` attribute, so a
+//! claim asks for `deviceClassName: <class>` and a CEL selector narrows it;
+//! and naming the resource as its `extendedResourceName`, so a pod that asks
+//! `limits: {<resource>: 1}` is served by DRA on nodes whose allocatable for
+//! it is 0 or absent (KEP-5004), by the device plugin elsewhere.
 //! Rendered from the config by `make dra-classes`, checked in sync by
 //! `make test`, as the admission policy is.
 
@@ -40,7 +43,8 @@ pub fn render(config: &Config, driver: &str, source: &str) -> String {
     let mut out = format!(
         "# Generated from {source} by `make dra-classes`: do not edit.\n\
          # One DeviceClass per resource of the config, for nodes that serve it\n\
-         # through DRA (the DaemonSet of deploy/dra/, or `api: dra`).\n"
+         # through DRA (the DaemonSet of deploy/dra/, or `api: dra`); its\n\
+         # extendedResourceName lets pods that ask `limits:` use it there.\n"
     );
     for r in &config.resources {
         let selector = format!(
@@ -54,8 +58,9 @@ pub fn render(config: &Config, driver: &str, source: &str) -> String {
              apiVersion: resource.k8s.io/v1\n\
              kind: DeviceClass\n\
              metadata:\n  name: {}\n\
-             spec:\n  selectors:\n    - cel:\n        expression: {}\n",
+             spec:\n  extendedResourceName: {}\n  selectors:\n    - cel:\n        expression: {}\n",
             class_name(&r.resource_name),
+            quoted(&r.resource_name),
             quoted(&selector)
         ));
     }
@@ -94,6 +99,7 @@ mod tests {
         let y = render(&c, "hostpath-device.k8s.io", "c.yaml");
         assert_eq!(y.matches("kind: DeviceClass").count(), 2);
         assert!(y.contains("name: a.example.com"));
+        assert!(y.contains("extendedResourceName: \"example.com/b\"\n"));
         assert!(y.contains(
             r#"expression: "device.driver == \"hostpath-device.k8s.io\" && device.attributes[\"hostpath-device.k8s.io\"].resource == \"example.com/b\"""#
         ));

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::cdi::{edits, lowest_version, CdiDevice, CdiDir, Spec};
 use super::names::{is_claim_uid, is_dns_label, is_dns_subdomain};
-use super::slices::{published, Published};
+use super::slices::{offered, Published};
 use crate::core::state::ResourceState;
 use crate::kube::Client;
 use crate::text::shown;
@@ -188,9 +188,9 @@ pub fn plan(
         // Each pool's offer is listed once per claim, however many of its
         // devices the claim holds.
         let (offered, envs) = offers.entry(pool.name.as_str()).or_insert_with(|| {
-            pool.state.with_offer(|r, offer| {
+            pool.state.with_offer(|r, offer, held| {
                 let envs = r.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                (published(r, offer), envs)
+                (offered(r, offer, held), envs)
             })
         });
         let found = offered

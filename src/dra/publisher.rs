@@ -24,7 +24,7 @@ use futures::StreamExt;
 
 use super::prepare::Pool;
 use super::publish::{delete_slice, list_slices, node_ref, sync_pool, NodeRef};
-use super::slices::published;
+use super::slices::offered;
 use crate::kube::{Client, KubeError};
 use crate::retry::Backoff;
 use crate::util::{block_on_timeout, lock};
@@ -253,7 +253,7 @@ impl Worker {
             if !pool.state.checked() {
                 continue;
             }
-            let devices = pool.state.with_offer(published);
+            let devices = pool.state.with_offer(offered);
             let floor = self.floors.get(&pool.name).copied().unwrap_or(0);
             let s = sync_pool(
                 &self.client,

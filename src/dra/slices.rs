@@ -4,7 +4,7 @@
 //! it), each with attributes a CEL selector can use, split into
 //! ResourceSlices of at most 128 devices (PROTOCOL.md §6.3).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -149,6 +149,16 @@ pub fn published(r: &Resource, offer: Offer<'_>) -> Vec<Published> {
             out
         }
     }
+}
+
+/// What a resource offers through DRA now: [`published`], less the
+/// devices a running pod holds through the device-plugin API (B19).
+pub fn offered(r: &Resource, offer: Offer<'_>, held: &BTreeSet<String>) -> Vec<Published> {
+    let mut out = published(r, offer);
+    if !held.is_empty() {
+        out.retain(|p| !held.contains(&p.id));
+    }
+    out
 }
 
 /// The slices of one pool: `devices` in chunks of [`MAX_PER_SLICE`] (one

@@ -23,6 +23,7 @@
 
 pub mod dra;
 pub mod fakeapi;
+pub mod podres;
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};

@@ -21,14 +21,14 @@ const UID1: &str = "11111111-2222-3333-4444-555555555555";
 const UID2: &str = "22222222-2222-3333-4444-555555555555";
 
 /// A node, its kubelet directories and a fake API server.
-struct Node {
-    dir: TestDir,
-    api: FakeApi,
-    kubelet: DraKubelet,
+pub(crate) struct Node {
+    pub(crate) dir: TestDir,
+    pub(crate) api: FakeApi,
+    pub(crate) kubelet: DraKubelet,
 }
 
 impl Node {
-    fn new() -> Node {
+    pub(crate) fn new() -> Node {
         let dir = TestDir::new();
         for d in ["registry", "plugins", "cdi"] {
             fs::create_dir_all(dir.path.join(d)).unwrap();
@@ -46,7 +46,7 @@ impl Node {
         }
     }
 
-    fn sockets(&self) -> (PathBuf, PathBuf) {
+    pub(crate) fn sockets(&self) -> (PathBuf, PathBuf) {
         sockets(
             &self.dir.path.join("registry"),
             &self.dir.path.join("plugins"),
@@ -58,7 +58,7 @@ impl Node {
         self.dir.path.join("cdi")
     }
 
-    fn start(&self, config: &str, extra: &[&str]) -> Daemon {
+    pub(crate) fn start(&self, config: &str, extra: &[&str]) -> Daemon {
         let kubeconfig = self.api.kubeconfig(&self.dir.path);
         let reg = self.dir.path.join("registry");
         let plugins = self.dir.path.join("plugins");
@@ -80,7 +80,7 @@ impl Node {
     }
 
     /// Registers like the kubelet's plugin watcher, once the socket is there.
-    fn register(&self, d: &Daemon) {
+    pub(crate) fn register(&self, d: &Daemon) {
         let (reg, dra) = self.sockets();
         assert!(
             wait_until(WAIT, || reg.exists()),
@@ -102,7 +102,7 @@ impl Node {
     }
 
     #[track_caller]
-    fn wait_devices(&self, d: &Daemon, pool: &str, want: &[&str]) {
+    pub(crate) fn wait_devices(&self, d: &Daemon, pool: &str, want: &[&str]) {
         assert!(
             wait_until(WAIT, || self.api.devices(pool) == want),
             "pool {pool}: {:?}, not {want:?}; log:\n{}",
@@ -112,7 +112,7 @@ impl Node {
     }
 }
 
-fn data_config(node: &Node) -> String {
+pub(crate) fn data_config(node: &Node) -> String {
     let data = node.dir.host("data");
     fs::create_dir_all(&data).unwrap();
     format!(
@@ -125,7 +125,7 @@ fn data_config(node: &Node) -> String {
     )
 }
 
-const POOL: &str = "node-a/example.com/data";
+pub(crate) const POOL: &str = "node-a/example.com/data";
 
 /// A node serving `data_config`, registered, its two devices published.
 fn serving_data() -> (Node, Daemon) {

@@ -43,6 +43,11 @@ impl TestDir {
     }
 
     /// The device-plugin directory.
+    /// Where a test serves the kubelet's pod-resources API.
+    pub fn pod_resources(&self) -> PathBuf {
+        self.path.join("pod-resources.sock")
+    }
+
     pub fn dp(&self) -> PathBuf {
         self.path.join("dp")
     }
@@ -108,9 +113,13 @@ impl Daemon {
     /// Starts the daemon with `--device-plugin-dir` set and these arguments.
     pub fn spawn(dir: &TestDir, args: &[&str]) -> Daemon {
         let log = dir.path.join("daemon.log");
+        // Never the machine's kubelet: a pod-resources socket of the test's
+        // own (absent unless a test serves it).
         let child = Command::new(bin())
             .arg("--device-plugin-dir")
             .arg(dir.dp())
+            .arg("--pod-resources-socket")
+            .arg(dir.pod_resources())
             .args(args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())

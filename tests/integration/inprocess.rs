@@ -34,6 +34,7 @@ impl InProcess {
             max_watches: 1024,
             api: None,
             dra: Default::default(),
+            pod_resources_socket: dir.dp().join("no-pod-resources.sock"),
         };
         let loaded = config::load(&config, &settings.socket_dir).expect("valid config");
         let control = Control::new().unwrap();

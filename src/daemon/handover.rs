@@ -1,0 +1,320 @@
+//! Handing a node from one API to the other without giving a device twice
+//! (B19). A node moves from the device plugin to DRA (or back) while pods
+//! hold devices through the API it leaves; those devices must not be
+//! offered through the new one until the pods end. The kubelet's
+//! pod-resources API says who holds what: device-plugin devices by resource
+//! and ID, DRA devices by driver, pool and device name.
+//!
+//! One thread asks it: at start (before anything is served, so the first
+//! list is already right), then every [`POLL`] while any device is held
+//! elsewhere or within [`SETTLE`] of the start or of a resource added (the
+//! other daemon may still be answering its last calls), and not at all
+//! once the node has settled: an idle node costs no wake-ups. A missing or
+//! silent socket holds nothing back: it is logged once, and the node is
+//! served as before.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use grpcio::{CallOption, ChannelBuilder, Environment};
+
+use crate::api::podresources_v1::ListPodResourcesRequest;
+use crate::api::podresources_v1_grpc::PodResourcesListerClient;
+use crate::core::resource::Api;
+use crate::core::state::ResourceState;
+use crate::dra::names::{device_name, pool_name};
+use crate::util::lock;
+
+/// How often the kubelet is asked while devices are held elsewhere.
+pub const POLL: Duration = Duration::from_secs(1);
+/// How long after a start (or a resource added) it is asked in any case.
+pub const SETTLE: Duration = Duration::from_secs(30);
+/// The longest one List call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Who holds what through each API, as the kubelet said.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Holdings {
+    /// Device-plugin devices: resource name → device IDs.
+    pub device_plugin: BTreeMap<String, BTreeSet<String>>,
+    /// DRA devices of `driver`: pool → device names.
+    pub dra: BTreeMap<String, BTreeSet<String>>,
+    /// This node, which names its pools; without it a pool is told by
+    /// its `/<resource>` suffix (pod-resources lists this node's pods only).
+    pub node: Option<String>,
+}
+
+impl Holdings {
+    /// The IDs of `state`'s resource held through the API it is not served
+    /// through here.
+    pub fn held(&self, api: Api, state: &ResourceState) -> BTreeSet<String> {
+        let name = state.resource().resource_name.clone();
+        match api {
+            Api::Dra => self.device_plugin.get(&name).cloned().unwrap_or_default(),
+            Api::DevicePlugin => {
+                let names: BTreeSet<&String> = match &self.node {
+                    Some(node) => self
+                        .dra
+                        .get(&pool_name(node, &name))
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                    None => {
+                        let suffix = format!("/{name}");
+                        self.dra
+                            .iter()
+                            .filter(|(pool, _)| pool.ends_with(&suffix))
+                            .flat_map(|(_, names)| names)
+                            .collect()
+                    }
+                };
+                if names.is_empty() {
+                    return BTreeSet::new();
+                }
+                // DRA names a device by its name in the slice: the IDs whose
+                // name that is.
+                state
+                    .with_devices(|r, set| {
+                        if r.is_dynamic() {
+                            set.list(false)
+                                .0
+                                .into_iter()
+                                .map(|(id, _)| id.into_owned())
+                                .collect::<Vec<_>>()
+                        } else {
+                            (0..r.num_devices).map(|i| i.to_string()).collect()
+                        }
+                    })
+                    .into_iter()
+                    .filter(|id| names.contains(&device_name(id)))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Asks the kubelet's pod-resources API who holds what.
+pub struct Lister {
+    client: PodResourcesListerClient,
+    socket: PathBuf,
+    driver: String,
+    node: Option<String>,
+}
+
+impl Lister {
+    pub fn new(env: &Arc<Environment>, socket: &Path, driver: &str, node: Option<&str>) -> Lister {
+        let channel = ChannelBuilder::new(env.clone()).connect(&crate::util::unix_target(socket));
+        Lister {
+            client: PodResourcesListerClient::new(channel),
+            socket: socket.to_path_buf(),
+            driver: driver.to_string(),
+            node: node.filter(|n| !n.is_empty()).map(str::to_string),
+        }
+    }
+
+    /// One List call, bounded by [`CALL_TIMEOUT`].
+    ///
+    /// # Errors
+    ///
+    /// The socket is missing, or the call failed or timed out.
+    pub fn list(&self) -> Result<Holdings, String> {
+        if std::fs::symlink_metadata(&self.socket).is_err() {
+            return Err(format!("{}: no such socket", self.socket.display()));
+        }
+        let resp = self
+            .client
+            .list(
+                &ListPodResourcesRequest::new(),
+                CallOption::default().timeout(CALL_TIMEOUT),
+            )
+            .map_err(|e| format!("{}: List: {e}", self.socket.display()))?;
+        let mut h = Holdings {
+            node: self.node.clone(),
+            ..Holdings::default()
+        };
+        for pod in &resp.pod_resources {
+            for c in &pod.containers {
+                for d in &c.devices {
+                    h.device_plugin
+                        .entry(d.resource_name.clone())
+                        .or_default()
+                        .extend(d.device_ids.iter().cloned());
+                }
+                for claim in &c.dynamic_resources {
+                    for r in &claim.claim_resources {
+                        if r.driver_name == self.driver {
+                            h.dra
+                                .entry(r.pool_name.clone())
+                                .or_default()
+                                .insert(r.device_name.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(h)
+    }
+}
+
+enum Msg {
+    Changed,
+    Stop,
+}
+
+/// The resources served here, by id, with the API each is served through.
+type Entries = Arc<Mutex<BTreeMap<u64, (Api, Arc<ResourceState>)>>>;
+
+/// The thread that keeps every resource's held-elsewhere set current.
+pub struct Handover {
+    entries: Entries,
+    first: Option<Holdings>,
+    lister: Option<Lister>,
+    tx: Option<Sender<Msg>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Handover {
+    /// Asks the kubelet once, now; the thread starts with [`Handover::start`].
+    pub fn new(lister: Lister) -> Handover {
+        let first = match lister.list() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                log::info!(
+                    "pod-resources: {e}: devices held through the other API cannot be told \
+                     apart (no node handover in progress is assumed)"
+                );
+                None
+            }
+        };
+        Handover {
+            entries: Arc::default(),
+            first,
+            lister: Some(lister),
+            tx: None,
+            thread: None,
+        }
+    }
+
+    /// Starts the polling thread.
+    pub fn start(&mut self) {
+        let Some(lister) = self.lister.take() else {
+            return;
+        };
+        let (tx, rx) = mpsc::channel();
+        let entries = self.entries.clone();
+        let reachable = self.first.is_some();
+        let spawned = std::thread::Builder::new()
+            .name("handover".into())
+            .spawn(move || run(&lister, &entries, &rx, reachable));
+        match spawned {
+            Ok(t) => {
+                self.tx = Some(tx);
+                self.thread = Some(t);
+            }
+            Err(e) => log::error!("cannot start the handover thread: {e}"),
+        }
+    }
+
+    /// A resource now served through `api`: its first list already leaves
+    /// out what the other API holds.
+    pub fn add(&self, id: u64, api: Api, state: &Arc<ResourceState>) {
+        let held = self
+            .first
+            .as_ref()
+            .map(|h| h.held(api, state))
+            .unwrap_or_default();
+        apply(api, state, held);
+        lock(&self.entries).insert(id, (api, state.clone()));
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Changed);
+        }
+    }
+
+    pub fn remove(&self, id: u64) {
+        lock(&self.entries).remove(&id);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::Stop);
+        }
+        // Not joined: a List in flight ends within its timeout, and an
+        // exiting process need not wait for it.
+        self.thread.take();
+    }
+}
+
+/// Records `held` for `state`, logging a change.
+fn apply(api: Api, state: &ResourceState, held: BTreeSet<String>) {
+    let before = state.held_elsewhere().len();
+    let after = held.len();
+    let name = state.resource().resource_name.clone();
+    if !state.set_held_elsewhere(held) {
+        return;
+    }
+    let other = match api {
+        Api::Dra => "the device-plugin API",
+        Api::DevicePlugin => "DRA",
+    };
+    if after > 0 {
+        log::info!(
+            "{name}: {after} device(s) held by running pods through {other}: not offered here \
+             until released"
+        );
+    } else if before > 0 {
+        log::info!("{name}: the devices held through {other} are released: all offered");
+    }
+}
+
+fn run(lister: &Lister, entries: &Entries, rx: &Receiver<Msg>, mut reachable: bool) {
+    let mut settle_until = Instant::now() + SETTLE;
+    loop {
+        let any_held = lock(entries)
+            .values()
+            .any(|(_, s)| !s.held_elsewhere().is_empty());
+        let now = Instant::now();
+        let wait = if any_held || now < settle_until {
+            Some(POLL)
+        } else {
+            None
+        };
+        let msg = match wait {
+            Some(d) => rx.recv_timeout(d),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match msg {
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Ok(Msg::Changed) => {
+                settle_until = Instant::now() + SETTLE;
+                continue;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        match lister.list() {
+            Ok(h) => {
+                if !reachable {
+                    log::info!("pod-resources: the kubelet answers");
+                    reachable = true;
+                }
+                let current: Vec<(Api, Arc<ResourceState>)> =
+                    lock(entries).values().cloned().collect();
+                for (api, state) in current {
+                    apply(api, &state, h.held(api, &state));
+                }
+            }
+            Err(e) => {
+                // Kept as they were: a kubelet restarting says nothing new.
+                if reachable {
+                    log::warn!("pod-resources: {e}; asking again");
+                    reachable = false;
+                } else {
+                    log::debug!("pod-resources: {e}");
+                }
+            }
+        }
+    }
+}

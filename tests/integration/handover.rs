@@ -1,0 +1,171 @@
+//! A node handed from one API to the other (B19): devices that running pods
+//! hold through the API the node leaves, as the kubelet's pod-resources API
+//! (our stand-in, on a real socket) says, are not offered through the new
+//! one until released; and a pod-resources socket that never answers
+//! delays nothing for long.
+
+use std::os::unix::net::UnixListener;
+
+use k8s_hostpath_device_plugin::sim::podres::{FakePodResources, Holder};
+use k8s_hostpath_device_plugin::sim::SimKubelet;
+
+use crate::dra::{data_config, Node, POOL};
+use crate::harness::{Daemon, TestDir, WAIT};
+
+fn holder(pod: &str, devices: Vec<(&str, Vec<&str>)>, dra: Vec<(&str, &str, &str)>) -> Holder {
+    Holder {
+        pod: pod.into(),
+        devices: devices
+            .into_iter()
+            .map(|(r, ids)| (r.into(), ids.into_iter().map(String::from).collect()))
+            .collect(),
+        dra: dra
+            .into_iter()
+            .map(|(d, p, n)| (d.into(), p.into(), n.into()))
+            .collect(),
+    }
+}
+
+#[test]
+fn dra_leaves_out_what_device_plugin_pods_hold_until_they_end() {
+    let node = Node::new();
+    let podres = FakePodResources::start(&node.dir.pod_resources()).unwrap();
+    // Two pods hold device 1 of example.com/data through the device plugin
+    // (and one an unrelated resource's device 0).
+    podres.set(vec![
+        holder("old-a", vec![("example.com/data", vec!["1"])], vec![]),
+        holder("other", vec![("example.com/else", vec!["0"])], vec![]),
+    ]);
+    let d = node.start(&data_config(&node), &[]);
+    node.register(&d);
+    node.wait_devices(&d, POOL, &["0"]);
+    let gens: Vec<_> = node
+        .api
+        .pool(POOL)
+        .iter()
+        .map(|s| s["spec"]["pool"]["generation"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        gens,
+        [1],
+        "device 1 was never published: the first generation already left it out"
+    );
+    assert!(
+        d.log().contains(
+            "example.com/data: 1 device(s) held by running pods through the device-plugin API"
+        ),
+        "{}",
+        d.log()
+    );
+    // A claim allocated device 1 anyway (from a stale slice): refused for
+    // that claim, with the reason.
+    const UID: &str = "33333333-2222-3333-4444-555555555555";
+    node.api.add_claim(
+        "default",
+        "stale",
+        UID,
+        "hostpath-device.k8s.io",
+        &[("data", POOL, "1")],
+    );
+    let (_, dra) = node.sockets();
+    let r = node
+        .kubelet
+        .prepare(&dra, &[("default", "stale", UID)])
+        .unwrap();
+    assert!(
+        r.claims[UID]
+            .error
+            .contains("is not offered on this node now"),
+        "{:?}",
+        r.claims[UID]
+    );
+    // The pod ends: device 1 is offered again within a poll or two.
+    podres.set(vec![holder(
+        "other",
+        vec![("example.com/else", vec!["0"])],
+        vec![],
+    )]);
+    node.wait_devices(&d, POOL, &["0", "1"]);
+    assert!(
+        d.log().contains(
+            "example.com/data: the devices held through the device-plugin API are released"
+        ),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn the_device_plugin_leaves_out_what_dra_claims_hold_until_they_end() {
+    let dir = TestDir::new();
+    let podres = FakePodResources::start(&dir.pod_resources()).unwrap();
+    let data = dir.host("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // A DRA claim holds device 2 of this node's pool; another driver's
+    // device of the same name is not ours.
+    podres.set(vec![holder(
+        "dra-pod",
+        vec![],
+        vec![
+            ("hostpath-device.k8s.io", "node-a/example.com/data", "2"),
+            ("other.example.com", "node-a/example.com/data", "0"),
+        ],
+    )]);
+    let kubelet = SimKubelet::start(&dir.dp()).unwrap();
+    let config = format!(
+        "resources:\n- resourceName: example.com/data\n  numDevices: 3\n  hostPath: {{path: {}, type: Directory}}\n",
+        data.display()
+    );
+    let d = Daemon::start(&dir, &config, &["--node-name", "node-a"]);
+    let want = |ids: &[&str]| {
+        let want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        move |r: &k8s_hostpath_device_plugin::sim::Recorded| {
+            let mut got: Vec<String> = r
+                .devices
+                .get("example.com/data")?
+                .iter()
+                .map(|(id, _)| id.clone())
+                .collect();
+            got.sort();
+            (got == want).then(|| r.lists["example.com/data"])
+        }
+    };
+    let lists = kubelet.wait_for(WAIT, want(&["0", "1"]));
+    assert_eq!(
+        lists,
+        Some(1),
+        "the first list already leaves device 2 out; log:\n{}",
+        d.log()
+    );
+    podres.set(vec![]);
+    assert!(
+        kubelet.wait_for(WAIT, want(&["0", "1", "2"])).is_some(),
+        "device 2 listed again once the claim's pod ended; log:\n{}",
+        d.log()
+    );
+    assert!(podres.calls() >= 2);
+}
+
+#[test]
+fn a_pod_resources_socket_that_never_answers_delays_nothing_for_long() {
+    let dir = TestDir::new();
+    // Bound and listening, never accepting: a kubelet that hangs.
+    let _mute = UnixListener::bind(dir.pod_resources()).unwrap();
+    let kubelet = SimKubelet::start(&dir.dp()).unwrap();
+    let data = dir.host("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = format!(
+        "resources:\n- resourceName: example.com/data\n  numDevices: 2\n  hostPath: {{path: {}, type: Directory}}\n",
+        data.display()
+    );
+    let d = Daemon::start(&dir, &config, &[]);
+    let listed = kubelet.wait_for(WAIT, |r| {
+        (r.devices.get("example.com/data").map(Vec::len) == Some(2)).then_some(())
+    });
+    assert!(listed.is_some(), "log:\n{}", d.log());
+    assert!(
+        d.log().contains("pod-resources:"),
+        "the silent socket is said once; log:\n{}",
+        d.log()
+    );
+}

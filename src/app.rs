@@ -227,6 +227,7 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             let registration = crate::dra::front::registration_socket(
                 &opts.plugins_registry_dir,
                 &opts.driver_name,
+                crate::daemon::dra::instance_from_env().as_deref(),
             );
             let failed = probe::probe(&config, opts.socket_dir(), &registration);
             if failed.is_empty() {

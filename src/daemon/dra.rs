@@ -26,6 +26,9 @@ pub struct DraOptions {
     pub cdi_dir: PathBuf,
     /// A kubeconfig; else the in-cluster service account.
     pub kubeconfig: Option<PathBuf>,
+    /// `$POD_UID` (the downward API's `metadata.uid`), when it can name a
+    /// socket: the DRA sockets carry it, for rolling updates.
+    pub instance: Option<String>,
 }
 
 impl Default for DraOptions {
@@ -43,6 +46,7 @@ impl DraOptions {
             plugins_dir: opts.plugins_dir.clone(),
             cdi_dir: opts.cdi_dir.clone(),
             kubeconfig: opts.kubeconfig.clone(),
+            instance: instance_from_env(),
         }
     }
 
@@ -84,8 +88,25 @@ impl DraOptions {
             registry_dir: self.registry_dir.clone(),
             plugins_dir: self.plugins_dir.clone(),
             cdi_dir: self.cdi_dir.clone(),
+            instance: self.instance.clone(),
         };
         Ok((settings, kube))
+    }
+}
+
+/// `$POD_UID`, when it can name a socket (else the fixed names are used,
+/// and the reason logged).
+pub fn instance_from_env() -> Option<String> {
+    let uid = std::env::var("POD_UID").ok().filter(|u| !u.is_empty())?;
+    if front::is_instance(&uid) {
+        Some(uid)
+    } else {
+        log::warn!(
+            "POD_UID {} cannot name a socket (lower-case letters, digits and -, at most 63): \
+             the DRA sockets keep their fixed names",
+            crate::text::shown(&uid)
+        );
+        None
     }
 }
 

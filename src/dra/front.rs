@@ -53,21 +53,95 @@ pub struct Settings {
     /// The kubelet's plugins directory (`<dir>/<driver>/dra.sock`).
     pub plugins_dir: PathBuf,
     pub cdi_dir: PathBuf,
+    /// This instance (the pod's UID, `$POD_UID`): its sockets carry it, so
+    /// a rolling update's new pod registers beside the old one.
+    pub instance: Option<String>,
 }
 
 /// The registration socket of `driver` in the plugins registry
-/// `registry` (the convention `<driver>-reg.sock`).
-pub fn registration_socket(registry: &Path, driver: &str) -> PathBuf {
-    registry.join(format!("{driver}-reg.sock"))
+/// `registry`: `<driver>-reg.sock`, or `<driver>-<instance>-reg.sock`.
+pub fn registration_socket(registry: &Path, driver: &str, instance: Option<&str>) -> PathBuf {
+    match instance {
+        Some(i) => registry.join(format!("{driver}-{i}-reg.sock")),
+        None => registry.join(format!("{driver}-reg.sock")),
+    }
+}
+
+/// The DRA service socket: `<plugins>/<driver>/dra.sock`, or
+/// `dra-<instance>.sock` there.
+pub fn service_socket(plugins: &Path, driver: &str, instance: Option<&str>) -> PathBuf {
+    let dir = plugins.join(driver);
+    match instance {
+        Some(i) => dir.join(format!("dra-{i}.sock")),
+        None => dir.join("dra.sock"),
+    }
+}
+
+/// Whether `s` can name an instance in a socket name: a pod UID, which
+/// is a UUID (`8-4-4-4-12` lower-case hex digits), so that no other
+/// driver's socket name can be taken for one of ours.
+pub fn is_instance(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
 }
 
 impl Settings {
     pub fn registration_socket(&self) -> PathBuf {
-        registration_socket(&self.registry_dir, &self.driver)
+        registration_socket(&self.registry_dir, &self.driver, self.instance.as_deref())
     }
 
     pub fn service_socket(&self) -> PathBuf {
-        self.plugins_dir.join(&self.driver).join("dra.sock")
+        service_socket(&self.plugins_dir, &self.driver, self.instance.as_deref())
+    }
+}
+
+/// Removes the dead sockets that earlier instances of this driver left
+/// (a pod killed before it could remove its own): the names only this
+/// driver uses, and only when nobody listens ([`socket::prepare`]'s rule).
+/// A live one is another instance during a rolling update: left alone.
+fn sweep_earlier_instances(settings: &Settings) {
+    let driver = settings.driver.as_str();
+    let in_registry = |name: &str| {
+        name == format!("{driver}-reg.sock")
+            || name
+                .strip_prefix(driver)
+                .and_then(|r| r.strip_prefix('-'))
+                .and_then(|r| r.strip_suffix("-reg.sock"))
+                .is_some_and(is_instance)
+    };
+    let in_plugins = |name: &str| {
+        name == "dra.sock"
+            || name
+                .strip_prefix("dra-")
+                .and_then(|r| r.strip_suffix(".sock"))
+                .is_some_and(is_instance)
+    };
+    let ours = [settings.registration_socket(), settings.service_socket()];
+    type IsOurs<'a> = &'a dyn Fn(&str) -> bool;
+    let dirs: [(PathBuf, IsOurs<'_>); 2] = [
+        (settings.registry_dir.clone(), &in_registry),
+        (settings.plugins_dir.join(driver), &in_plugins),
+    ];
+    for (dir, is_ours) in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let named = e.file_name().to_str().is_some_and(is_ours);
+            if !named || ours.contains(&path) {
+                continue;
+            }
+            if socket::prepare(&path).is_ok() && socket::identity(&path).is_none() {
+                log::info!(
+                    "DRA: removed {}, left dead by an earlier instance",
+                    path.display()
+                );
+            }
+        }
     }
 }
 
@@ -361,6 +435,9 @@ fn start_server(
     socket_dir(&reg)?;
     socket::prepare(&dra)?;
     socket::prepare(&reg)?;
+    if settings.instance.is_some() {
+        sweep_earlier_instances(settings);
+    }
     let service = Service {
         shared: shared.clone(),
     };
@@ -402,4 +479,43 @@ fn start_server(
         }
     }
     Ok((server, sockets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_is_a_pod_uid_and_names_both_sockets() {
+        let uid = "0a1b2c3d-0000-4000-8000-00000000000f";
+        assert!(is_instance(uid));
+        for bad in [
+            "",
+            "x",
+            "0A1B2C3D-0000-4000-8000-000000000001",
+            "0a1b2c3d-0000-4000-8000-00000000000g",
+            "0a1b2c3d00000-4000-8000-000000000001",
+            "../../../../etc/x-0000-4000-8000-0000",
+            "0a1b2c3d-0000-4000-8000-0000000000011",
+        ] {
+            assert!(!is_instance(bad), "{bad}");
+        }
+        let (r, p) = (Path::new("/r"), Path::new("/p"));
+        assert_eq!(
+            registration_socket(r, "d.io", Some(uid)),
+            Path::new("/r/d.io-0a1b2c3d-0000-4000-8000-00000000000f-reg.sock")
+        );
+        assert_eq!(
+            registration_socket(r, "d.io", None),
+            Path::new("/r/d.io-reg.sock")
+        );
+        assert_eq!(
+            service_socket(p, "d.io", Some(uid)),
+            Path::new("/p/d.io/dra-0a1b2c3d-0000-4000-8000-00000000000f.sock")
+        );
+        assert_eq!(
+            service_socket(p, "d.io", None),
+            Path::new("/p/d.io/dra.sock")
+        );
+    }
 }

@@ -211,7 +211,7 @@ impl DraKubelet {
 /// registry and plugins directories.
 pub fn sockets(registry: &Path, plugins: &Path, driver: &str) -> (PathBuf, PathBuf) {
     (
-        crate::dra::front::registration_socket(registry, driver),
-        plugins.join(driver).join("dra.sock"),
+        crate::dra::front::registration_socket(registry, driver, None),
+        crate::dra::front::service_socket(plugins, driver, None),
     )
 }

@@ -43,6 +43,8 @@ def main():
         return next((n for n, v in vols.items() if v.get("hostPath", {}).get("path") == path), None)
 
     root, dp = host_vol("/"), host_vol("/var/lib/kubelet/device-plugins")
+    podres = host_vol("/var/lib/kubelet/pod-resources")
+    env = {e["name"]: e for e in c.get("env", [])}
     cm = next((n for n, v in vols.items() if "configMap" in v), None)
     checks = [
         ("Namespace, ConfigMap and DaemonSet rendered", {"Namespace", "ConfigMap", "DaemonSet"} <= kinds),
@@ -51,6 +53,8 @@ def main():
         ("--host-root /host passed", any(a in ("--host-root=/host",) for a in c["args"]) or "/host" in c["args"]),
         ("original args kept (deviceplugin)", c["args"][0] == "deviceplugin"),
         ("device-plugin directory (not the socket) mounted read-write", dp is not None and mounts[dp]["mountPath"] == "/var/lib/kubelet/device-plugins" and not mounts[dp].get("readOnly")),
+        ("pod-resources directory mounted (devices still held through DRA after a move back)", podres is not None and mounts[podres]["mountPath"] == "/var/lib/kubelet/pod-resources"),
+        ("NODE_NAME from the downward API (names this node's DRA pools)", env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName"),
         ("priorityClassName system-node-critical", pod.get("priorityClassName") == "system-node-critical"),
         ("tolerates everything", {"operator": "Exists"} in pod.get("tolerations", [])),
         ("readOnlyRootFilesystem", sc.get("readOnlyRootFilesystem") is True),

@@ -39,6 +39,9 @@ def main():
     for r in resources:
         need(any(r["resourceName"] in dc["spec"]["selectors"][0]["cel"]["expression"]
                  for dc in kinds.get("DeviceClass", [])), f"a DeviceClass selects {r['resourceName']}")
+        named = [dc for dc in kinds.get("DeviceClass", [])
+                 if dc["spec"].get("extendedResourceName") == r["resourceName"]]
+        need(len(named) == 1, f"one DeviceClass serves limits: {r['resourceName']} (extendedResourceName)")
 
     # The DaemonSet: the same safety as deploy/'s, plus what DRA needs.
     ds = kinds["DaemonSet"][0]
@@ -62,12 +65,17 @@ def main():
     env = {e["name"]: e for e in c.get("env", [])}
     need(env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName",
          "NODE_NAME from the downward API")
+    need(env.get("POD_UID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.uid",
+         "POD_UID from the downward API (sockets named per pod)")
+    need(ds["spec"].get("updateStrategy") == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+         "rolling updates start the new pod beside the old one (maxSurge 1, maxUnavailable 0)")
     sa = kinds["ServiceAccount"][0]["metadata"]
     need(pod.get("serviceAccountName") == sa["name"] and ds["metadata"]["namespace"] == sa["namespace"],
          "the DaemonSet runs as the ServiceAccount the role is bound to")
     need(pod.get("automountServiceAccountToken", True) is True, "its token is mounted")
     for path in ("/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/plugins/hostpath-device.k8s.io",
-                 "/var/run/cdi", "/var/lib/kubelet/device-plugins"):
+                 "/var/run/cdi", "/var/lib/kubelet/device-plugins", "/var/lib/kubelet/pod-resources"):
         need(host_path(path) == path and not mounts[path].get("readOnly"), f"{path} mounted read-write")
     need(host_path("/host") == "/" and mounts["/host"].get("readOnly") is True
          and mounts["/host"].get("mountPropagation") == "HostToContainer", "host / read-only at /host")

@@ -169,3 +169,95 @@ fn a_pod_resources_socket_that_never_answers_delays_nothing_for_long() {
         d.log()
     );
 }
+
+#[test]
+fn a_rolling_update_serves_two_instances_side_by_side_and_sweeps_dead_ones() {
+    const OLD: &str = "0a1b2c3d-0000-4000-8000-000000000001";
+    const NEW: &str = "0a1b2c3d-0000-4000-8000-000000000002";
+    const LAST: &str = "0a1b2c3d-0000-4000-8000-000000000003";
+    let node = Node::new();
+    let config = data_config(&node);
+    let kubeconfig = node.api.kubeconfig(&node.dir.path);
+    let (registry, plugins, cdi) = (
+        node.dir.path.join("registry"),
+        node.dir.path.join("plugins"),
+        node.dir.path.join("cdi"),
+    );
+    let cfg = node.dir.write_config(&config);
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--node-name",
+        "node-a",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--plugins-registry-dir",
+        registry.to_str().unwrap(),
+        "--plugins-dir",
+        plugins.to_str().unwrap(),
+        "--cdi-dir",
+        cdi.to_str().unwrap(),
+    ];
+    let instance =
+        |uid: &str| Daemon::spawn_env(&node.dir, &args, &[("POD_UID", uid)], &format!("{uid}.log"));
+    let sockets = |uid: &str| {
+        (
+            registry.join(format!("hostpath-device.k8s.io-{uid}-reg.sock")),
+            plugins.join(format!("hostpath-device.k8s.io/dra-{uid}.sock")),
+        )
+    };
+    let registered = |d: &Daemon, uid: &str| {
+        let (reg, dra) = sockets(uid);
+        assert!(
+            crate::harness::wait_until(WAIT, || reg.exists() && dra.exists()),
+            "{uid}: sockets; log:\n{}",
+            d.log()
+        );
+        let info = node.kubelet.register(&reg).expect("registration");
+        assert_eq!(info.endpoint, dra.to_str().unwrap());
+    };
+    let mut old = instance(OLD);
+    registered(&old, OLD);
+    node.wait_devices(&old, POOL, &["0", "1"]);
+    // The new pod starts beside the old one: both serve, neither touches
+    // the other's sockets, and a claim prepares through the new endpoint.
+    let new = instance(NEW);
+    registered(&new, NEW);
+    assert!(sockets(OLD).0.exists() && sockets(OLD).1.exists());
+    const UID: &str = "44444444-2222-3333-4444-555555555555";
+    node.api.add_claim(
+        "default",
+        "c",
+        UID,
+        "hostpath-device.k8s.io",
+        &[("data", POOL, "0")],
+    );
+    let r = node
+        .kubelet
+        .prepare(&sockets(NEW).1, &[("default", "c", UID)])
+        .unwrap();
+    assert_eq!(r.claims[UID].error, "", "{:?}", r.claims[UID]);
+    // The old pod is killed outright: its sockets stay, dead. The next
+    // instance removes them, and leaves the live ones of NEW alone.
+    old.signal(libc::SIGKILL);
+    old.wait_exit(WAIT);
+    assert!(sockets(OLD).0.exists(), "a SIGKILL leaves the sockets");
+    let last = instance(LAST);
+    registered(&last, LAST);
+    assert!(
+        crate::harness::wait_until(WAIT, || !sockets(OLD).0.exists()
+            && !sockets(OLD).1.exists()),
+        "the dead sockets of {OLD} swept; log:\n{}",
+        last.log()
+    );
+    assert!(
+        sockets(NEW).0.exists() && sockets(NEW).1.exists(),
+        "live ones kept"
+    );
+    assert!(
+        last.log().contains("left dead by an earlier instance"),
+        "{}",
+        last.log()
+    );
+    node.wait_devices(&last, POOL, &["0", "1"]);
+}

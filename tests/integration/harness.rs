@@ -112,7 +112,13 @@ impl Daemon {
 
     /// Starts the daemon with `--device-plugin-dir` set and these arguments.
     pub fn spawn(dir: &TestDir, args: &[&str]) -> Daemon {
-        let log = dir.path.join("daemon.log");
+        Daemon::spawn_env(dir, args, &[], "daemon.log")
+    }
+
+    /// [`Daemon::spawn`] with these environment variables, logging to
+    /// `log` in the test's directory (several daemons on one node).
+    pub fn spawn_env(dir: &TestDir, args: &[&str], env: &[(&str, &str)], log: &str) -> Daemon {
+        let log = dir.path.join(log);
         // Never the machine's kubelet: a pod-resources socket of the test's
         // own (absent unless a test serves it).
         let child = Command::new(bin())
@@ -122,6 +128,7 @@ impl Daemon {
             .arg(dir.pod_resources())
             .args(args)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
             .spawn()

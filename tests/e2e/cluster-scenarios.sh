@@ -314,4 +314,5 @@ fi
 
 # 7–13. The same config served through DRA (issue 21).
 . "$repo/tests/e2e/cluster-dra.sh"
+. "$repo/tests/e2e/cluster-migrate.sh"
 echo "e2e-cluster: $pass passed"

@@ -39,6 +39,15 @@ for p in json.load(sys.stdin)["items"]:
     if s:
         print(p["metadata"]["name"], p["spec"].get("nodeName", "-"), s.get("resourceClaimName", "-"))'
 }
+# why_not_running SELECTOR...: each pod not Running, with its conditions'
+# messages and its latest events (for a failure's message).
+why_not_running() {
+  local p
+  for p in $(pods "$@" | awk '$3 != "Running" {print $1}' | head -n3); do
+    echo "$p on $(node_of "$p"): $(k get pod "$p" -o jsonpath='{.status.phase} {range .status.conditions[*]}{.type}={.status} {.reason} {.message}; {end}')"
+    echo "  events: $(k get events --field-selector involvedObject.name="$p" -o jsonpath='{range .items[*]}{.reason}: {.message}; {end}' | tail -c 600)"
+  done
+}
 running_count() { pods "$@" | awk '$3 == "Running"' | grep -c . || true; }
 on_node_count() { pods "${@:2}" | awk -v n="$1" '$2 == n && $3 == "Running"' | grep -c . || true; }
 dp_ready_on() {
@@ -55,6 +64,9 @@ podres_held() { on "$1" "'$bin/podres' -list" | awk -v r="$2" '$3 == r {print $4
 no_claims_left() { cdi_specs_are node-a 0 && [ -z "$(allocations)" ]; }
 wait_for 120 "the DRA scenarios' claims to be released" no_claims_left
 on node-b 'mkdir -p /sample && echo hello > /sample/hello'
+# The serial device nodes the DRA scenarios left (made here when they were
+# skipped: E2E_ONLY=migrate).
+on node-a 'mkdir -p /e2e-dev; for i in 0 1 2 3 4 5; do [ -e /e2e-dev/tty$i ] || mknod /e2e-dev/tty$i c 1 3; done'
 t0=$(now_ms)
 k label node node-a "$D/api=device-plugin" --overwrite >/dev/null
 wait_for 120 "deploy/'s pod Ready on node-a" dp_ready_on node-a
@@ -68,7 +80,8 @@ ok "mixed cluster: node-a on the device plugin again (allocatable $R 100, $(sinc
 #     a claim prepared by the daemon; on node-a none has.
 t0=$(now_ms)
 limits_deployment mixed 20 "$R" 'cat /sample/hello && exec sleep 3600'
-wait_for 180 "20 mixed pods Running" bash -c "[ \"\$(pods -l app=mixed | awk '\$3 == \"Running\"' | grep -c .)\" = 20 ]"
+mixed_running() { [ "$(running_count -l app=mixed)" = 20 ]; }
+wait_for 180 "20 mixed pods Running" mixed_running || fail "$(running_count -l app=mixed) of 20 Running: $(why_not_running -l app=mixed)"
 on_a=$(on_node_count node-a -l app=mixed) on_b=$(on_node_count node-b -l app=mixed)
 [ "$on_a" -gt 0 ] && [ "$on_b" -gt 0 ] || fail "the 20 pods are not on both nodes: node-a $on_a, node-b $on_b"
 ok "20 pods asking limits: $R: Running, $on_a on node-a (device plugin) and $on_b on node-b (DRA), $(since "$t0") after kubectl apply"
@@ -98,8 +111,8 @@ limits_deployment held 5 "$R" 'cat /sample/hello && exec sleep 3600'
 k patch deployment held --type merge -p '{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-a"}}}}}' >/dev/null
 limits_deployment held-serial 3 "$S" 'exec sleep 3600'
 k patch deployment held-serial --type merge -p '{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-a"}}}}}' >/dev/null
-wait_for 120 "5 held pods Running on node-a" running_on 5 node-a -l app=held
-wait_for 120 "3 held-serial pods Running on node-a" running_on 3 node-a -l app=held-serial
+wait_for 120 "5 held pods Running on node-a" running_on 5 node-a -l app=held || fail "$(why_not_running -l app=held)"
+wait_for 120 "3 held-serial pods Running on node-a" running_on 3 node-a -l app=held-serial || fail "$(why_not_running -l app=held-serial)"
 pods -l 'app in (held, held-serial)' | sort >"$work/held.before"
 podres_held node-a "$S" >"$work/serial.dp"
 [ "$(grep -c . "$work/serial.dp")" = 3 ] || fail "pod-resources shows $(cat "$work/serial.dp") held through the device plugin, not 3 serials"
@@ -116,7 +129,7 @@ offered node-a "$S" | awk '{print $2}' >"$work/serial.offered"
 t1=$(now_ms)
 limits_deployment new-serial "$want" "$S" 'exec sleep 3600'
 k patch deployment new-serial --type merge -p '{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-a"}}}}}' >/dev/null
-wait_for 180 "$want new serial pods Running on node-a" running_on "$want" node-a -l app=new-serial
+wait_for 180 "$want new serial pods Running on node-a" running_on "$want" node-a -l app=new-serial || fail "$(why_not_running -l app=new-serial)"
 first_dra=$(since "$t1")
 ext_claims -l app=new-serial >"$work/ext.serial"
 [ "$(grep -c . "$work/ext.serial")" = "$want" ] || fail "new serial pods with extendedResourceClaimStatus: $(cat "$work/ext.serial")"
@@ -146,7 +159,7 @@ wait_for 120 "the held and new pods gone" bash -c "[ -z \"\$(k get pods -l 'app 
 #     node-a's slices are there throughout.
 limits_deployment churn 4 "$R" 'exec sleep 3600'
 k patch deployment churn --type merge -p '{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-a"}}}}}' >/dev/null
-wait_for 120 "4 churn pods Running" running_on 4 node-a -l app=churn
+wait_for 120 "4 churn pods Running" running_on 4 node-a -l app=churn || fail "$(why_not_running -l app=churn)"
 old_dra=$(dra_pod_on node-a)
 t0=$(now_ms)
 k -n "$NS" rollout restart daemonset/hostpath-device-plugin-dra >/dev/null
@@ -162,7 +175,7 @@ until rolled; do
 done
 window=$(since "$t0")
 k scale deployment churn --replicas 4 >/dev/null
-wait_for 120 "4 churn pods Running after the update" running_on 4 node-a -l app=churn
+wait_for 120 "4 churn pods Running after the update" running_on 4 node-a -l app=churn || fail "$(why_not_running -l app=churn)"
 [ "$absent" = 0 ] || fail "node-a's $R slices were absent $absent times of $polls during the update"
 failed_prep=$(k get events --field-selector reason=FailedPrepareDynamicResources -o json | python3 -c '
 import json, sys
@@ -177,7 +190,7 @@ k delete deployment churn --wait=false >/dev/null
 #     device Unhealthy, and new pods go to node-a.
 limits_deployment sick 2 "$R" 'exec sleep 3600'
 k patch deployment sick --type merge -p '{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-b"}}}}}' >/dev/null
-wait_for 120 "2 pods Running on node-b" running_on 2 node-b -l app=sick
+wait_for 120 "2 pods Running on node-b" running_on 2 node-b -l app=sick || fail "$(why_not_running -l app=sick)"
 t0=$(now_ms)
 on node-b 'rm -rf /sample'
 sick_seen() {
@@ -189,7 +202,8 @@ sick_seen() {
 wait_for 60 "the sick pods' devices Unhealthy" sick_seen
 ok "/sample removed on node-b (DRA): both pods there show their device Unhealthy in allocatedResourcesStatus $(since "$t0") after the rm ($(k get pod "$(pods -l app=sick | awk '{print $1; exit}')" -o json | dra health | head -n1))"
 limits_deployment after 2 "$R" 'exec sleep 3600'
-wait_for 120 "2 new pods Running" bash -c "[ \"\$(pods -l app=after | awk '\$3 == \"Running\"' | grep -c .)\" = 2 ]"
+after_running() { [ "$(running_count -l app=after)" = 2 ]; }
+wait_for 120 "2 new pods Running" after_running || fail "$(why_not_running -l app=after)"
 [ "$(on_node_count node-b -l app=after)" = 0 ] || fail "a new pod went to node-b without /sample"
 ok "new pods asking limits: $R went to node-a, none to node-b"
 k delete deployment sick after --wait=false >/dev/null

@@ -136,8 +136,9 @@ k apply -k "$work/deploy" >/dev/null
 k apply -k "$work/deploy/policy" >/dev/null
 ok "kubectl apply -k deploy/ (image set by kustomize edit set image) and kubectl apply -k deploy/policy/"
 
-# E2E_ONLY=dra skips to the DRA scenarios (for working on them).
-if [ "${E2E_ONLY:-}" != dra ]; then
+# E2E_ONLY=dra skips to the DRA scenarios, E2E_ONLY=migrate to the
+# migration ones (for working on them).
+if [ -z "${E2E_ONLY:-}" ]; then
 # 1. Both nodes: the DaemonSet runs on both; the node with the path
 #    advertises 100, the other 0 (its devices Unhealthy: capacity 100).
 ds_running() { [ "$(pods -n "$NS" | awk '$3 == "Running"' | wc -l)" = 2 ]; }

@@ -6,9 +6,11 @@
 # DaemonSet, and health under DRA. The node label
 # hostpath-device.k8s.io/api picks the DaemonSet, as the README says.
 
-# limits_deployment NAME REPLICAS RESOURCE COMMAND: pods asking `limits:`
-# only, spread over the nodes.
+# limits_deployment NAME REPLICAS RESOURCE COMMAND [NODE]: pods asking
+# `limits:` only, spread over the nodes, or all on NODE.
 limits_deployment() {
+  local pin=""
+  [ -z "${5:-}" ] || pin="nodeSelector: {kubernetes.io/hostname: $5}"
   k apply -f - >/dev/null <<YAML
 apiVersion: apps/v1
 kind: Deployment
@@ -20,6 +22,7 @@ spec:
     metadata: {labels: {app: $1}}
     spec:
       terminationGracePeriodSeconds: 1
+      $pin
       topologySpreadConstraints:
         - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: $1}}}
       containers:
@@ -107,10 +110,8 @@ wait_for 120 "node-b's claims unprepared" cdi_specs_are node-b 0
 #     exclusive resource). They keep running (same pods, no restart); new
 #     pods on node-a get DRA claims, never a device the device plugin
 #     gave (pod-resources against the claims' allocations).
-limits_deployment held 5 "$R" 'cat /sample/hello && exec sleep 3600'
-k patch deployment held --type merge -p '{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-a"}}}}}' >/dev/null
-limits_deployment held-serial 3 "$S" 'exec sleep 3600'
-k patch deployment held-serial --type merge -p '{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-a"}}}}}' >/dev/null
+limits_deployment held 5 "$R" 'cat /sample/hello && exec sleep 3600' node-a
+limits_deployment held-serial 3 "$S" 'exec sleep 3600' node-a
 wait_for 120 "5 held pods Running on node-a" running_on 5 node-a -l app=held || fail "$(why_not_running -l app=held)"
 wait_for 120 "3 held-serial pods Running on node-a" running_on 3 node-a -l app=held-serial || fail "$(why_not_running -l app=held-serial)"
 pods -l 'app in (held, held-serial)' | sort >"$work/held.before"
@@ -127,8 +128,7 @@ wait_for 60 "node-a's sample pool to offer all but the 5 held" offers node-a "$R
 ok "node-a switched to DRA with 8 pods holding devices through the device plugin: its pools offer $want of $total_serials serials and 95 of 100 sample devices ($(since "$t0") after kubectl label)"
 offered node-a "$S" | awk '{print $2}' >"$work/serial.offered"
 t1=$(now_ms)
-limits_deployment new-serial "$want" "$S" 'exec sleep 3600'
-k patch deployment new-serial --type merge -p '{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-a"}}}}}' >/dev/null
+limits_deployment new-serial "$want" "$S" 'exec sleep 3600' node-a
 wait_for 180 "$want new serial pods Running on node-a" running_on "$want" node-a -l app=new-serial || fail "$(why_not_running -l app=new-serial)"
 first_dra=$(since "$t1")
 ext_claims -l app=new-serial >"$work/ext.serial"
@@ -157,8 +157,7 @@ wait_for 120 "the held and new pods gone" bash -c "[ -z \"\$(k get pods -l 'app 
 # 18 (d). A rolling update of the DRA DaemonSet while pods start and stop:
 #     the new pod registers beside the old one; no preparation fails and
 #     node-a's slices are there throughout.
-limits_deployment churn 4 "$R" 'exec sleep 3600'
-k patch deployment churn --type merge -p '{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-a"}}}}}' >/dev/null
+limits_deployment churn 4 "$R" 'exec sleep 3600' node-a
 wait_for 120 "4 churn pods Running" running_on 4 node-a -l app=churn || fail "$(why_not_running -l app=churn)"
 old_dra=$(dra_pod_on node-a)
 t0=$(now_ms)
@@ -188,8 +187,7 @@ k delete deployment churn --wait=false >/dev/null
 
 # 19 (e). Health under DRA: /sample removed on node-b; its pods see their
 #     device Unhealthy, and new pods go to node-a.
-limits_deployment sick 2 "$R" 'exec sleep 3600'
-k patch deployment sick --type merge -p '{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-b"}}}}}' >/dev/null
+limits_deployment sick 2 "$R" 'exec sleep 3600' node-b
 wait_for 120 "2 pods Running on node-b" running_on 2 node-b -l app=sick || fail "$(why_not_running -l app=sick)"
 t0=$(now_ms)
 on node-b 'rm -rf /sample'

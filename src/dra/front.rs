@@ -40,6 +40,9 @@ const QUEUE: usize = 32;
 /// A call's claims are worked on for at most this long; the rest get an
 /// error the kubelet retries (it gives each call 45 s).
 pub const CALL_BUDGET: Duration = Duration::from_secs(30);
+/// How long an instance keeps serving after withdrawing its registration
+/// at shutdown: the kubelet's plugin watcher reconciles once a second.
+const DEREGISTER_GRACE: Duration = Duration::from_millis(1500);
 /// How often the sockets are looked at (a `stat` each).
 const SOCKET_CHECK: Duration = Duration::from_secs(2);
 
@@ -313,6 +316,21 @@ impl Front {
     /// unless it registers again (an upgrade does), and pods keep their
     /// prepared devices.
     pub(crate) fn stop(&mut self) -> Option<Server> {
+        if self.settings.instance.is_some() && self.server.is_some() {
+            // A rolling update's old pod: the kubelet keeps sending calls
+            // here until its plugin watcher has seen the registration
+            // socket go (it reconciles once a second); until then the
+            // service socket stays and answers, so no preparation fails.
+            let reg = self.settings.registration_socket();
+            if let Some(i) = self.sockets.iter().position(|s| s.path() == reg) {
+                self.sockets.remove(i).remove();
+                log::info!(
+                    "DRA: registration withdrawn; serving {} ms more for calls already routed here",
+                    DEREGISTER_GRACE.as_millis()
+                );
+                std::thread::sleep(DEREGISTER_GRACE);
+            }
+        }
         for s in self.sockets.drain(..) {
             s.remove();
         }

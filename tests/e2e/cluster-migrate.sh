@@ -100,7 +100,8 @@ ext_a=$(awk '$2 == "node-a"' "$work/ext.mixed" | grep -c . || true)
 claims_b=$(allocations | awk '$2 ~ /^node-b\// {print $4}' | sort -u | grep -c . || true)
 [ "$claims_b" = "$on_b" ] || fail "$claims_b claims allocated on node-b for $on_b pods: $(allocations)"
 cdi_specs_are node-b "$on_b" || fail "node-b has $(cdi_specs node-b) CDI specs, not $on_b"
-ok "all 20 read /sample/hello; node-b's $on_b each have extendedResourceClaimStatus (e.g. $(awk '$2 == "node-b" {print $3; exit}' "$work/ext.mixed")) and a prepared claim ($on_b CDI specs), node-a's $on_a none"
+one_b=$(awk '$2 == "node-b" {print $1; exit}' "$work/ext.mixed")
+ok "all 20 read /sample/hello; node-b's $on_b each have extendedResourceClaimStatus (e.g. $(k get pod "$one_b" -o jsonpath='{.status.extendedResourceClaimStatus}')) and a prepared claim ($on_b CDI specs), node-a's $on_a none"
 k delete deployment mixed --wait=false >/dev/null
 wait_for 120 "the mixed pods gone" bash -c "[ -z \"\$(k get pods -l app=mixed -o name 2>/dev/null)\" ]"
 wait_for 120 "node-b's claims unprepared" cdi_specs_are node-b 0

@@ -260,4 +260,24 @@ fn a_rolling_update_serves_two_instances_side_by_side_and_sweeps_dead_ones() {
         last.log()
     );
     node.wait_devices(&last, POOL, &["0", "1"]);
+    // NEW stops (the rolling update's end): its registration goes first;
+    // calls the kubelet routed to it meanwhile are still answered.
+    let mut new = new;
+    new.signal(libc::SIGTERM);
+    assert!(
+        crate::harness::wait_until(WAIT, || !sockets(NEW).0.exists()),
+        "registration withdrawn; log:\n{}",
+        new.log()
+    );
+    assert!(
+        sockets(NEW).1.exists(),
+        "the service socket outlives the registration"
+    );
+    let r = node
+        .kubelet
+        .prepare(&sockets(NEW).1, &[("default", "c", UID)])
+        .unwrap();
+    assert_eq!(r.claims[UID].error, "", "{:?}", r.claims[UID]);
+    assert!(new.wait_exit(WAIT).success());
+    assert!(!sockets(NEW).1.exists(), "and goes at exit");
 }

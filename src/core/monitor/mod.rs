@@ -376,6 +376,10 @@ fn dispatch(
                 }
             }
             shared.work.notify_one();
+            // Look again soon while anything waits: a worker that takes a
+            // check and hangs at once tells nobody, and the queue behind it
+            // needs a spare (and the hung check its Unhealthy) all the same.
+            soonest(now + SPARE_AFTER);
         }
         let mount_fd = match &mountinfo {
             Some(f)

@@ -99,7 +99,10 @@ impl Holdings {
 
 /// Asks the kubelet's pod-resources API who holds what.
 pub struct Lister {
-    client: PodResourcesListerClient,
+    env: Arc<Environment>,
+    /// Made by the first call that finds the socket: no gRPC channel (and
+    /// none of its work) on a node without pod-resources.
+    client: Option<PodResourcesListerClient>,
     socket: PathBuf,
     driver: String,
     node: Option<String>,
@@ -107,9 +110,9 @@ pub struct Lister {
 
 impl Lister {
     pub fn new(env: &Arc<Environment>, socket: &Path, driver: &str, node: Option<&str>) -> Lister {
-        let channel = ChannelBuilder::new(env.clone()).connect(&crate::util::unix_target(socket));
         Lister {
-            client: PodResourcesListerClient::new(channel),
+            env: env.clone(),
+            client: None,
             socket: socket.to_path_buf(),
             driver: driver.to_string(),
             node: node.filter(|n| !n.is_empty()).map(str::to_string),
@@ -121,12 +124,17 @@ impl Lister {
     /// # Errors
     ///
     /// The socket is missing, or the call failed or timed out.
-    pub fn list(&self) -> Result<Holdings, String> {
+    pub fn list(&mut self) -> Result<Holdings, String> {
         if std::fs::symlink_metadata(&self.socket).is_err() {
             return Err(format!("{}: no such socket", self.socket.display()));
         }
-        let resp = self
-            .client
+        let (env, socket) = (&self.env, &self.socket);
+        let client = self.client.get_or_insert_with(|| {
+            let channel =
+                ChannelBuilder::new(env.clone()).connect(&crate::util::unix_target(socket));
+            PodResourcesListerClient::new(channel)
+        });
+        let resp = client
             .list(
                 &ListPodResourcesRequest::new(),
                 CallOption::default().timeout(CALL_TIMEOUT),
@@ -179,7 +187,7 @@ pub struct Handover {
 
 impl Handover {
     /// Asks the kubelet once, now; the thread starts with [`Handover::start`].
-    pub fn new(lister: Lister) -> Handover {
+    pub fn new(mut lister: Lister) -> Handover {
         let first = match lister.list() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -201,7 +209,7 @@ impl Handover {
 
     /// Starts the polling thread.
     pub fn start(&mut self) {
-        let Some(lister) = self.lister.take() else {
+        let Some(mut lister) = self.lister.take() else {
             return;
         };
         let (tx, rx) = mpsc::channel();
@@ -209,7 +217,7 @@ impl Handover {
         let reachable = self.first.is_some();
         let spawned = std::thread::Builder::new()
             .name("handover".into())
-            .spawn(move || run(&lister, &entries, &rx, reachable));
+            .spawn(move || run(&mut lister, &entries, &rx, reachable));
         match spawned {
             Ok(t) => {
                 self.tx = Some(tx);
@@ -270,7 +278,7 @@ fn apply(api: Api, state: &ResourceState, held: BTreeSet<String>) {
     }
 }
 
-fn run(lister: &Lister, entries: &Entries, rx: &Receiver<Msg>, mut reachable: bool) {
+fn run(lister: &mut Lister, entries: &Entries, rx: &Receiver<Msg>, mut reachable: bool) {
     let mut settle_until = Instant::now() + SETTLE;
     loop {
         let any_held = lock(entries)

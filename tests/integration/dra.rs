@@ -59,11 +59,26 @@ impl Node {
     }
 
     pub(crate) fn start(&self, config: &str, extra: &[&str]) -> Daemon {
+        self.start_env(config, extra, &[], "daemon.log")
+    }
+
+    /// [`Node::start`] with environment variables and a log of its own
+    /// (several daemons on this node).
+    pub(crate) fn start_env(
+        &self,
+        config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: &str,
+    ) -> Daemon {
+        let cfg = self.dir.write_config(config);
         let kubeconfig = self.api.kubeconfig(&self.dir.path);
         let reg = self.dir.path.join("registry");
         let plugins = self.dir.path.join("plugins");
         let cdi = self.cdi();
         let mut args = vec![
+            "--config",
+            cfg.to_str().unwrap(),
             "--node-name",
             "node-a",
             "--kubeconfig",
@@ -76,7 +91,7 @@ impl Node {
             cdi.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        Daemon::start(&self.dir, config, &args)
+        Daemon::spawn_env(&self.dir, &args, env, log)
     }
 
     /// Registers like the kubelet's plugin watcher, once the socket is there.

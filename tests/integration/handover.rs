@@ -177,29 +177,12 @@ fn a_rolling_update_serves_two_instances_side_by_side_and_sweeps_dead_ones() {
     const LAST: &str = "0a1b2c3d-0000-4000-8000-000000000003";
     let node = Node::new();
     let config = data_config(&node);
-    let kubeconfig = node.api.kubeconfig(&node.dir.path);
-    let (registry, plugins, cdi) = (
+    let (registry, plugins) = (
         node.dir.path.join("registry"),
         node.dir.path.join("plugins"),
-        node.dir.path.join("cdi"),
     );
-    let cfg = node.dir.write_config(&config);
-    let args = [
-        "--config",
-        cfg.to_str().unwrap(),
-        "--node-name",
-        "node-a",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--plugins-registry-dir",
-        registry.to_str().unwrap(),
-        "--plugins-dir",
-        plugins.to_str().unwrap(),
-        "--cdi-dir",
-        cdi.to_str().unwrap(),
-    ];
     let instance =
-        |uid: &str| Daemon::spawn_env(&node.dir, &args, &[("POD_UID", uid)], &format!("{uid}.log"));
+        |uid: &str| node.start_env(&config, &[], &[("POD_UID", uid)], &format!("{uid}.log"));
     let sockets = |uid: &str| {
         (
             registry.join(format!("hostpath-device.k8s.io-{uid}-reg.sock")),

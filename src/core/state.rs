@@ -337,22 +337,23 @@ impl ResourceState {
 
     /// Records the device IDs a running pod holds through the other API
     /// (B19): they are left out of lists and offers until released. A
-    /// change wakes the streams; returns whether it changed.
-    pub fn set_held_elsewhere(&self, held: BTreeSet<String>) -> bool {
+    /// change wakes the streams; returns how many were held before, or
+    /// `None` when nothing changed.
+    pub fn set_held_elsewhere(&self, held: BTreeSet<String>) -> Option<usize> {
         let mut s = self.lock();
         if s.held == held {
-            return false;
+            return None;
         }
-        s.held = held;
+        let before = std::mem::replace(&mut s.held, held).len();
         s.version += 1;
         Self::wake(&mut s);
-        true
+        Some(before)
     }
 
-    /// The device IDs held through the other API (see
+    /// How many device IDs are held through the other API (see
     /// [`ResourceState::set_held_elsewhere`]).
-    pub fn held_elsewhere(&self) -> BTreeSet<String> {
-        self.lock().held.clone()
+    pub fn held_elsewhere(&self) -> usize {
+        self.lock().held.len()
     }
 
     /// Wakes `tx` on every change a stream would send, without counting as

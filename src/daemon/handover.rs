@@ -258,12 +258,11 @@ impl Handover {
 
 /// Records `held` for `state`, logging a change.
 fn apply(api: Api, state: &ResourceState, held: BTreeSet<String>) {
-    let before = state.held_elsewhere().len();
     let after = held.len();
-    let name = state.resource().resource_name.clone();
-    if !state.set_held_elsewhere(held) {
+    let Some(before) = state.set_held_elsewhere(held) else {
         return;
-    }
+    };
+    let name = state.resource().resource_name.clone();
     let other = match api {
         Api::Dra => "the device-plugin API",
         Api::DevicePlugin => "DRA",
@@ -281,9 +280,7 @@ fn apply(api: Api, state: &ResourceState, held: BTreeSet<String>) {
 fn run(lister: &mut Lister, entries: &Entries, rx: &Receiver<Msg>, mut reachable: bool) {
     let mut settle_until = Instant::now() + SETTLE;
     loop {
-        let any_held = lock(entries)
-            .values()
-            .any(|(_, s)| !s.held_elsewhere().is_empty());
+        let any_held = lock(entries).values().any(|(_, s)| s.held_elsewhere() > 0);
         let now = Instant::now();
         let wait = if any_held || now < settle_until {
             Some(POLL)

@@ -107,34 +107,19 @@ impl Settings {
 /// A live one is another instance during a rolling update: left alone.
 fn sweep_earlier_instances(settings: &Settings) {
     let driver = settings.driver.as_str();
-    let in_registry = |name: &str| {
-        name == format!("{driver}-reg.sock")
-            || name
-                .strip_prefix(driver)
-                .and_then(|r| r.strip_prefix('-'))
-                .and_then(|r| r.strip_suffix("-reg.sock"))
-                .is_some_and(is_instance)
-    };
-    let in_plugins = |name: &str| {
-        name == "dra.sock"
-            || name
-                .strip_prefix("dra-")
-                .and_then(|r| r.strip_suffix(".sock"))
-                .is_some_and(is_instance)
-    };
+    let registry = |i: Option<&str>| registration_socket(&settings.registry_dir, driver, i);
+    let service = |i: Option<&str>| service_socket(&settings.plugins_dir, driver, i);
     let ours = [settings.registration_socket(), settings.service_socket()];
-    type IsOurs<'a> = &'a dyn Fn(&str) -> bool;
-    let dirs: [(PathBuf, IsOurs<'_>); 2] = [
-        (settings.registry_dir.clone(), &in_registry),
-        (settings.plugins_dir.join(driver), &in_plugins),
-    ];
-    for (dir, is_ours) in dirs {
+    for make in [&registry as &dyn Fn(Option<&str>) -> PathBuf, &service] {
+        let Some(dir) = make(None).parent().map(Path::to_path_buf) else {
+            continue;
+        };
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         for e in entries.flatten() {
             let path = e.path();
-            let named = e.file_name().to_str().is_some_and(is_ours);
+            let named = e.file_name().to_str().is_some_and(|n| named_by(n, make));
             if !named || ours.contains(&path) {
                 continue;
             }
@@ -146,6 +131,27 @@ fn sweep_earlier_instances(settings: &Settings) {
             }
         }
     }
+}
+
+/// Whether `name` is a file name `make` gives: without an instance, or
+/// with one ([`is_instance`]). The names are defined once, by `make`.
+fn named_by(name: &str, make: &dyn Fn(Option<&str>) -> PathBuf) -> bool {
+    const MARK: &str = "\u{0}";
+    let file = |p: PathBuf| {
+        p.file_name()
+            .and_then(|f| f.to_str())
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    if name == file(make(None)) {
+        return true;
+    }
+    let template = file(make(Some(MARK)));
+    template.split_once(MARK).is_some_and(|(head, tail)| {
+        name.strip_prefix(head)
+            .and_then(|r| r.strip_suffix(tail))
+            .is_some_and(is_instance)
+    })
 }
 
 /// The DRA front, owned by the supervisor.
@@ -535,5 +541,17 @@ mod tests {
             service_socket(p, "d.io", None),
             Path::new("/p/d.io/dra.sock")
         );
+        let reg = |i: Option<&str>| registration_socket(r, "d.io", i);
+        assert!(named_by("d.io-reg.sock", &reg));
+        assert!(named_by(&format!("d.io-{uid}-reg.sock"), &reg));
+        assert!(!named_by("d.io-x-reg.sock", &reg), "not a pod UID");
+        assert!(
+            !named_by(&format!("e.io-{uid}-reg.sock"), &reg),
+            "another driver"
+        );
+        let svc = |i: Option<&str>| service_socket(p, "d.io", i);
+        assert!(named_by(&format!("dra-{uid}.sock"), &svc));
+        assert!(named_by("dra.sock", &svc));
+        assert!(!named_by(&format!("dra-{uid}.sock.tmp"), &svc));
     }
 }

@@ -3,13 +3,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use grpcio::{Environment, Server};
 
 use crate::cli::Options;
 use crate::control::Board;
 use crate::core::state::ResourceState;
+use crate::deviceplugin::server::{stop_all, Late};
 use crate::dra::front::{self, Front};
 use crate::dra::names::is_dns_subdomain;
 use crate::kube::config::SERVICE_ACCOUNT_DIR;
@@ -82,15 +83,19 @@ impl DraOptions {
             ),
         }
         .map_err(|e| format!("DRA cannot reach the API server: {e}"))?;
-        let settings = front::Settings {
+        Ok((self.settings(node), kube))
+    }
+
+    /// Where the front lives, for `node`.
+    fn settings(&self, node: String) -> front::Settings {
+        front::Settings {
             driver: self.driver.clone(),
             node,
             registry_dir: self.registry_dir.clone(),
             plugins_dir: self.plugins_dir.clone(),
             cdi_dir: self.cdi_dir.clone(),
             instance: self.instance.clone(),
-        };
-        Ok((settings, kube))
+        }
     }
 }
 
@@ -122,11 +127,38 @@ pub fn from_env(opts: &mut Options) {
     }
 }
 
+/// How often a daemon that serves nothing through DRA looks again, while
+/// claims prepared here by an earlier one remain and another instance of
+/// the driver still serves the node.
+const LEFTOVER_LOOK: Duration = Duration::from_secs(5);
+
+/// Claims an earlier DRA daemon prepared on this node, for a daemon that
+/// serves nothing through DRA (the node moved to the device-plugin API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leftover {
+    /// Look at this moment.
+    Look(Instant),
+    /// An unprepare-only front serves them.
+    Serving,
+    /// None (or a real front): never looked at again.
+    Done,
+}
+
 /// The resources served through DRA and their front.
-#[derive(Default)]
 pub(crate) struct DraSide {
     pub(crate) front: Option<Front>,
     pub(crate) states: Vec<(u64, Arc<ResourceState>)>,
+    leftover: Leftover,
+}
+
+impl Default for DraSide {
+    fn default() -> Self {
+        DraSide {
+            front: None,
+            states: Vec::new(),
+            leftover: Leftover::Look(Instant::now()),
+        }
+    }
 }
 
 impl DraSide {
@@ -139,6 +171,11 @@ impl DraSide {
         env: &Arc<Environment>,
         board: &Arc<Board>,
     ) {
+        if self.front.as_ref().is_some_and(Front::is_leftover) {
+            // A real front takes over the leftover claims too.
+            self.stop_leftover("a resource is served through DRA again");
+        }
+        self.leftover = Leftover::Done;
         if self.front.is_none() {
             match start(options, env, board) {
                 Ok(f) => self.front = Some(f),
@@ -165,14 +202,89 @@ impl DraSide {
         }
     }
 
-    pub(crate) fn tick(&mut self, now: Instant, env: &Arc<Environment>) {
+    pub(crate) fn tick(
+        &mut self,
+        now: Instant,
+        env: &Arc<Environment>,
+        options: &DraOptions,
+        board: &Arc<Board>,
+    ) {
         if let Some(f) = &mut self.front {
             f.tick(now, env);
         }
+        match self.leftover {
+            Leftover::Look(at) if at <= now => self.look(now, env, options, board),
+            Leftover::Serving if self.front.as_ref().is_some_and(|f| f.prepared() == 0) => {
+                self.stop_leftover("the last claim prepared here through DRA is unprepared");
+            }
+            _ => {}
+        }
+    }
+
+    /// Serves the driver for the claims an earlier DRA daemon prepared on
+    /// this node, once no other instance of it serves the node.
+    fn look(
+        &mut self,
+        now: Instant,
+        env: &Arc<Environment>,
+        options: &DraOptions,
+        board: &Arc<Board>,
+    ) {
+        self.leftover = Leftover::Done;
+        if self.front.is_some() || !self.states.is_empty() {
+            return;
+        }
+        let settings = options.settings(options.node.clone().unwrap_or_default());
+        let prepared = crate::dra::cdi::CdiDir::new(&settings.cdi_dir, &settings.driver)
+            .prepared()
+            .len();
+        if prepared == 0 {
+            return;
+        }
+        if front::other_instance_live(&settings) {
+            log::debug!(
+                "DRA: {prepared} claim(s) prepared on this node; another instance of {} \
+                 serves them",
+                settings.driver
+            );
+            self.leftover = Leftover::Look(now + LEFTOVER_LOOK);
+            return;
+        }
+        match Front::start_leftover(env, settings, board.clone()) {
+            Ok(f) => {
+                log::info!(
+                    "DRA: {prepared} claim(s) prepared on this node by an earlier DRA daemon: \
+                     serving the driver until the kubelet has unprepared them"
+                );
+                self.front = Some(f);
+                self.leftover = Leftover::Serving;
+            }
+            Err(e) => {
+                log::warn!("DRA: cannot serve the claims prepared on this node: {e}; retrying");
+                self.leftover = Leftover::Look(now + LEFTOVER_LOOK);
+            }
+        }
+    }
+
+    fn stop_leftover(&mut self, why: &str) {
+        if let Some(server) = self.front.take().and_then(|mut f| f.stop()) {
+            stop_all(vec![server], Late::Cancel);
+        }
+        self.leftover = Leftover::Done;
+        log::info!("DRA: {why}: the unprepare-only driver sockets removed");
     }
 
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.front.as_ref().map(Front::next_due)
+        let look = match self.leftover {
+            Leftover::Look(at) => Some(at),
+            _ => None,
+        };
+        self.front
+            .as_ref()
+            .map(Front::next_due)
+            .into_iter()
+            .chain(look)
+            .min()
     }
 
     /// Shutdown: the streams end, the sockets go; the server is returned

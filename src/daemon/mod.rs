@@ -355,7 +355,8 @@ impl Supervisor {
             for o in owners.iter_mut() {
                 o.tick(now, &cx);
             }
-            self.dra.tick(now, &self.env);
+            self.dra
+                .tick(now, &self.env, &self.settings.dra, &self.control.board);
             if self.reload_due.is_some_and(|t| t <= now) {
                 self.reload_due = None;
                 self.reload(false);

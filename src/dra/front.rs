@@ -21,7 +21,7 @@ use grpcio::{Environment, Server, ServerBuilder, ServerCredentials};
 use super::cdi::CdiDir;
 use super::names::pool_name;
 use super::prepare::{self, ClaimRef, Pool};
-use super::publisher::Publisher;
+use super::publisher::{Poker, Publisher};
 use super::service::{self, Service};
 use super::shared::{Job, Shared};
 use crate::control::Board;
@@ -43,6 +43,8 @@ pub const CALL_BUDGET: Duration = Duration::from_secs(30);
 /// How long an instance keeps serving after withdrawing its registration
 /// at shutdown: the kubelet's plugin watcher reconciles once a second.
 const DEREGISTER_GRACE: Duration = Duration::from_millis(1500);
+/// How long a last instance's stop waits for its slices to be deleted.
+const WITHDRAW_GRACE: Duration = Duration::from_secs(3);
 /// How often the sockets are looked at (a `stat` each).
 const SOCKET_CHECK: Duration = Duration::from_secs(2);
 
@@ -161,7 +163,8 @@ pub(crate) struct Front {
     server: Option<Server>,
     sockets: Vec<OwnedSocket>,
     workers: Vec<JoinHandle<()>>,
-    publisher: Publisher,
+    /// None for a front that only unprepares.
+    publisher: Option<Publisher>,
     serve_backoff: Backoff,
     next_check: Instant,
 }
@@ -179,14 +182,43 @@ impl Front {
         client: Client,
         board: Arc<Board>,
     ) -> io::Result<Front> {
-        let client = Arc::new(client);
+        Front::start_with(env, settings, Some(client), board)
+    }
+
+    /// A front for the claims an earlier DRA daemon prepared on this node,
+    /// now that the node's daemon serves the device-plugin API: it
+    /// registers the driver so that the kubelet can unprepare them (it
+    /// will not let their pods end before), publishes nothing, reads no
+    /// claim, and refuses new ones.
+    ///
+    /// # Errors
+    ///
+    /// When a thread cannot be started.
+    pub(crate) fn start_leftover(
+        env: &Arc<Environment>,
+        settings: Settings,
+        board: Arc<Board>,
+    ) -> io::Result<Front> {
+        Front::start_with(env, settings, None, board)
+    }
+
+    fn start_with(
+        env: &Arc<Environment>,
+        settings: Settings,
+        client: Option<Client>,
+        board: Arc<Board>,
+    ) -> io::Result<Front> {
+        let client = client.map(Arc::new);
         let pools: Arc<Mutex<Vec<Pool>>> = Arc::default();
-        let publisher = Publisher::start(
-            client.clone(),
-            settings.driver.clone(),
-            settings.node.clone(),
-            pools.clone(),
-        )?;
+        let publisher = match &client {
+            Some(c) => Some(Publisher::start(
+                c.clone(),
+                settings.driver.clone(),
+                settings.node.clone(),
+                pools.clone(),
+            )?),
+            None => None,
+        };
         let (tx, rx) = sync_channel(QUEUE);
         let shared = Arc::new(Shared {
             driver: settings.driver.clone(),
@@ -196,7 +228,9 @@ impl Front {
             health: Mutex::default(),
             stopping: Default::default(),
             jobs: Mutex::new(Some(tx)),
-            poker: publisher.poker.clone(),
+            poker: publisher
+                .as_ref()
+                .map_or_else(Poker::detached, |p| p.poker.clone()),
             board,
             ids: Mutex::default(),
         });
@@ -207,12 +241,13 @@ impl Front {
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("dra-prepare-{i}"))
-                    .spawn(move || work(&rx, &shared, &client))?,
+                    .spawn(move || work(&rx, &shared, client.as_deref()))?,
             );
         }
         log::info!(
-            "DRA: driver {} on node {}: registration socket {}, service socket {}, CDI specs in {}",
+            "DRA: driver {}{} on node {}: registration socket {}, service socket {}, CDI specs in {}",
             settings.driver,
+            if client.is_some() { "" } else { " (unprepare only)" },
             settings.node,
             settings.registration_socket().display(),
             settings.service_socket().display(),
@@ -230,6 +265,16 @@ impl Front {
         };
         front.serve(env);
         Ok(front)
+    }
+
+    /// Whether this front only unprepares ([`Front::start_leftover`]).
+    pub(crate) fn is_leftover(&self) -> bool {
+        self.publisher.is_none()
+    }
+
+    /// The claims prepared on this node (their CDI specs).
+    pub(crate) fn prepared(&self) -> usize {
+        self.shared.cdi.prepared().len()
     }
 
     /// Serves a resource as a pool of this node.
@@ -318,11 +363,18 @@ impl Front {
     }
 
     /// Shutdown: sockets first, streams ended, threads told to stop.
-    /// Slices stay: the kubelet removes them 30 s after losing the driver
-    /// unless it registers again (an upgrade does), and pods keep their
-    /// prepared devices.
+    /// Slices stay while another instance of the driver serves the node
+    /// (a rolling update): the kubelet keeps them. Without one, they are
+    /// deleted: a node moved off DRA, or the driver uninstalled, must not
+    /// go on advertising devices (the kubelet would keep them as long as
+    /// an unprepare-only front there is registered). A restarted daemon
+    /// publishes them again at once. Pods keep their prepared devices.
     pub(crate) fn stop(&mut self) -> Option<Server> {
-        if self.settings.instance.is_some() && self.server.is_some() {
+        // Decided while our registration is still there: an unprepare-only
+        // front waits for it to go before it registers, so it is never
+        // taken for a successor.
+        let last = self.publisher.is_some() && !other_instance_live(&self.settings);
+        if self.settings.instance.is_some() && self.server.is_some() && self.publisher.is_some() {
             // A rolling update's old pod: the kubelet keeps sending calls
             // here until its plugin watcher has seen the registration
             // socket go (it reconciles once a second); until then the
@@ -345,7 +397,13 @@ impl Front {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.shared.wake_health();
         lock(&self.shared.jobs).take();
-        self.publisher.stop(Duration::from_millis(300));
+        if let Some(p) = &mut self.publisher {
+            if last {
+                p.withdraw(WITHDRAW_GRACE);
+            } else {
+                p.stop(Duration::from_millis(300));
+            }
+        }
         for w in self.workers.drain(..) {
             if w.is_finished() {
                 let _ = w.join();
@@ -355,8 +413,26 @@ impl Front {
     }
 }
 
+/// Whether another instance of this driver is registered on the node now:
+/// a registration socket of the driver's, not ours, with a listener.
+pub(crate) fn other_instance_live(settings: &Settings) -> bool {
+    let make = |i: Option<&str>| registration_socket(&settings.registry_dir, &settings.driver, i);
+    let ours = settings.registration_socket();
+    let Ok(entries) = std::fs::read_dir(&settings.registry_dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        use std::os::unix::fs::FileTypeExt;
+        let path = e.path();
+        path != ours
+            && e.file_name().to_str().is_some_and(|n| named_by(n, &make))
+            && e.file_type().is_ok_and(|t| t.is_socket())
+            && socket::listening(&path).unwrap_or(false)
+    })
+}
+
 /// A worker: takes jobs until the queue closes.
-fn work(rx: &Mutex<Receiver<Job>>, shared: &Shared, client: &Client) {
+fn work(rx: &Mutex<Receiver<Job>>, shared: &Shared, client: Option<&Client>) {
     loop {
         let job = match lock(rx).recv() {
             Ok(j) => j,
@@ -380,9 +456,15 @@ fn work(rx: &Mutex<Receiver<Job>>, shared: &Shared, client: &Client) {
                 let out = claims
                     .iter()
                     .map(|c| {
-                        let r = match over(c) {
-                            Some(e) => Err(e),
-                            None => {
+                        let r = match (over(c), client) {
+                            (Some(e), _) => Err(e),
+                            (None, None) => Err(format!(
+                                "this node's daemon serves {} through the device-plugin API now: \
+                                 it unprepares the claims prepared here through DRA, and prepares \
+                                 no new one",
+                                shared.driver
+                            )),
+                            (None, Some(client)) => {
                                 prepare::prepare(client, &shared.driver, &pools, &shared.cdi, c)
                             }
                         };

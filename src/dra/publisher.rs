@@ -50,6 +50,8 @@ pub const RETRY_MAX: Duration = Duration::from_secs(30);
 #[derive(Default)]
 struct Asks {
     stop: bool,
+    /// With `stop`: delete this node's slices first.
+    withdraw: bool,
     /// The kubelet registered the driver (again).
     registered: bool,
 }
@@ -62,6 +64,16 @@ pub(crate) struct Poker {
 }
 
 impl Poker {
+    /// A poker with no publisher behind it (a front that publishes
+    /// nothing): its asks go nowhere.
+    pub(crate) fn detached() -> Poker {
+        let (wake, _) = mpsc::channel(1);
+        Poker {
+            asks: Arc::default(),
+            wake,
+        }
+    }
+
     /// A sender that wakes the publisher: given to each pool's state.
     pub(crate) fn waker(&self) -> mpsc::Sender<()> {
         self.wake.clone()
@@ -123,7 +135,21 @@ impl Publisher {
 
     /// Stops the thread, waiting at most `grace` for a request in flight.
     pub(crate) fn stop(&mut self, grace: Duration) {
-        self.poker.ask(|a| a.stop = true);
+        self.finish(grace, false);
+    }
+
+    /// Stops the thread once it has deleted this node's slices of the
+    /// driver, waiting at most `grace` for that: the last instance of the
+    /// driver on the node is going, and nothing would keep them true.
+    pub(crate) fn withdraw(&mut self, grace: Duration) {
+        self.finish(grace, true);
+    }
+
+    fn finish(&mut self, grace: Duration, withdraw: bool) {
+        self.poker.ask(|a| {
+            a.stop = true;
+            a.withdraw = withdraw;
+        });
         if let Some(t) = self.thread.take() {
             let deadline = Instant::now() + grace;
             while !t.is_finished() && Instant::now() < deadline {
@@ -194,6 +220,9 @@ impl Worker {
             }
             let asks = std::mem::take(&mut *lock(&self.asks));
             if asks.stop {
+                if asks.withdraw {
+                    self.withdraw();
+                }
                 return;
             }
             let now = Instant::now();
@@ -230,6 +259,33 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Deletes every slice of this node's of the driver (errors logged:
+    /// the kubelet wipes them 30 s after losing the driver anyway).
+    fn withdraw(&mut self) {
+        let existing = match list_slices(&self.client, &self.driver, &self.node) {
+            Ok(e) => e,
+            Err(e) => {
+                log::warn!("DRA: cannot list this node's ResourceSlices to withdraw them: {e}");
+                return;
+            }
+        };
+        let mut deleted = 0;
+        for s in &existing {
+            match delete_slice(&self.client, s) {
+                Ok(true) => deleted += 1,
+                Ok(false) => {}
+                Err(e) => log::warn!(
+                    "DRA: cannot delete ResourceSlice {}: {e}",
+                    s["metadata"]["name"].as_str().unwrap_or("")
+                ),
+            }
+        }
+        log::info!(
+            "DRA: no other instance of the driver serves this node: its {deleted} ResourceSlice(s) \
+             withdrawn"
+        );
     }
 
     /// One sync of every pool; the number of writes.

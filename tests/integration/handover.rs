@@ -5,6 +5,7 @@
 //! delays nothing for long.
 
 use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 
 use k8s_hostpath_device_plugin::sim::podres::{FakePodResources, Holder};
 use k8s_hostpath_device_plugin::sim::SimKubelet;
@@ -263,4 +264,125 @@ fn a_rolling_update_serves_two_instances_side_by_side_and_sweeps_dead_ones() {
     assert_eq!(r.claims[UID].error, "", "{:?}", r.claims[UID]);
     assert!(new.wait_exit(WAIT).success());
     assert!(!sockets(NEW).1.exists(), "and goes at exit");
+    assert!(
+        !node.api.pool(POOL).is_empty() && !new.log().contains("withdrawn\n"),
+        "another instance ({LAST}) serves the node: the slices stay; log:\n{}",
+        new.log()
+    );
+}
+
+/// The sockets of the instance `uid` on `node`: registration, service.
+fn instance_sockets(node: &Node, uid: &str) -> (PathBuf, PathBuf) {
+    (
+        node.dir
+            .path
+            .join(format!("registry/hostpath-device.k8s.io-{uid}-reg.sock")),
+        node.dir
+            .path
+            .join(format!("plugins/hostpath-device.k8s.io/dra-{uid}.sock")),
+    )
+}
+
+#[test]
+fn a_node_moved_back_to_the_device_plugin_unprepares_its_claims_then_lets_go() {
+    const DRA_POD: &str = "0a1b2c3d-0000-4000-8000-00000000000a";
+    const DP_POD: &str = "0a1b2c3d-0000-4000-8000-00000000000b";
+    const HELD: &str = "55555555-2222-3333-4444-555555555555";
+    const NEW: &str = "66666666-2222-3333-4444-555555555555";
+    let node = Node::new();
+    let config = data_config(&node);
+    let mut dra = node.start_env(&config, &[], &[("POD_UID", DRA_POD)], "dra.log");
+    let (reg, svc) = instance_sockets(&node, DRA_POD);
+    assert!(
+        crate::harness::wait_until(WAIT, || reg.exists() && svc.exists()),
+        "{}",
+        dra.log()
+    );
+    node.kubelet.register(&reg).expect("registration");
+    node.wait_devices(&dra, POOL, &["0", "1"]);
+    node.api.add_claim(
+        "default",
+        "held",
+        HELD,
+        "hostpath-device.k8s.io",
+        &[("data", POOL, "0")],
+    );
+    let r = node
+        .kubelet
+        .prepare(&svc, &[("default", "held", HELD)])
+        .unwrap();
+    assert_eq!(r.claims[HELD].error, "", "{:?}", r.claims[HELD]);
+    // The node is moved to the device plugin: its daemon starts while the
+    // DRA one still serves (two DaemonSets, each on its own), and waits.
+    let mut dp = node.start_env(
+        &config,
+        &["--api", "device-plugin"],
+        &[("POD_UID", DP_POD)],
+        "dp.log",
+    );
+    let (dp_reg, dp_svc) = instance_sockets(&node, DP_POD);
+    assert!(
+        crate::harness::wait_until(WAIT, || dp
+            .log()
+            .contains("another instance of hostpath-device.k8s.io serves them")),
+        "{}",
+        dp.log()
+    );
+    assert!(
+        !dp_reg.exists(),
+        "no second driver while the DRA one serves"
+    );
+    // The DRA daemon goes, the last instance: it withdraws its slices
+    // rather than leave them to a driver that prepares nothing.
+    dra.signal(libc::SIGTERM);
+    assert!(dra.wait_exit(WAIT).success());
+    assert!(
+        node.api.pool(POOL).is_empty(),
+        "slices withdrawn; log:\n{}",
+        dra.log()
+    );
+    // The device-plugin daemon serves the driver for the held claim.
+    assert!(
+        crate::harness::wait_until(WAIT, || dp_reg.exists() && dp_svc.exists()),
+        "{}",
+        dp.log()
+    );
+    let info = node.kubelet.register(&dp_reg).expect("registration");
+    assert_eq!(info.endpoint, dp_svc.to_str().unwrap());
+    node.api.add_claim(
+        "default",
+        "new",
+        NEW,
+        "hostpath-device.k8s.io",
+        &[("data", POOL, "1")],
+    );
+    let r = node
+        .kubelet
+        .prepare(&dp_svc, &[("default", "new", NEW)])
+        .unwrap();
+    assert!(
+        r.claims[NEW]
+            .error
+            .contains("through the device-plugin API now"),
+        "a new claim is refused, with the reason: {:?}",
+        r.claims[NEW]
+    );
+    assert!(node.api.pool(POOL).is_empty(), "and nothing published");
+    // The pod ends: the kubelet unprepares its claim; the driver's sockets
+    // then go, and the daemon serves on through the device plugin.
+    let r = node
+        .kubelet
+        .unprepare(&dp_svc, &[("default", "held", HELD)])
+        .unwrap();
+    assert_eq!(r.claims[HELD].error, "", "{:?}", r.claims[HELD]);
+    assert!(
+        crate::harness::wait_until(WAIT, || !dp_reg.exists() && !dp_svc.exists()),
+        "{}",
+        dp.log()
+    );
+    assert!(dp.log().contains("unprepare-only driver sockets removed"));
+    let specs = std::fs::read_dir(node.dir.path.join("cdi")).map_or(0, Iterator::count);
+    assert_eq!(specs, 0, "no CDI spec left");
+    dp.signal(libc::SIGTERM);
+    assert!(dp.wait_exit(WAIT).success(), "{}", dp.log());
 }

@@ -121,11 +121,24 @@ impl Daemon {
         let log = dir.path.join(log);
         // Never the machine's kubelet: a pod-resources socket of the test's
         // own (absent unless a test serves it).
+        // Nor the machine's DRA directories: the test's own, unless given.
+        let mut dirs = Vec::new();
+        for (flag, sub) in [
+            ("--plugins-registry-dir", "registry"),
+            ("--plugins-dir", "plugins"),
+            ("--cdi-dir", "cdi"),
+        ] {
+            if !args.contains(&flag) {
+                dirs.push(flag.to_string());
+                dirs.push(dir.path.join(sub).to_string_lossy().into_owned());
+            }
+        }
         let child = Command::new(bin())
             .arg("--device-plugin-dir")
             .arg(dir.dp())
             .arg("--pod-resources-socket")
             .arg(dir.pod_resources())
+            .args(&dirs)
             .args(args)
             .env("RUST_LOG", "debug")
             .envs(env.iter().copied())

@@ -3,7 +3,10 @@
 //! hold devices through the API it leaves; those devices must not be
 //! offered through the new one until the pods end. The kubelet's
 //! pod-resources API says who holds what: device-plugin devices by resource
-//! and ID, DRA devices by driver, pool and device name.
+//! and ID, DRA devices by driver, pool and device name. It does not list
+//! the claims pods got for their `limits:` (KEP-5004), so the claims'
+//! CDI specs on the node are read too: a device whose DRA name and one of
+//! whose host paths a prepared claim's spec has is held.
 //!
 //! One thread asks it: at start (before anything is served, so the first
 //! list is already right), then every [`POLL`] while any device is held
@@ -25,8 +28,10 @@ use grpcio::{CallOption, ChannelBuilder, Environment};
 use crate::api::podresources_v1::ListPodResourcesRequest;
 use crate::api::podresources_v1_grpc::PodResourcesListerClient;
 use crate::core::resource::Api;
-use crate::core::state::ResourceState;
-use crate::dra::names::{device_name, pool_name};
+use crate::core::state::{Offer, ResourceState};
+use crate::dra::cdi::{CdiDir, SpecDevice};
+use crate::dra::names::pool_name;
+use crate::dra::slices::{published, Published};
 use crate::util::lock;
 
 /// How often the kubelet is asked while devices are held elsewhere.
@@ -46,6 +51,10 @@ pub struct Holdings {
     /// This node, which names its pools; without it a pool is told by
     /// its `/<resource>` suffix (pod-resources lists this node's pods only).
     pub node: Option<String>,
+    /// The devices of the claims prepared on this node, from their CDI
+    /// specs: pod-resources leaves out a claim that a pod got for its
+    /// `limits:` (it lists only claims that containers name).
+    pub prepared: Vec<SpecDevice>,
 }
 
 impl Holdings {
@@ -72,25 +81,31 @@ impl Holdings {
                             .collect()
                     }
                 };
-                if names.is_empty() {
+                if names.is_empty() && self.prepared.is_empty() {
                     return BTreeSet::new();
                 }
                 // DRA names a device by its name in the slice: the IDs whose
-                // name that is.
+                // name that is, and those of a prepared claim's spec that
+                // hands out one of the device's own host paths.
+                let by_spec = |p: &Published| {
+                    self.prepared.iter().any(|d| {
+                        d.name == p.name && p.grants.iter().any(|g| d.hosts.contains(&*g.host))
+                    })
+                };
                 state
                     .with_devices(|r, set| {
-                        if r.is_dynamic() {
-                            set.list(false)
-                                .0
-                                .into_iter()
-                                .map(|(id, _)| id.into_owned())
-                                .collect::<Vec<_>>()
+                        // Whatever its health: the first list must already
+                        // leave them out.
+                        let all = if r.is_dynamic() {
+                            Offer::Found(set)
                         } else {
-                            (0..r.num_devices).map(|i| i.to_string()).collect()
-                        }
+                            Offer::Fixed(r.num_devices)
+                        };
+                        published(r, all)
                     })
                     .into_iter()
-                    .filter(|id| names.contains(&device_name(id)))
+                    .filter(|p| names.contains(&p.name) || by_spec(p))
+                    .map(|p| p.id)
                     .collect()
             }
         }
@@ -106,16 +121,25 @@ pub struct Lister {
     socket: PathBuf,
     driver: String,
     node: Option<String>,
+    /// Where the driver's CDI specs are.
+    cdi: CdiDir,
 }
 
 impl Lister {
-    pub fn new(env: &Arc<Environment>, socket: &Path, driver: &str, node: Option<&str>) -> Lister {
+    pub fn new(
+        env: &Arc<Environment>,
+        socket: &Path,
+        driver: &str,
+        node: Option<&str>,
+        cdi_dir: &Path,
+    ) -> Lister {
         Lister {
             env: env.clone(),
             client: None,
             socket: socket.to_path_buf(),
             driver: driver.to_string(),
             node: node.filter(|n| !n.is_empty()).map(str::to_string),
+            cdi: CdiDir::new(cdi_dir, driver),
         }
     }
 
@@ -142,6 +166,7 @@ impl Lister {
             .map_err(|e| format!("{}: List: {e}", self.socket.display()))?;
         let mut h = Holdings {
             node: self.node.clone(),
+            prepared: self.cdi.prepared_devices(),
             ..Holdings::default()
         };
         for pod in &resp.pod_resources {

@@ -194,6 +194,7 @@ pub fn run(settings: Settings, mut loaded: Loaded, control: Control) -> Result<(
         &settings.pod_resources_socket,
         &settings.dra.driver,
         settings.dra.node.as_deref(),
+        &settings.dra.cdi_dir,
     ));
     handover.start();
 

@@ -143,6 +143,44 @@ impl std::fmt::Display for CdiError {
 
 impl std::error::Error for CdiError {}
 
+/// The most of a spec file that is read back.
+pub const MAX_SPEC: u64 = 1 << 20;
+
+/// A device of a prepared claim, from its spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpecDevice {
+    /// Its DRA device name (the spec's device name without the claim UID).
+    pub name: String,
+    /// The host paths it hands out.
+    pub hosts: std::collections::BTreeSet<String>,
+}
+
+/// The devices of claim `uid`'s spec (as [`CdiDir::write`] wrote it).
+pub fn spec_devices(spec: &serde_json::Value, uid: &str) -> Vec<SpecDevice> {
+    let list = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
+    let prefix = format!("{uid}-");
+    list(&spec["devices"])
+        .iter()
+        .filter_map(|d| {
+            let name = d["name"].as_str()?.strip_prefix(&prefix)?.to_string();
+            let edits = &d["containerEdits"];
+            let nodes = list(&edits["deviceNodes"]).into_iter().filter_map(|n| {
+                n["hostPath"]
+                    .as_str()
+                    .or_else(|| n["path"].as_str())
+                    .map(str::to_string)
+            });
+            let mounts = list(&edits["mounts"])
+                .into_iter()
+                .filter_map(|m| m["hostPath"].as_str().map(str::to_string));
+            Some(SpecDevice {
+                name,
+                hosts: nodes.chain(mounts).collect(),
+            })
+        })
+        .collect()
+}
+
 /// The CDI directory and the kind our specs carry there.
 #[derive(Clone, Debug)]
 pub struct CdiDir {
@@ -353,6 +391,40 @@ impl CdiDir {
         out.sort();
         out
     }
+
+    /// The devices of every claim prepared here, as their specs hand them
+    /// out: what a daemon serving the same devices through the device
+    /// plugin must not offer (the kubelet's pod-resources API does not
+    /// list a claim that a pod got for its `limits:`). A spec that cannot
+    /// be read is skipped; one is read only up to [`MAX_SPEC`] bytes and
+    /// never through a symlink.
+    pub fn prepared_devices(&self) -> Vec<SpecDevice> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut out = Vec::new();
+        for uid in self.prepared() {
+            let path = self.dir.join(self.file_name(&uid));
+            let mut text = Vec::new();
+            let read = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path)
+                .and_then(|f| f.take(MAX_SPEC).read_to_end(&mut text));
+            let spec: serde_json::Value = match read.map(|_| serde_json::from_slice(&text)) {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    log::debug!("{}: not a CDI spec: {e}", path.display());
+                    continue;
+                }
+                Err(e) => {
+                    log::debug!("{}: {e}", path.display());
+                    continue;
+                }
+            };
+            out.extend(spec_devices(&spec, &uid));
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -437,6 +509,15 @@ mod tests {
         assert_eq!(back, serde_json::to_value(&s).unwrap());
         cdi.write(UID, &s).unwrap(); // idempotent
         assert_eq!(cdi.prepared(), [UID]);
+        // Read back as the device plugin reads it: the DRA device name and
+        // the host paths it hands out.
+        assert_eq!(
+            cdi.prepared_devices(),
+            [SpecDevice {
+                name: "tty0".into(),
+                hosts: ["/dev/null".to_string()].into()
+            }]
+        );
         let names: Vec<_> = std::fs::read_dir(d.join("cdi"))
             .unwrap()
             .flatten()
@@ -459,6 +540,13 @@ mod tests {
         let s = spec(&cdi, &[]);
         assert!(cdi.write(UID, &s).is_err());
         assert_eq!(std::fs::read_dir(d.join("elsewhere")).unwrap().count(), 0);
+        // Nor read through one: a link at a spec's name says nothing.
+        std::fs::write(d.join("elsewhere/spec.json"), b"{\"devices\": []}").unwrap();
+        let linked = d.join("elsewhere").join(cdi.file_name(UID));
+        std::os::unix::fs::symlink(d.join("elsewhere/spec.json"), &linked).unwrap();
+        let other = CdiDir::new(&d.join("elsewhere"), "hostpath-device.k8s.io");
+        assert!(other.prepared_devices().is_empty());
+        std::fs::remove_file(&linked).unwrap();
         std::fs::remove_file(d.join("cdi")).unwrap();
         // A link at our file name: replaced by the spec, its target untouched.
         std::fs::create_dir_all(d.join("cdi")).unwrap();

@@ -44,6 +44,7 @@ def main():
 
     root, dp = host_vol("/"), host_vol("/var/lib/kubelet/device-plugins")
     podres = host_vol("/var/lib/kubelet/pod-resources")
+    leftover = [host_vol(p) for p in ("/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/plugins/hostpath-device.k8s.io", "/var/run/cdi")]
     env = {e["name"]: e for e in c.get("env", [])}
     cm = next((n for n, v in vols.items() if "configMap" in v), None)
     checks = [
@@ -55,6 +56,9 @@ def main():
         ("device-plugin directory (not the socket) mounted read-write", dp is not None and mounts[dp]["mountPath"] == "/var/lib/kubelet/device-plugins" and not mounts[dp].get("readOnly")),
         ("pod-resources directory mounted (devices still held through DRA after a move back)", podres is not None and mounts[podres]["mountPath"] == "/var/lib/kubelet/pod-resources"),
         ("NODE_NAME from the downward API (names this node's DRA pools)", env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName"),
+        ("plugins registry, the driver's plugin directory and /var/run/cdi mounted at their host paths (DRA claims left by a move back are unprepared)",
+         all(v is not None and mounts[v]["mountPath"] == vols[v]["hostPath"]["path"] and not mounts[v].get("readOnly") for v in leftover)),
+        ("POD_UID from the downward API (names the DRA sockets of a move back)", env.get("POD_UID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.uid"),
         ("priorityClassName system-node-critical", pod.get("priorityClassName") == "system-node-critical"),
         ("tolerates everything", {"operator": "Exists"} in pod.get("tolerations", [])),
         ("readOnlyRootFilesystem", sc.get("readOnlyRootFilesystem") is True),

@@ -148,6 +148,83 @@ fn the_device_plugin_leaves_out_what_dra_claims_hold_until_they_end() {
 }
 
 #[test]
+fn a_claim_pod_resources_does_not_list_is_held_by_its_cdi_spec() {
+    // A pod that asked `limits:` got its claim through DRA (KEP-5004): the
+    // kubelet's pod-resources API does not list it, but its CDI spec on
+    // the node says which device it holds, by DRA name and host path.
+    const UID: &str = "77777777-2222-3333-4444-555555555555";
+    let dir = TestDir::new();
+    let podres = FakePodResources::start(&dir.pod_resources()).unwrap();
+    podres.set(vec![]);
+    let (data, other) = (dir.host("data"), dir.host("other"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    let cdi = dir.path.join("cdi");
+    std::fs::create_dir_all(&cdi).unwrap();
+    let spec = cdi.join(format!("hostpath-device.k8s.io-device_{UID}.json"));
+    let mount = |path: &std::path::Path| {
+        format!(
+            r#"{{"hostPath": "{}", "containerPath": "/d", "options": ["rbind"]}}"#,
+            path.display()
+        )
+    };
+    std::fs::write(
+        &spec,
+        format!(
+            r#"{{"cdiVersion": "0.5.0", "kind": "hostpath-device.k8s.io/device", "devices": [
+                {{"name": "{UID}-2", "containerEdits": {{"mounts": [{}]}}}}]}}"#,
+            mount(&data)
+        ),
+    )
+    .unwrap();
+    let kubelet = SimKubelet::start(&dir.dp()).unwrap();
+    // Two resources with the same device names: only the one whose path
+    // the spec hands out has its device held.
+    let config = format!(
+        "resources:\n- resourceName: example.com/data\n  numDevices: 3\n  hostPath: {{path: {}, type: Directory}}\n\
+         - resourceName: example.com/other\n  numDevices: 3\n  hostPath: {{path: {}, type: Directory}}\n",
+        data.display(),
+        other.display()
+    );
+    let d = Daemon::start(&dir, &config, &["--node-name", "node-a"]);
+    let ids = |r: &k8s_hostpath_device_plugin::sim::Recorded, res: &str| {
+        let mut got: Vec<String> = r
+            .devices
+            .get(res)?
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        got.sort();
+        Some(got)
+    };
+    let first = kubelet.wait_for(WAIT, |r| {
+        let (a, b) = (ids(r, "example.com/data")?, ids(r, "example.com/other")?);
+        Some((a, b, r.lists["example.com/data"]))
+    });
+    assert_eq!(
+        first,
+        Some((
+            vec!["0".into(), "1".into()],
+            vec!["0".into(), "1".into(), "2".into()],
+            1
+        )),
+        "the first list of example.com/data leaves device 2 out, example.com/other's does not; \
+         log:\n{}",
+        d.log()
+    );
+    // The claim is unprepared (its spec goes): device 2 is listed again.
+    std::fs::remove_file(&spec).unwrap();
+    assert!(
+        kubelet
+            .wait_for(WAIT, |r| (ids(r, "example.com/data")?.len() == 3)
+                .then_some(()))
+            .is_some(),
+        "device 2 listed again once the claim's spec is gone; log:\n{}",
+        d.log()
+    );
+}
+
+#[test]
 fn a_pod_resources_socket_that_never_answers_delays_nothing_for_long() {
     let dir = TestDir::new();
     // Bound and listening, never accepting: a kubelet that hangs.

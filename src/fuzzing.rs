@@ -208,7 +208,14 @@ pub fn preferred(data: &[u8]) {
     let Ok(req) = PreferredAllocationRequest::parse_from_bytes(data) else {
         return;
     };
-    let resp = alloc::preferred(&req);
+    // The first container's available IDs, held through DRA: never chosen
+    // unless the kubelet must include one.
+    let held: BTreeSet<String> = req
+        .container_requests
+        .first()
+        .map(|c| c.available_deviceIDs.iter().cloned().collect())
+        .unwrap_or_default();
+    let resp = alloc::preferred(&req, &held);
     assert_eq!(resp.container_responses.len(), req.container_requests.len());
     for (creq, c) in req.container_requests.iter().zip(&resp.container_responses) {
         let size = usize::try_from(creq.allocation_size.max(0)).unwrap_or(0);
@@ -220,6 +227,10 @@ pub fn preferred(data: &[u8]) {
             .iter()
             .all(|id| creq.available_deviceIDs.contains(id)
                 || creq.must_include_deviceIDs.contains(id)));
+        assert!(c
+            .deviceIDs
+            .iter()
+            .all(|id| !held.contains(id) || creq.must_include_deviceIDs.contains(id)));
     }
 }
 

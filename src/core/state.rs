@@ -11,7 +11,6 @@ use futures::channel::mpsc;
 
 use super::discovery::{DeviceSet, Merged};
 use super::resource::Resource;
-use crate::kubelet::{HEALTHY, UNHEALTHY};
 
 /// Where a resource is in its life, as its streams see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +58,10 @@ struct State {
     reconfigured: bool,
     /// Device IDs a running pod holds through the other API (the device
     /// plugin's, on a node that serves this resource through DRA, or the
-    /// reverse): neither listed nor offered until that pod ends (B19).
+    /// reverse) until that pod ends (B19). DRA leaves them out of its
+    /// slices. The device plugin still lists them (the scheduler counts
+    /// the pods that hold them against allocatable), but never gives one:
+    /// preferred allocations avoid them and Allocate refuses them.
     held: BTreeSet<String>,
 }
 
@@ -262,25 +264,12 @@ impl ResourceState {
     /// Renders the list under the lock (no copy of up to 4 MiB of IDs).
     fn list_locked<T>(s: &mut State, render: impl FnOnce(Listing<'_>) -> T) -> T {
         if !s.resource.is_dynamic() {
-            if s.held.is_empty() {
-                return render(Listing::Fixed {
-                    n: s.resource.num_devices,
-                    healthy: s.healthy,
-                });
-            }
-            let health = if s.healthy { HEALTHY } else { UNHEALTHY };
-            let devices: Vec<(std::borrow::Cow<'_, str>, &'static str)> =
-                (0..s.resource.num_devices)
-                    .map(|i| i.to_string())
-                    .filter(|id| !s.held.contains(id))
-                    .map(|id| (id.into(), health))
-                    .collect();
-            return render(Listing::Found(&devices));
+            return render(Listing::Fixed {
+                n: s.resource.num_devices,
+                healthy: s.healthy,
+            });
         }
-        let (mut devices, left) = s.set.list(!s.healthy);
-        if !s.held.is_empty() {
-            devices.retain(|(id, _)| !s.held.contains(id.as_ref()));
-        }
+        let (devices, left) = s.set.list(!s.healthy);
         if left > 0 && !s.cut_said {
             log::warn!(
                 "{}: {} device IDs do not fit one ListAndWatch message ({} bytes at most): \
@@ -336,7 +325,7 @@ impl ResourceState {
     }
 
     /// Records the device IDs a running pod holds through the other API
-    /// (B19): they are left out of lists and offers until released. A
+    /// (B19): never offered nor given until released. A
     /// change wakes the streams; returns how many were held before, or
     /// `None` when nothing changed.
     pub fn set_held_elsewhere(&self, held: BTreeSet<String>) -> Option<usize> {
@@ -354,6 +343,11 @@ impl ResourceState {
     /// [`ResourceState::set_held_elsewhere`]).
     pub fn held_elsewhere(&self) -> usize {
         self.lock().held.len()
+    }
+
+    /// The device IDs held through the other API.
+    pub fn held_ids(&self) -> BTreeSet<String> {
+        self.lock().held.clone()
     }
 
     /// Wakes `tx` on every change a stream would send, without counting as

@@ -267,11 +267,11 @@ impl DraSide {
     }
 
     fn stop_leftover(&mut self, why: &str) {
+        log::info!("DRA: {why}: removing the unprepare-only driver's sockets");
         if let Some(server) = self.front.take().and_then(|mut f| f.stop()) {
             stop_all(vec![server], Late::Cancel);
         }
         self.leftover = Leftover::Done;
-        log::info!("DRA: {why}: the unprepare-only driver sockets removed");
     }
 
     pub(crate) fn next_due(&self) -> Option<Instant> {

@@ -288,14 +288,14 @@ fn apply(api: Api, state: &ResourceState, held: BTreeSet<String>) {
         return;
     };
     let name = state.resource().resource_name.clone();
-    let other = match api {
-        Api::Dra => "the device-plugin API",
-        Api::DevicePlugin => "DRA",
+    let (other, here) = match api {
+        Api::Dra => ("the device-plugin API", "not offered here"),
+        // Listed still: the scheduler counts the pods that hold them.
+        Api::DevicePlugin => ("DRA", "listed, but never given"),
     };
     if after > 0 {
         log::info!(
-            "{name}: {after} device(s) held by running pods through {other}: not offered here \
-             until released"
+            "{name}: {after} device(s) held by running pods through {other}: {here} until released"
         );
     } else if before > 0 {
         log::info!("{name}: the devices held through {other} are released: all offered");

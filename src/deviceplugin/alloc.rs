@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use crate::api::v1beta1::{
     AllocateRequest, AllocateResponse, ContainerAllocateResponse,
-    ContainerPreferredAllocationResponse, Device, DeviceSpec, ListAndWatchResponse, Mount,
-    PreferredAllocationRequest, PreferredAllocationResponse,
+    ContainerPreferredAllocationResponse, Device, DevicePluginOptions, DeviceSpec,
+    ListAndWatchResponse, Mount, PreferredAllocationRequest, PreferredAllocationResponse,
 };
 use crate::core::discovery::{DeviceSet, Lookup};
 use crate::core::resource::Resource;
@@ -58,6 +58,14 @@ pub enum Refusal {
         container_path: String,
         hosts: [String; 2],
     },
+    /// IDs that running pods hold through DRA (claims prepared before the
+    /// node moved to the device plugin): a few shown, and how many in all.
+    HeldElsewhere {
+        resource: String,
+        container: usize,
+        shown: Vec<String>,
+        total: usize,
+    },
     /// IDs of a resource whose devices come and go that are not listed
     /// (never were, or removed) or have vanished: a few shown, each with
     /// why, and how many in all.
@@ -100,6 +108,21 @@ impl std::fmt::Display for Refusal {
                 )?;
                 write_shown(f, shown, *total)?;
                 write!(f, " (devices present now: {present})")
+            }
+            Refusal::HeldElsewhere {
+                resource,
+                container,
+                shown,
+                total,
+            } => {
+                write!(
+                    f,
+                    "{resource}: in container request {container}, device IDs held by running \
+                     pods through DRA (claims prepared before this node moved to the device \
+                     plugin): "
+                )?;
+                write_shown(f, shown, *total)?;
+                f.write_str("; they are given again once those pods end")
             }
             Refusal::SamePath {
                 resource,
@@ -311,9 +334,52 @@ pub fn found_list(devices: &[(std::borrow::Cow<'_, str>, &'static str)]) -> List
     resp
 }
 
+/// The options the plugin gives the kubelet (B8): none, except while
+/// devices are held through DRA (a node moved back from it, B19). Then
+/// GetPreferredAllocation is advertised: those devices are listed (the
+/// scheduler counts the pods that hold them) and the kubelet is steered
+/// away from them. The kubelet reads the options when it connects.
+pub fn options(held_elsewhere: usize) -> DevicePluginOptions {
+    let mut o = DevicePluginOptions::new();
+    o.get_preferred_allocation_available = held_elsewhere > 0;
+    o
+}
+
+/// The first IDs asked for in `req` that are in `held`, per container
+/// request: a refusal naming them.
+pub fn check_held(
+    resource: &str,
+    req: &AllocateRequest,
+    held: &BTreeSet<String>,
+) -> Result<(), Refusal> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    for (container, c) in req.container_requests.iter().enumerate() {
+        let ids: Vec<&String> = c
+            .devices_ids
+            .iter()
+            .filter(|id| held.contains(*id))
+            .collect();
+        if !ids.is_empty() {
+            return Err(Refusal::HeldElsewhere {
+                resource: resource.to_string(),
+                container,
+                shown: ids.iter().take(10).map(|id| show_id(id)).collect(),
+                total: ids.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A valid preferred allocation (B8): must-include IDs first, then the
-/// lowest available IDs, up to the requested size.
-pub fn preferred(req: &PreferredAllocationRequest) -> PreferredAllocationResponse {
+/// lowest available IDs that are not `held` (through DRA), up to the
+/// requested size.
+pub fn preferred(
+    req: &PreferredAllocationRequest,
+    held: &BTreeSet<String>,
+) -> PreferredAllocationResponse {
     let mut resp = PreferredAllocationResponse::new();
     for creq in &req.container_requests {
         let size = usize::try_from(creq.allocation_size.max(0)).unwrap_or(0);
@@ -327,7 +393,7 @@ pub fn preferred(req: &PreferredAllocationRequest) -> PreferredAllocationRespons
         let mut available: Vec<&String> = creq
             .available_deviceIDs
             .iter()
-            .filter(|id| !seen.contains(*id))
+            .filter(|id| !seen.contains(*id) && !held.contains(*id))
             .collect();
         // Numeric order for our IDs, text order for anything else.
         available.sort_by(|a, b| match (a.parse::<u64>(), b.parse::<u64>()) {
@@ -375,8 +441,34 @@ mod tests {
         c.allocation_size = 3;
         req.container_requests.push(c);
         assert_eq!(
-            preferred(&req).container_responses[0].deviceIDs,
+            preferred(&req, &BTreeSet::new()).container_responses[0].deviceIDs,
             ["7", "1", "2"]
+        );
+        // Devices held through DRA are never preferred (a must-include one
+        // is the kubelet's own, kept).
+        let held: BTreeSet<String> = ["1", "7"].map(String::from).into();
+        assert_eq!(
+            preferred(&req, &held).container_responses[0].deviceIDs,
+            ["7", "2", "3"]
+        );
+    }
+
+    #[test]
+    fn allocate_refuses_ids_held_through_dra() {
+        let mut req = AllocateRequest::new();
+        for ids in [vec!["0"], vec!["1", "2", "3"]] {
+            let mut c = ContainerAllocateRequest::new();
+            c.devices_ids = ids.into_iter().map(String::from).collect();
+            req.container_requests.push(c);
+        }
+        assert!(check_held("example.com/x", &req, &BTreeSet::new()).is_ok());
+        let held: BTreeSet<String> = ["2", "3", "9"].map(String::from).into();
+        let e = check_held("example.com/x", &req, &held).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "example.com/x: in container request 1, device IDs held by running pods through DRA \
+             (claims prepared before this node moved to the device plugin): \"2\", \"3\"; they \
+             are given again once those pods end"
         );
     }
 

@@ -11,7 +11,7 @@ use futures::channel::oneshot;
 use futures::future::{select, Either};
 use grpcio::{CallOption, Environment, Server};
 
-use crate::api::v1beta1::{DevicePluginOptions, RegisterRequest};
+use crate::api::v1beta1::RegisterRequest;
 use crate::api::v1beta1_grpc::RegistrationClient;
 use crate::cli::Registration;
 use crate::control::Board;
@@ -276,7 +276,7 @@ impl Owner {
         req.version = API_VERSION.to_string();
         req.endpoint = resource.socket_name.clone();
         req.resource_name = resource.resource_name.clone();
-        req.options = Some(DevicePluginOptions::new()).into();
+        req.options = Some(super::alloc::options(self.state.held_elsewhere())).into();
         let client = RegistrationClient::new(unix_channel(cx.env, cx.kubelet_socket));
         let opt = CallOption::default().timeout(REGISTER_DEADLINE);
         let (id, generation) = (self.id, self.generation);

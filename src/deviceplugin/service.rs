@@ -11,7 +11,10 @@ use std::sync::Arc;
 use futures::{SinkExt, StreamExt};
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink, UnarySink, WriteFlags};
 
-use super::alloc::{allocate, allocate_found, build_list, found_list, preferred, show_id, Refusal};
+use super::alloc::{
+    allocate, allocate_found, build_list, check_held, found_list, options, preferred, show_id,
+    Refusal,
+};
 use crate::api::pluginregistration::{
     InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse,
 };
@@ -70,7 +73,7 @@ impl DevicePlugin for DevicePluginService {
         reply(
             &ctx,
             sink,
-            Ok(DevicePluginOptions::new()),
+            Ok(options(self.state.held_elsewhere())),
             "GetDevicePluginOptions",
             name,
         );
@@ -144,7 +147,7 @@ impl DevicePlugin for DevicePluginService {
         reply(
             &ctx,
             sink,
-            Ok(preferred(&req)),
+            Ok(preferred(&req, &self.state.held_ids())),
             "GetPreferredAllocation",
             name,
         );
@@ -158,18 +161,21 @@ impl DevicePlugin for DevicePluginService {
     ) {
         let resource = self.state.resource();
         let name = resource.resource_name.clone();
-        let result = if resource.is_dynamic() {
-            self.state
-                .with_devices(|r, set| allocate_found(r, &req, set))
-        } else {
-            allocate(&resource, &req)
-        };
+        let result = check_held(&name, &req, &self.state.held_ids()).and_then(|()| {
+            if resource.is_dynamic() {
+                self.state
+                    .with_devices(|r, set| allocate_found(r, &req, set))
+            } else {
+                allocate(&resource, &req)
+            }
+        });
         let result = result.map_err(|refusal| {
             let code = match refusal {
                 Refusal::UnknownIds { .. } | Refusal::Gone { .. } | Refusal::SamePath { .. } => {
                     RpcStatusCode::INVALID_ARGUMENT
                 }
                 Refusal::TooLarge { .. } => RpcStatusCode::RESOURCE_EXHAUSTED,
+                Refusal::HeldElsewhere { .. } => RpcStatusCode::FAILED_PRECONDITION,
             };
             let msg = refusal.to_string();
             self.state.log_refusal(&msg);

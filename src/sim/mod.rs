@@ -46,7 +46,8 @@ use inotify::EventMask;
 use crate::api::pluginregistration::{InfoRequest, RegistrationStatus};
 use crate::api::pluginregistration_grpc::RegistrationClient as WatcherClient;
 use crate::api::v1beta1::{
-    AllocateRequest, AllocateResponse, ContainerAllocateRequest, DevicePluginOptions, Empty,
+    AllocateRequest, AllocateResponse, ContainerAllocateRequest,
+    ContainerPreferredAllocationRequest, DevicePluginOptions, Empty, PreferredAllocationRequest,
     RegisterRequest,
 };
 use crate::api::v1beta1_grpc::{create_registration, DevicePluginClient, Registration};
@@ -520,6 +521,41 @@ impl SimKubelet {
         }
         conn.client
             .allocate(&req, CallOption::default().timeout(Duration::from_secs(5)))
+    }
+
+    /// Calls GetPreferredAllocation on the current connection of
+    /// `resource`: one container choosing `size` of `available`.
+    ///
+    /// # Errors
+    ///
+    /// The gRPC error, or `NOT_FOUND` when the resource is not registered.
+    pub fn preferred(
+        &self,
+        resource: &str,
+        available: &[&str],
+        size: i32,
+    ) -> grpcio::Result<Vec<String>> {
+        let conn = lock(&self.shared.current).get(resource).cloned();
+        let Some(conn) = conn else {
+            return Err(grpcio::Error::RpcFailure(RpcStatus::with_message(
+                RpcStatusCode::NOT_FOUND,
+                format!("{resource} is not registered"),
+            )));
+        };
+        let mut req = PreferredAllocationRequest::new();
+        let mut c = ContainerPreferredAllocationRequest::new();
+        c.available_deviceIDs = available.iter().map(|s| s.to_string()).collect();
+        c.allocation_size = size;
+        req.container_requests.push(c);
+        let resp = conn.client.get_preferred_allocation(
+            &req,
+            CallOption::default().timeout(Duration::from_secs(5)),
+        )?;
+        Ok(resp
+            .container_responses
+            .first()
+            .map(|c| c.deviceIDs.clone())
+            .unwrap_or_default())
     }
 
     /// Stops the kubelet "process": its server, streams and discovery. The

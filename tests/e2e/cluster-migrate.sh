@@ -3,7 +3,8 @@
 # served by the device plugin on one node and by DRA on the other (the
 # DeviceClasses' extendedResourceName, KEP-5004), a node moved to DRA while
 # pods hold devices through the device plugin, a rolling update of the DRA
-# DaemonSet, and health under DRA. The node label
+# DaemonSet, the node moved back while pods hold DRA claims, and health
+# under DRA. The node label
 # hostpath-device.k8s.io/api picks the DaemonSet, as the README says.
 
 # limits_deployment NAME REPLICAS RESOURCE COMMAND [NODE]: pods asking
@@ -185,6 +186,68 @@ for e in json.load(sys.stdin)["items"]:
 [ -z "$failed_prep" ] || fail "preparations failed during the update: $failed_prep"
 ok "rolling update of deploy/dra/ (maxSurge 1) while pods came and went: done in $window, node-a's slices present at each of $polls looks, no preparation failed"
 k delete deployment churn --wait=false >/dev/null
+
+# 18b (c). node-a moves back to the device plugin while pods hold DRA
+#     claims there: three on /sample, two on serial nodes. They keep
+#     running (same pods, no restart). node-a's slices are withdrawn at
+#     once (the DRA daemon leaves with no successor). The device plugin
+#     offers all but the claims' devices: their CDI specs say which, as
+#     pod-resources does not list a claim made for `limits:`. The kubelet
+#     lets those pods end only once their claims are unprepared: deploy/'s
+#     daemon serves the driver for that, then lets it go.
+wait_for 120 "the churn pods gone" bash -c "[ -z \"\$(k get pods -l app=churn -o name 2>/dev/null)\" ]"
+wait_for 120 "node-a's churn claims unprepared" cdi_specs_are node-a 0
+limits_deployment back 3 "$R" 'cat /sample/hello && exec sleep 3600' node-a
+limits_deployment back-serial 2 "$S" 'exec sleep 3600' node-a
+wait_for 120 "3 back pods Running on node-a" running_on 3 node-a -l app=back || fail "$(why_not_running -l app=back)"
+wait_for 120 "2 back-serial pods Running on node-a" running_on 2 node-a -l app=back-serial || fail "$(why_not_running -l app=back-serial)"
+pods -l 'app in (back, back-serial)' | sort >"$work/back.before"
+allocations | awk -v p="node-a/$S" '$2 == p {print $3}' | sort -u >"$work/back.dra"
+slices_json | python3 -c '
+import json, sys
+want = set(sys.argv[1].split())
+for s in json.load(sys.stdin)["items"]:
+    for d in s["spec"].get("devices", []):
+        if s["spec"]["pool"]["name"] == sys.argv[2] and d["name"] in want:
+            print(d["attributes"]["id"]["string"])' "$(tr '\n' ' ' <"$work/back.dra")" "node-a/$S" | sort >"$work/back.dra.ids" || true
+[ "$(grep -c . "$work/back.dra.ids")" = 2 ] || fail "the 2 serial claims hold $(tr '\n' ' ' <"$work/back.dra.ids")"
+t0=$(now_ms)
+k label node node-a "$D/api=device-plugin" --overwrite >/dev/null
+wait_for 120 "deploy/'s pod Ready on node-a" dp_ready_on node-a
+wait_for 120 "deploy/dra/'s pod gone from node-a" no_dra_pod_on node-a
+slices_gone() { ! pool_published node-a "$R" && ! pool_published node-a "$S"; }
+wait_for 60 "node-a's slices withdrawn" slices_gone
+t_slices=$(since "$t0")
+# Allocatable counts every device: the scheduler counts the DRA pods'
+# requests against it, and the daemon never gives what their claims hold.
+wait_for 120 "node-a's allocatable $R to be 100" alloc_is node-a 100
+wait_for 60 "node-a's allocatable $S to be $total_serials" alloc_is node-a "$total_serials" "$S"
+t_alloc=$(since "$t0")
+pods -l 'app in (back, back-serial)' | sort >"$work/back.after"
+diff "$work/back.before" "$work/back.after" >/dev/null || fail "the DRA pods changed: $(diff "$work/back.before" "$work/back.after")"
+ok "node-a moved back to the device plugin while 5 pods hold DRA claims: they keep running (same pods, no restart); its slices withdrawn $t_slices after kubectl label; allocatable $R 100 and $S $total_serials $t_alloc after"
+limits_deployment back-dp "$((total_serials - 2))" "$S" 'exec sleep 3600' node-a
+wait_for 120 "$((total_serials - 2)) device-plugin serial pods Running on node-a" running_on "$((total_serials - 2))" node-a -l app=back-dp || fail "$(why_not_running -l app=back-dp)"
+podres_held node-a "$S" >"$work/back.dp"
+[ "$(grep -c . "$work/back.dp")" = "$((total_serials - 2))" ] || fail "pod-resources shows $(tr '\n' ' ' <"$work/back.dp") held through the device plugin"
+overlap=$(comm -12 "$work/back.dp" "$work/back.dra.ids")
+[ -z "$overlap" ] || fail "devices held through both APIs: $overlap"
+ok "$((total_serials - 2)) new serial pods got device-plugin devices on node-a, none of the 2 the DRA claims hold ($(tr '\n' ' ' <"$work/back.dra.ids"))"
+reg_on_a() { on node-a "ls /var/lib/kubelet/plugins_registry 2>/dev/null" | grep -c "^$D-.*reg\.sock\$" || true; }
+reg_gone() { [ "$(reg_on_a)" = 0 ]; }
+[ "$(reg_on_a)" = 1 ] || fail "the driver is not served on node-a for the 5 claims: $(on node-a 'ls /var/lib/kubelet/plugins_registry')"
+t1=$(now_ms)
+k delete deployment back back-serial --wait=false >/dev/null
+wait_for 120 "the 5 DRA pods gone" bash -c "[ -z \"\$(k get pods -l 'app in (back, back-serial)' -o name 2>/dev/null)\" ]"
+t_gone=$(since "$t1")
+wait_for 60 "node-a's CDI specs gone" cdi_specs_are node-a 0
+wait_for 60 "the driver's registration gone from node-a" reg_gone
+ok "the 5 DRA pods ended $t_gone after kubectl delete (deploy/'s daemon unprepared their claims), then it let go of the driver ($(since "$t1") after)"
+t2=$(now_ms)
+k scale deployment back-dp --replicas "$total_serials" >/dev/null
+wait_for 120 "all $total_serials device-plugin serial pods Running on node-a" running_on "$total_serials" node-a -l app=back-dp || fail "$(why_not_running -l app=back-dp)"
+ok "the 2 serials the claims held are given through the device plugin again: $total_serials pods Running $(since "$t2") after kubectl scale"
+k delete deployment back-dp --wait=false >/dev/null
 
 # 19 (e). Health under DRA: /sample removed on node-b; node-b's pool
 #     withdraws its devices (the daemon's health stream says Unhealthy to

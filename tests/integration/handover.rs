@@ -97,7 +97,7 @@ fn dra_leaves_out_what_device_plugin_pods_hold_until_they_end() {
 }
 
 #[test]
-fn the_device_plugin_leaves_out_what_dra_claims_hold_until_they_end() {
+fn the_device_plugin_never_gives_what_dra_claims_hold_until_they_end() {
     let dir = TestDir::new();
     let podres = FakePodResources::start(&dir.pod_resources()).unwrap();
     let data = dir.host("data");
@@ -118,33 +118,42 @@ fn the_device_plugin_leaves_out_what_dra_claims_hold_until_they_end() {
         data.display()
     );
     let d = Daemon::start(&dir, &config, &["--node-name", "node-a"]);
-    let want = |ids: &[&str]| {
-        let want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-        move |r: &k8s_hostpath_device_plugin::sim::Recorded| {
-            let mut got: Vec<String> = r
-                .devices
-                .get("example.com/data")?
-                .iter()
-                .map(|(id, _)| id.clone())
-                .collect();
-            got.sort();
-            (got == want).then(|| r.lists["example.com/data"])
-        }
-    };
-    let lists = kubelet.wait_for(WAIT, want(&["0", "1"]));
-    assert_eq!(
-        lists,
-        Some(1),
-        "the first list already leaves device 2 out; log:\n{}",
-        d.log()
-    );
+    assert_never_gives(&kubelet, &d, "example.com/data", "2");
     podres.set(vec![]);
     assert!(
-        kubelet.wait_for(WAIT, want(&["0", "1", "2"])).is_some(),
-        "device 2 listed again once the claim's pod ended; log:\n{}",
+        crate::harness::wait_until(WAIT, || kubelet
+            .allocate("example.com/data", &[&["2"]])
+            .is_ok()),
+        "device 2 given again once the claim's pod ended; log:\n{}",
         d.log()
     );
     assert!(podres.calls() >= 2);
+}
+
+/// `resource`'s device `held` (held through DRA) is listed with the others
+/// (the scheduler counts the pod that holds it), never preferred, and
+/// refused by Allocate, from the first list on.
+#[track_caller]
+fn assert_never_gives(kubelet: &SimKubelet, d: &Daemon, resource: &str, held: &str) {
+    let lists = kubelet.wait_for(WAIT, |r| {
+        let n = r.devices.get(resource)?.len();
+        (n == 3).then(|| r.lists[resource])
+    });
+    assert!(lists.is_some(), "all three listed; log:\n{}", d.log());
+    assert!(
+        kubelet.recorded().options[resource].get_preferred_allocation_available,
+        "GetPreferredAllocation advertised while a device is held through DRA"
+    );
+    let chosen = kubelet.preferred(resource, &["0", "1", "2"], 2).unwrap();
+    assert_eq!(chosen, ["0", "1"], "log:\n{}", d.log());
+    let chosen = kubelet.preferred(resource, &["1", "2"], 2).unwrap();
+    assert_eq!(chosen, ["1"], "never the held one, even when short");
+    let e = kubelet.allocate(resource, &[&[held]]).unwrap_err();
+    assert!(
+        e.to_string().contains("held by running pods through DRA"),
+        "{e}"
+    );
+    assert!(kubelet.allocate(resource, &[&["0"]]).is_ok());
 }
 
 #[test]
@@ -187,39 +196,21 @@ fn a_claim_pod_resources_does_not_list_is_held_by_its_cdi_spec() {
         other.display()
     );
     let d = Daemon::start(&dir, &config, &["--node-name", "node-a"]);
-    let ids = |r: &k8s_hostpath_device_plugin::sim::Recorded, res: &str| {
-        let mut got: Vec<String> = r
-            .devices
-            .get(res)?
-            .iter()
-            .map(|(id, _)| id.clone())
-            .collect();
-        got.sort();
-        Some(got)
-    };
-    let first = kubelet.wait_for(WAIT, |r| {
-        let (a, b) = (ids(r, "example.com/data")?, ids(r, "example.com/other")?);
-        Some((a, b, r.lists["example.com/data"]))
-    });
+    assert_never_gives(&kubelet, &d, "example.com/data", "2");
     assert_eq!(
-        first,
-        Some((
-            vec!["0".into(), "1".into()],
-            vec!["0".into(), "1".into(), "2".into()],
-            1
-        )),
-        "the first list of example.com/data leaves device 2 out, example.com/other's does not; \
-         log:\n{}",
-        d.log()
+        kubelet
+            .preferred("example.com/other", &["0", "1", "2"], 3)
+            .unwrap(),
+        ["0", "1", "2"],
+        "example.com/other's device 2 is not the claim's"
     );
-    // The claim is unprepared (its spec goes): device 2 is listed again.
+    // The claim is unprepared (its spec goes): device 2 is given again.
     std::fs::remove_file(&spec).unwrap();
     assert!(
-        kubelet
-            .wait_for(WAIT, |r| (ids(r, "example.com/data")?.len() == 3)
-                .then_some(()))
-            .is_some(),
-        "device 2 listed again once the claim's spec is gone; log:\n{}",
+        crate::harness::wait_until(WAIT, || kubelet
+            .allocate("example.com/data", &[&["2"]])
+            .is_ok()),
+        "device 2 given again once the claim's spec is gone; log:\n{}",
         d.log()
     );
 }
@@ -457,7 +448,9 @@ fn a_node_moved_back_to_the_device_plugin_unprepares_its_claims_then_lets_go() {
         "{}",
         dp.log()
     );
-    assert!(dp.log().contains("unprepare-only driver sockets removed"));
+    assert!(dp
+        .log()
+        .contains("is unprepared: removing the unprepare-only driver's sockets"));
     let specs = std::fs::read_dir(node.dir.path.join("cdi")).map_or(0, Iterator::count);
     assert_eq!(specs, 0, "no CDI spec left");
     dp.signal(libc::SIGTERM);

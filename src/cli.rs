@@ -131,7 +131,8 @@ Usage:
 Options:
   --config PATH                 YAML config [default: /k8s-hostpath-device-plugin/config.yaml]
   --device-plugin-dir DIR       kubelet.sock and plugin sockets [default: /var/lib/kubelet/device-plugins]
-  --plugins-registry-dir DIR    used with --registration plugin-watcher [default: /var/lib/kubelet/plugins_registry]
+  --plugins-registry-dir DIR    the plugin watcher's: --registration plugin-watcher, DRA
+                                [default: /var/lib/kubelet/plugins_registry]
   --registration MODE           kubelet-socket (default) or plugin-watcher
   --host-root DIR               where the host's / is visible, to inspect host paths [default: /]
   --max-watches N               host-path inotify watches at most; past it, a 1 s rescan
@@ -139,7 +140,7 @@ Options:
   --api API                     serve every resource through this API, whatever the config
                                 says: device-plugin or dra [default: each resource's `api`]
   --pod-resources-socket PATH   the kubelet's pod-resources API: devices that running pods
-                                hold through the other API are not offered until released
+                                hold through the other API are not given until released
                                 [default: /var/lib/kubelet/pod-resources/kubelet.sock]
 DRA (resources with `api: dra`):
   --node-name NAME              this node [default: $NODE_NAME]

@@ -63,6 +63,11 @@ struct State {
     /// the pods that hold them against allocatable), but never gives one:
     /// preferred allocations avoid them and Allocate refuses them.
     held: BTreeSet<String>,
+    /// Devices may be held through the other API on this node (DRA claims
+    /// were there when the daemon started), whether or not this resource's
+    /// are known yet: the device plugin then advertises
+    /// GetPreferredAllocation, whose option the kubelet reads only once.
+    handing_over: bool,
 }
 
 /// What a recorded health result changed.
@@ -138,6 +143,7 @@ impl ResourceState {
                 memory: Default::default(),
                 reconfigured: false,
                 held: BTreeSet::new(),
+                handing_over: false,
             }),
         })
     }
@@ -348,6 +354,18 @@ impl ResourceState {
     /// The device IDs held through the other API.
     pub fn held_ids(&self) -> BTreeSet<String> {
         self.lock().held.clone()
+    }
+
+    /// Records that devices may be held through the other API on this node.
+    pub fn set_handing_over(&self, on: bool) {
+        self.lock().handing_over = on;
+    }
+
+    /// Whether devices are, or may be, held through the other API: see
+    /// [`ResourceState::set_handing_over`].
+    pub fn handing_over(&self) -> bool {
+        let s = self.lock();
+        s.handing_over || !s.held.is_empty()
     }
 
     /// Wakes `tx` on every change a stream would send, without counting as

@@ -205,6 +205,8 @@ type Entries = Arc<Mutex<BTreeMap<u64, (Api, Arc<ResourceState>)>>>;
 pub struct Handover {
     entries: Entries,
     first: Option<Holdings>,
+    /// DRA claims were on the node at start (pod-resources or CDI specs).
+    dra_on_node: bool,
     lister: Option<Lister>,
     tx: Option<Sender<Msg>>,
     thread: Option<JoinHandle<()>>,
@@ -223,8 +225,13 @@ impl Handover {
                 None
             }
         };
+        let dra_on_node = first
+            .as_ref()
+            .is_some_and(|h| !h.dra.is_empty() || !h.prepared.is_empty())
+            || !lister.cdi.prepared().is_empty();
         Handover {
             entries: Arc::default(),
+            dra_on_node,
             first,
             lister: Some(lister),
             tx: None,
@@ -260,6 +267,10 @@ impl Handover {
             .as_ref()
             .map(|h| h.held(api, state))
             .unwrap_or_default();
+        // A resource whose devices come and go has none before its first
+        // scan, so which are held is known a poll later; that DRA claims
+        // are on the node is known now.
+        state.set_handing_over(api == Api::DevicePlugin && self.dra_on_node);
         apply(api, state, held);
         lock(&self.entries).insert(id, (api, state.clone()));
         if let Some(tx) = &self.tx {

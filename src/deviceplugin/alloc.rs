@@ -339,9 +339,9 @@ pub fn found_list(devices: &[(std::borrow::Cow<'_, str>, &'static str)]) -> List
 /// GetPreferredAllocation is advertised: those devices are listed (the
 /// scheduler counts the pods that hold them) and the kubelet is steered
 /// away from them. The kubelet reads the options when it connects.
-pub fn options(held_elsewhere: usize) -> DevicePluginOptions {
+pub fn options(handing_over: bool) -> DevicePluginOptions {
     let mut o = DevicePluginOptions::new();
-    o.get_preferred_allocation_available = held_elsewhere > 0;
+    o.get_preferred_allocation_available = handing_over;
     o
 }
 

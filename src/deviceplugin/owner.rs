@@ -276,7 +276,7 @@ impl Owner {
         req.version = API_VERSION.to_string();
         req.endpoint = resource.socket_name.clone();
         req.resource_name = resource.resource_name.clone();
-        req.options = Some(super::alloc::options(self.state.held_elsewhere())).into();
+        req.options = Some(super::alloc::options(self.state.handing_over())).into();
         let client = RegistrationClient::new(unix_channel(cx.env, cx.kubelet_socket));
         let opt = CallOption::default().timeout(REGISTER_DEADLINE);
         let (id, generation) = (self.id, self.generation);

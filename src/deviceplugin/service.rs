@@ -73,7 +73,7 @@ impl DevicePlugin for DevicePluginService {
         reply(
             &ctx,
             sink,
-            Ok(options(self.state.held_elsewhere())),
+            Ok(options(self.state.handing_over())),
             "GetDevicePluginOptions",
             name,
         );

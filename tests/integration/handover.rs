@@ -216,6 +216,56 @@ fn a_claim_pod_resources_does_not_list_is_held_by_its_cdi_spec() {
 }
 
 #[test]
+fn devices_that_come_and_go_held_through_dra_are_never_given_either() {
+    // A pattern's devices are not known before its first scan, so which
+    // are held is known a poll later; GetPreferredAllocation is advertised
+    // from the start all the same (the kubelet reads the options once).
+    use crate::devices::{mknod, root, serial_config, SERIAL};
+    use k8s_hostpath_device_plugin::dra::names::device_name;
+    const UID: &str = "88888888-2222-3333-4444-555555555555";
+    let dir = TestDir::new();
+    let podres = FakePodResources::start(&dir.pod_resources()).unwrap();
+    podres.set(vec![]);
+    let (r, args) = root(&dir);
+    mknod(&r.join("dev/ttyUSB0"), 188, 0);
+    mknod(&r.join("dev/ttyUSB1"), 188, 1);
+    let cdi = dir.path.join("cdi");
+    std::fs::create_dir_all(&cdi).unwrap();
+    std::fs::write(
+        cdi.join(format!("hostpath-device.k8s.io-device_{UID}.json")),
+        format!(
+            r#"{{"cdiVersion": "0.5.0", "kind": "hostpath-device.k8s.io/device", "devices": [
+                {{"name": "{UID}-{}", "containerEdits": {{"deviceNodes": [
+                    {{"path": "/dev/ttyUSB1", "permissions": "rw"}}]}}}}]}}"#,
+            device_name("/dev/ttyUSB1")
+        ),
+    )
+    .unwrap();
+    let kubelet = SimKubelet::start(&dir.dp()).unwrap();
+    let mut all = vec!["--node-name", "node-a"];
+    all.extend(args.iter().map(String::as_str));
+    let d = Daemon::start(&dir, &serial_config(""), &all);
+    let listed = kubelet.wait_for(WAIT, |r| (r.devices.get(SERIAL)?.len() == 2).then_some(()));
+    assert!(listed.is_some(), "both listed; log:\n{}", d.log());
+    assert!(
+        kubelet.recorded().options[SERIAL].get_preferred_allocation_available,
+        "advertised from the first connection"
+    );
+    assert!(
+        crate::harness::wait_until(WAIT, || kubelet
+            .preferred(SERIAL, &["/dev/ttyUSB0", "/dev/ttyUSB1"], 2)
+            .is_ok_and(|c| c == ["/dev/ttyUSB0"])),
+        "the held one never preferred; log:\n{}",
+        d.log()
+    );
+    let e = kubelet.allocate(SERIAL, &[&["/dev/ttyUSB1"]]).unwrap_err();
+    assert!(
+        e.to_string().contains("held by running pods through DRA"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_pod_resources_socket_that_never_answers_delays_nothing_for_long() {
     let dir = TestDir::new();
     // Bound and listening, never accepting: a kubelet that hangs.

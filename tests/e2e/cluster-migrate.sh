@@ -52,6 +52,8 @@ why_not_running() {
     echo "  events: $(k get events --field-selector involvedObject.name="$p" -o jsonpath='{range .items[*]}{.reason}: {.message}; {end}' | tail -c 600)"
   done
 }
+# no_pods SELECTOR...: no pod matches (those ending are still listed).
+no_pods() { local out; out=$(k get pods "$@" -o name) && [ -z "$out" ]; }
 running_count() { pods "$@" | awk '$3 == "Running"' | grep -c . || true; }
 on_node_count() { pods "${@:2}" | awk -v n="$1" '$2 == n && $3 == "Running"' | grep -c . || true; }
 dp_ready_on() {
@@ -104,7 +106,7 @@ cdi_specs_are node-b "$on_b" || fail "node-b has $(cdi_specs node-b) CDI specs, 
 one_b=$(awk '$2 == "node-b" {print $1; exit}' "$work/ext.mixed")
 ok "all 20 read /sample/hello; node-b's $on_b each have extendedResourceClaimStatus (e.g. $(k get pod "$one_b" -o jsonpath='{.status.extendedResourceClaimStatus}')) and a prepared claim ($on_b CDI specs), node-a's $on_a none"
 k delete deployment mixed --wait=false >/dev/null
-wait_for 120 "the mixed pods gone" bash -c "[ -z \"\$(k get pods -l app=mixed -o name 2>/dev/null)\" ]"
+wait_for 120 "the mixed pods gone" no_pods -l app=mixed
 wait_for 120 "node-b's claims unprepared" cdi_specs_are node-b 0
 
 # 17 (b). node-a moves to DRA while pods hold devices there through the
@@ -154,7 +156,7 @@ k delete deployment held-serial --wait=false >/dev/null
 wait_for 120 "the released serials offered again" offers node-a "$S" "$total_serials"
 ok "the device-plugin pods ended: their 3 serials offered through DRA again $(since "$t2") after kubectl delete"
 k delete deployment new-serial held --wait=false >/dev/null
-wait_for 120 "the held and new pods gone" bash -c "[ -z \"\$(k get pods -l 'app in (held, new-serial, held-serial)' -o name 2>/dev/null)\" ]"
+wait_for 120 "the held and new pods gone" no_pods -l 'app in (held, new-serial, held-serial)'
 
 # 18 (d). A rolling update of the DRA DaemonSet while pods start and stop:
 #     the new pod registers beside the old one; no preparation fails and
@@ -195,7 +197,7 @@ k delete deployment churn --wait=false >/dev/null
 #     pod-resources does not list a claim made for `limits:`. The kubelet
 #     lets those pods end only once their claims are unprepared: deploy/'s
 #     daemon serves the driver for that, then lets it go.
-wait_for 120 "the churn pods gone" bash -c "[ -z \"\$(k get pods -l app=churn -o name 2>/dev/null)\" ]"
+wait_for 120 "the churn pods gone" no_pods -l app=churn
 wait_for 120 "node-a's churn claims unprepared" cdi_specs_are node-a 0
 limits_deployment back 3 "$R" 'cat /sample/hello && exec sleep 3600' node-a
 limits_deployment back-serial 2 "$S" 'exec sleep 3600' node-a
@@ -238,7 +240,7 @@ reg_gone() { [ "$(reg_on_a)" = 0 ]; }
 [ "$(reg_on_a)" = 1 ] || fail "the driver is not served on node-a for the 5 claims: $(on node-a 'ls /var/lib/kubelet/plugins_registry')"
 t1=$(now_ms)
 k delete deployment back back-serial --wait=false >/dev/null
-wait_for 120 "the 5 DRA pods gone" bash -c "[ -z \"\$(k get pods -l 'app in (back, back-serial)' -o name 2>/dev/null)\" ]"
+wait_for 120 "the 5 DRA pods gone" no_pods -l 'app in (back, back-serial)'
 t_gone=$(since "$t1")
 wait_for 60 "node-a's CDI specs gone" cdi_specs_are node-a 0
 wait_for 60 "the driver's registration gone from node-a" reg_gone

@@ -21,6 +21,7 @@
 //!   of it is current, it disconnects the current one, as kubelets up to
 //!   1.36 do, and counts it in [`Recorded::late_stream_ends`].
 
+mod calls;
 pub mod dra;
 pub mod fakeapi;
 pub mod podres;
@@ -45,11 +46,7 @@ use inotify::EventMask;
 
 use crate::api::pluginregistration::{InfoRequest, RegistrationStatus};
 use crate::api::pluginregistration_grpc::RegistrationClient as WatcherClient;
-use crate::api::v1beta1::{
-    AllocateRequest, AllocateResponse, ContainerAllocateRequest,
-    ContainerPreferredAllocationRequest, DevicePluginOptions, Empty, PreferredAllocationRequest,
-    RegisterRequest,
-};
+use crate::api::v1beta1::{DevicePluginOptions, Empty, RegisterRequest};
 use crate::api::v1beta1_grpc::{create_registration, DevicePluginClient, Registration};
 use crate::daemon::watch::{Key, Watcher};
 use crate::kubelet::{API_VERSION, DEVICE_PLUGIN_TYPE, HEALTHY, KUBELET_SOCKET, UNHEALTHY};
@@ -493,69 +490,6 @@ impl SimKubelet {
         pred: impl FnMut(&Recorded) -> Option<T>,
     ) -> Option<T> {
         wait_on(&self.shared.recorded, &self.shared.cv, timeout, pred)
-    }
-
-    /// Calls Allocate on the current connection of `resource`, one container
-    /// request per element of `containers`.
-    ///
-    /// # Errors
-    ///
-    /// The gRPC error, or `NOT_FOUND` when the resource is not registered.
-    pub fn allocate(
-        &self,
-        resource: &str,
-        containers: &[&[&str]],
-    ) -> grpcio::Result<AllocateResponse> {
-        let conn = lock(&self.shared.current).get(resource).cloned();
-        let Some(conn) = conn else {
-            return Err(grpcio::Error::RpcFailure(RpcStatus::with_message(
-                RpcStatusCode::NOT_FOUND,
-                format!("{resource} is not registered"),
-            )));
-        };
-        let mut req = AllocateRequest::new();
-        for ids in containers {
-            let mut c = ContainerAllocateRequest::new();
-            c.devices_ids = ids.iter().map(|s| s.to_string()).collect();
-            req.container_requests.push(c);
-        }
-        conn.client
-            .allocate(&req, CallOption::default().timeout(Duration::from_secs(5)))
-    }
-
-    /// Calls GetPreferredAllocation on the current connection of
-    /// `resource`: one container choosing `size` of `available`.
-    ///
-    /// # Errors
-    ///
-    /// The gRPC error, or `NOT_FOUND` when the resource is not registered.
-    pub fn preferred(
-        &self,
-        resource: &str,
-        available: &[&str],
-        size: i32,
-    ) -> grpcio::Result<Vec<String>> {
-        let conn = lock(&self.shared.current).get(resource).cloned();
-        let Some(conn) = conn else {
-            return Err(grpcio::Error::RpcFailure(RpcStatus::with_message(
-                RpcStatusCode::NOT_FOUND,
-                format!("{resource} is not registered"),
-            )));
-        };
-        let mut req = PreferredAllocationRequest::new();
-        let mut c = ContainerPreferredAllocationRequest::new();
-        c.available_deviceIDs = available.iter().map(|s| s.to_string()).collect();
-        c.allocation_size = size;
-        req.container_requests.push(c);
-        let resp = conn.client.get_preferred_allocation(
-            &req,
-            CallOption::default().timeout(Duration::from_secs(5)),
-        )?;
-        Ok(resp
-            .container_responses
-            .first()
-            .map(|c| c.deviceIDs.clone())
-            .unwrap_or_default())
     }
 
     /// Stops the kubelet "process": its server, streams and discovery. The

@@ -239,6 +239,34 @@ pub fn run(settings: Settings, mut loaded: Loaded, control: Control) -> Result<(
     result
 }
 
+/// Releases the inotify instances `fds` now, each on a thread of its own,
+/// while the rest of the shutdown goes on: the kernel's teardown of an
+/// instance with watches waits for a grace period (closing one took 3 ms
+/// median and up to 24 ms here), and at exit those waits would come one
+/// after the other, between the last socket removed and the process
+/// reaped. Each descriptor is replaced by /dev/null (`dup2`), so its number
+/// stays valid for its owner, whose later close is then harmless; it is
+/// never closed under another owner's feet.
+fn release_early(fds: &[std::os::fd::RawFd]) {
+    use std::os::fd::AsRawFd;
+    for &fd in fds.iter().filter(|fd| **fd >= 0) {
+        let spawned = std::thread::Builder::new()
+            .name("release".into())
+            .spawn(move || {
+                let Ok(null) = std::fs::File::open("/dev/null") else {
+                    return;
+                };
+                // SAFETY: `fd` is an inotify descriptor its owner keeps open
+                // until the process exits; dup2 swaps what it refers to
+                // atomically and leaves it open.
+                unsafe { libc::dup2(null.as_raw_fd(), fd) };
+            });
+        if let Err(e) = spawned {
+            log::debug!("inotify instance released at exit instead: {e}");
+        }
+    }
+}
+
 fn ensure_dir(dir: &Path) -> Result<(), DaemonError> {
     if dir.is_dir() {
         return Ok(());
@@ -610,6 +638,8 @@ impl Supervisor {
         // and the checks' CPU is better spent on the exit.
         self.monitor.shutdown();
         self.handover.stop();
+        let watcher_fd = self.watcher.as_ref().map_or(-1, Watcher::fd);
+        release_early(&[self.monitor.inotify_fd(), watcher_fd]);
         // Our public names go first: no new connection can reach a server
         // that is stopping, and gRPC's own unlink concerns only the private
         // bind name, so the order is free.

@@ -147,6 +147,9 @@ impl Shared {
 pub struct Monitor {
     shared: Arc<Shared>,
     dispatcher: Option<JoinHandle<()>>,
+    /// The host-path inotify instance's descriptor (-1 without one), to be
+    /// released early at shutdown.
+    inotify_fd: std::os::fd::RawFd,
 }
 
 fn mask() -> WatchMask {
@@ -193,6 +196,7 @@ impl Monitor {
             watches: inotify.as_ref().map(Inotify::watches),
             watch_budget,
         });
+        let inotify_fd = inotify.as_ref().map_or(-1, std::os::fd::AsRawFd::as_raw_fd);
         let s = shared.clone();
         let dispatcher = thread::Builder::new()
             .name("health".into())
@@ -200,6 +204,7 @@ impl Monitor {
         Ok(Monitor {
             shared,
             dispatcher: Some(dispatcher),
+            inotify_fd,
         })
     }
 
@@ -248,6 +253,12 @@ impl Monitor {
 
     /// Stops the dispatcher and tells the workers to end. Returns at once
     /// even when a worker is stuck in a hung filesystem.
+    /// The host-path inotify instance's descriptor, -1 without one; open
+    /// as long as the monitor is.
+    pub fn inotify_fd(&self) -> std::os::fd::RawFd {
+        self.inotify_fd
+    }
+
     pub fn shutdown(&mut self) {
         self.shared.lock().stop = true;
         self.shared.work.notify_all();

@@ -218,9 +218,13 @@ fn note_unwatched(
     why: Option<String>,
 ) -> bool {
     let unwatched = missed > 0;
-    let was = match shared.lock().entries.get_mut(&id) {
-        Some(e) => std::mem::replace(&mut e.unwatched, unwatched),
-        None => return unwatched,
+    let was = match shared.lock() {
+        // Shutting down: the inotify instance may be released already.
+        inner if inner.stop => return unwatched,
+        mut inner => match inner.entries.get_mut(&id) {
+            Some(e) => std::mem::replace(&mut e.unwatched, unwatched),
+            None => return unwatched,
+        },
     };
     match (was, unwatched) {
         (false, true) => log::warn!(

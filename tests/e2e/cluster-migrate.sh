@@ -139,13 +139,7 @@ ext_claims -l app=new-serial >"$work/ext.serial"
 [ "$(grep -c . "$work/ext.serial")" = "$want" ] || fail "new serial pods with extendedResourceClaimStatus: $(cat "$work/ext.serial")"
 allocations | awk -v p="node-a/$S" '$2 == p {print $3}' | sort >"$work/serial.dra"
 [ "$(sort -u "$work/serial.dra" | grep -c .)" = "$want" ] || fail "the $want DRA claims hold $(sort -u "$work/serial.dra" | tr '\n' ' ')"
-slices_json | python3 -c '
-import json, sys
-want = set(sys.argv[1].split())
-for s in json.load(sys.stdin)["items"]:
-    for d in s["spec"].get("devices", []):
-        if s["spec"]["pool"]["name"] == sys.argv[2] and d["name"] in want:
-            print(d["attributes"]["id"]["string"])' "$(tr '\n' ' ' <"$work/serial.dra")" "node-a/$S" | sort >"$work/serial.dra.ids" || true
+slices_json | dra ids node-a "$S" $(cat "$work/serial.dra") >"$work/serial.dra.ids"
 overlap=$(comm -12 "$work/serial.dp" "$work/serial.dra.ids")
 [ -z "$overlap" ] || fail "devices held through both APIs: $overlap"
 pods -l 'app in (held, held-serial)' | sort >"$work/held.after"
@@ -205,13 +199,7 @@ wait_for 120 "3 back pods Running on node-a" running_on 3 node-a -l app=back || 
 wait_for 120 "2 back-serial pods Running on node-a" running_on 2 node-a -l app=back-serial || fail "$(why_not_running -l app=back-serial)"
 pods -l 'app in (back, back-serial)' | sort >"$work/back.before"
 allocations | awk -v p="node-a/$S" '$2 == p {print $3}' | sort -u >"$work/back.dra"
-slices_json | python3 -c '
-import json, sys
-want = set(sys.argv[1].split())
-for s in json.load(sys.stdin)["items"]:
-    for d in s["spec"].get("devices", []):
-        if s["spec"]["pool"]["name"] == sys.argv[2] and d["name"] in want:
-            print(d["attributes"]["id"]["string"])' "$(tr '\n' ' ' <"$work/back.dra")" "node-a/$S" | sort >"$work/back.dra.ids" || true
+slices_json | dra ids node-a "$S" $(cat "$work/back.dra") >"$work/back.dra.ids"
 [ "$(grep -c . "$work/back.dra.ids")" = 2 ] || fail "the 2 serial claims hold $(tr '\n' ' ' <"$work/back.dra.ids")"
 t0=$(now_ms)
 k label node node-a "$D/api=device-plugin" --overwrite >/dev/null

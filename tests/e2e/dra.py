@@ -5,6 +5,8 @@
                                offer for RESOURCE (nothing when none)
   pool-published NODE RESOURCE exit 0 when NODE has a slice for RESOURCE's pool
   uids NODE RESOURCE           the UIDs of the pool's slices, one line
+  ids NODE RESOURCE NAME...    the `id` attribute of each named device of the
+                               pool, one per line, sorted
   slices-right NODE RESOURCE N the pool's slices as the README documents them
                                (driver, node, owner, pool name and count, N
                                devices with resource, id, path, kind); prints
@@ -42,6 +44,14 @@ def offered(doc, node, resource):
     for s in slices(doc, node, resource):
         for d in s["spec"].get("devices", []):
             print(d["name"], attr(d, "path"), attr(d, "kind"))
+
+
+def ids(doc, node, resource, *names):
+    want = set(names)
+    found = [attr(d, "id") for s in slices(doc, node, resource)
+             for d in s["spec"].get("devices", []) if d["name"] in want]
+    for i in sorted(found):
+        print(i)
 
 
 def slices_right(doc, node, resource, want):
@@ -112,6 +122,8 @@ def main():
         sys.exit(0 if slices(doc, *args) else 1)
     elif cmd == "uids":
         print(" ".join(sorted(s["metadata"]["uid"] for s in slices(doc, *args))))
+    elif cmd == "ids":
+        ids(doc, *args)
     elif cmd == "slices-right":
         sys.exit(slices_right(doc, *args))
     elif cmd == "allocations":

@@ -187,9 +187,19 @@ pub fn allocate(data: &[u8]) {
     match alloc::allocate(&r, &req) {
         Ok(resp) => {
             assert_eq!(resp.container_responses.len(), req.container_requests.len());
-            for c in &resp.container_responses {
+            let ids_env = &crate::core::given::env_names(&r.resource_name)[0];
+            for (c, creq) in resp.container_responses.iter().zip(&req.container_requests) {
                 assert_eq!(c.mounts.len() + c.devices.len(), 1);
-                assert_eq!(c.envs.len(), 1);
+                assert_eq!(c.envs.len(), r.envs.len() + 3);
+                // The list names exactly the IDs asked for, in order.
+                let mut ids: Vec<u32> = creq
+                    .devices_ids
+                    .iter()
+                    .filter_map(|id| alloc::known_id(id, r.num_devices))
+                    .collect();
+                ids.sort_unstable();
+                let listed: Vec<String> = ids.iter().map(u32::to_string).collect();
+                assert_eq!(c.envs[ids_env], listed.join(" "));
             }
             for creq in &req.container_requests {
                 assert!(creq

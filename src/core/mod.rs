@@ -9,6 +9,7 @@
 //! | [`glob`] | path patterns: components, captures, matching | — |
 //! | [`sensitive`] | which host paths are sensitive, by category (B16) | — |
 //! | [`resource`] | what a resource is: the typed values the config yields | `glob` |
+//! | [`given`] | what a container is told of the devices it got: env names and lists | — |
 //! | [`health`] | host-path checks (typed reasons), resolution inside the host root, OrCreate through directory descriptors | `resource`, `sensitive` |
 //! | [`discovery`] | devices that come and go: scans, IDs, pairing, the device set | `resource`, `glob`, `health`, `sensitive` |
 //! | [`config`] | the YAML config, validated into resources (§3) | `resource`, `glob`, `discovery`, `health`, `sensitive` |
@@ -19,6 +20,7 @@
 
 pub mod config;
 pub mod discovery;
+pub mod given;
 pub mod glob;
 pub mod health;
 #[cfg(feature = "daemon")]

@@ -3,7 +3,8 @@
 //! health checks, discovery, the monitor and both fronts read them. Plain
 //! data and pure questions about it: no I/O, no gRPC.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -189,11 +190,84 @@ pub enum Source {
     /// in number, only in generic-device-plugin's files, the i-th sorted
     /// matches). One rule is the plain pattern case.
     Paths(Vec<PathRule>),
-    /// Each USB device matching any selector is one device.
+    /// Each USB device matching any selector is one device, handed out as
+    /// the nodes its rules choose (B20).
     Usb {
         selectors: Vec<UsbSelector>,
-        permissions: Perm,
+        /// Which of the device's nodes it is given as, in order: by default
+        /// its `/dev/bus/usb` node alone.
+        nodes: Vec<NodeRule>,
     },
+}
+
+/// The kernel subsystems a USB device's nodes belong to (sysfs
+/// `subsystem` links, B20).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Subsystem {
+    /// The raw libusb node, `/dev/bus/usb/BBB/DDD`.
+    Usb,
+    /// Serial ports: `ttyUSB*` (usb-serial), `ttyACM*` (CDC-ACM).
+    Tty,
+    /// Cameras and capture devices: `video*`, `media*` is not one.
+    Video4linux,
+    /// Keyboards, mice, game pads: `input/event*`, `input/js*`, `input/mouse*`.
+    Input,
+    Hidraw,
+    /// ALSA: `snd/controlC*`, `snd/pcmC*`, `snd/midiC*`.
+    Sound,
+}
+
+impl Subsystem {
+    pub const ALL: [Subsystem; 6] = [
+        Subsystem::Usb,
+        Subsystem::Tty,
+        Subsystem::Video4linux,
+        Subsystem::Input,
+        Subsystem::Hidraw,
+        Subsystem::Sound,
+    ];
+
+    /// The kernel's name, as its sysfs `subsystem` link ends.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subsystem::Usb => "usb",
+            Subsystem::Tty => "tty",
+            Subsystem::Video4linux => "video4linux",
+            Subsystem::Input => "input",
+            Subsystem::Hidraw => "hidraw",
+            Subsystem::Sound => "sound",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Subsystem> {
+        Subsystem::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// Which nodes of a USB device a rule hands out, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRule {
+    pub subsystem: Subsystem,
+    /// Only nodes whose name (the last part of the kernel's `DEVNAME`)
+    /// this matches, e.g. `event*`: as written, and compiled.
+    pub name: Option<(String, Component)>,
+    /// Where they appear in the container (see [`Grant::container`]);
+    /// `None`: at the host path.
+    pub mount_path: Option<String>,
+    pub permissions: Perm,
+}
+
+impl NodeRule {
+    /// The raw `/dev/bus/usb` node at its own path: a `usb` selector's
+    /// default.
+    pub fn raw(permissions: Perm) -> NodeRule {
+        NodeRule {
+            subsystem: Subsystem::Usb,
+            name: None,
+            mount_path: None,
+            permissions,
+        }
+    }
 }
 
 /// One path of a group.
@@ -267,6 +341,10 @@ pub struct UsbSelector {
     pub vendor: u16,
     pub product: u16,
     pub serial: Option<String>,
+    /// Where the `/dev/bus/usb` node of a device this selector matched
+    /// appears in the container (generic-device-plugin's `mountPath`),
+    /// unless the node rule says.
+    pub mount_path: Option<String>,
 }
 
 /// One path handed to a container for a device.
@@ -274,7 +352,9 @@ pub struct UsbSelector {
 pub struct Grant {
     /// The host path as the kubelet sees it (no host root).
     pub host: Box<str>,
-    /// The container path, when it differs from `host`.
+    /// The container path, when it differs from `host`: a fixed path, a
+    /// numbered one (`{n}`, see [`Placer`]), or a directory (ending in
+    /// `/`: the host node keeps its name inside it).
     pub container: Option<Box<str>>,
     /// A DeviceSpec (else a Mount).
     pub device: bool,
@@ -294,7 +374,48 @@ impl Grant {
         }
     }
 
-    pub fn container_path(&self) -> &str {
-        self.container.as_deref().unwrap_or(&self.host)
+    /// The container path of a grant whose path is fixed (no `{n}`).
+    pub fn container_path(&self) -> Cow<'_, str> {
+        match self.container.as_deref() {
+            None => Cow::Borrowed(&self.host),
+            Some(dir) if dir.ends_with('/') => Cow::Owned(in_dir(dir, &self.host)),
+            Some(p) => Cow::Borrowed(p),
+        }
+    }
+}
+
+/// The placeholder of a numbered container path.
+pub const NUMBER: &str = "{n}";
+
+/// `host`'s last component inside the directory `dir` (which ends in `/`).
+fn in_dir(dir: &str, host: &str) -> String {
+    let name = host.rsplit('/').next().unwrap_or(host);
+    format!("{dir}{name}")
+}
+
+/// Places the grants one container (or one claim) is given: a numbered
+/// path (`/dev/video{n}`) takes `0`, `1`, … in the order grants come, per
+/// pattern; a host path met twice under one pattern (a device's slots, a
+/// member shared by a group's devices) gets the same path again.
+#[derive(Debug, Default)]
+pub struct Placer {
+    next: HashMap<Box<str>, u32>,
+    given: HashMap<(Box<str>, Box<str>), String>,
+}
+
+impl Placer {
+    pub fn place(&mut self, g: &Grant) -> String {
+        let Some(t) = g.container.as_deref().filter(|t| t.contains(NUMBER)) else {
+            return g.container_path().into_owned();
+        };
+        let key = (Box::from(t), g.host.clone());
+        if let Some(p) = self.given.get(&key) {
+            return p.clone();
+        }
+        let n = self.next.entry(key.0.clone()).or_insert(0);
+        let p = t.replacen(NUMBER, &n.to_string(), 1);
+        *n += 1;
+        self.given.insert(key, p.clone());
+        p
     }
 }

@@ -10,7 +10,8 @@ use crate::api::v1beta1::{
     ListAndWatchResponse, Mount, PreferredAllocationRequest, PreferredAllocationResponse,
 };
 use crate::core::discovery::{DeviceSet, Lookup};
-use crate::core::resource::Resource;
+use crate::core::given::Told;
+use crate::core::resource::{Placer, Resource};
 use crate::kubelet::MAX_MESSAGE_BYTES;
 use protobuf::Message;
 
@@ -213,7 +214,20 @@ pub fn allocate(r: &Resource, req: &AllocateRequest) -> Result<AllocateResponse,
                 num_devices: r.num_devices,
             });
         }
-        resp.container_responses.push(container_response(r));
+        let mut c = container_response(r);
+        let mut ids: Vec<u32> = creq
+            .devices_ids
+            .iter()
+            .filter_map(|id| known_id(id, r.num_devices))
+            .collect();
+        ids.sort_unstable();
+        let mut told = Told::default();
+        for id in ids {
+            told.device(&id.to_string());
+        }
+        told.path(&r.mount_path, &r.host_path);
+        c.envs.extend(told.envs(&r.resource_name));
+        resp.container_responses.push(c);
     }
     within_limit(r, resp)
 }
@@ -253,7 +267,13 @@ pub fn allocate_found(
         // host paths at one container path is refused, never one dropped.
         let mut paths: std::collections::BTreeMap<String, Box<str>> = Default::default();
         let mut clash: Option<(String, String, String)> = None;
-        for id in &creq.devices_ids {
+        let mut placer = Placer::default();
+        let mut told = Told::default();
+        // Sorted, so numbered paths go to the same devices whatever
+        // order the kubelet lists them in.
+        let mut ids: Vec<&str> = creq.devices_ids.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        for id in ids {
             let grants = match set.lookup(id) {
                 Lookup::Present(g) => g,
                 other => {
@@ -269,29 +289,31 @@ pub fn allocate_found(
                     continue;
                 }
             };
+            told.device(id);
             for g in grants.iter() {
-                let at = g.container_path();
-                match paths.get(at) {
+                let at = placer.place(g);
+                match paths.get(&at) {
                     Some(host) if *host == g.host => continue,
                     Some(host) => {
                         clash.get_or_insert_with(|| {
-                            (at.to_string(), host.to_string(), g.host.to_string())
+                            (at.clone(), host.to_string(), g.host.to_string())
                         });
                         continue;
                     }
                     None => {
-                        paths.insert(at.to_string(), g.host.clone());
+                        paths.insert(at.clone(), g.host.clone());
                     }
                 }
+                told.path(&at, &g.host);
                 if g.device {
                     let mut d = DeviceSpec::new();
-                    d.container_path = at.to_string();
+                    d.container_path = at;
                     d.host_path = g.host.to_string();
                     d.permissions = g.permissions.letters();
                     c.devices.push(d);
                 } else {
                     let mut m = Mount::new();
-                    m.container_path = at.to_string();
+                    m.container_path = at;
                     m.host_path = g.host.to_string();
                     m.read_only = g.read_only;
                     c.mounts.push(m);
@@ -316,6 +338,7 @@ pub fn allocate_found(
             });
         }
         c.envs = r.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        c.envs.extend(told.envs(&r.resource_name));
         resp.container_responses.push(c);
     }
     within_limit(r, resp)
@@ -507,13 +530,14 @@ mod tests {
                 "volumeMount: {mountPath: /c, readOnly: false}",
                 "permissions: rwm",
             ] {
-                for envs in [
-                    "",
-                    "envs: {A: b}",
-                    "envs: {A: '', B: c}",
-                    "envs: {L: LONG, H: HUGE}",
+                for (envs, n) in [
+                    ("", 100),
+                    ("envs: {A: b}", 1),
+                    ("envs: {A: '', B: c}", 10),
+                    ("envs: {L: LONG, H: HUGE}", 1001),
                 ] {
                     let envs = envs.replace("LONG", &long).replace("HUGE", &huge);
+                    let envs = format!("{envs}\nnumDevices: {n}");
                     let text = format!(
                         "resourceName: example.com/x\nhostPath: {{path: /dev/{long}, {kind}}}\n{vm}\n{envs}\n"
                     );
@@ -523,8 +547,11 @@ mod tests {
                         continue;
                     };
                     let r = &loaded.config.resources[0];
-                    let mut resp = AllocateResponse::new();
-                    resp.container_responses.push(container_response(r));
+                    let mut req = AllocateRequest::new();
+                    let mut c = ContainerAllocateRequest::new();
+                    c.devices_ids = (0..r.num_devices).rev().map(|i| i.to_string()).collect();
+                    req.container_requests.push(c);
+                    let resp = allocate(r, &req).unwrap();
                     assert_eq!(
                         crate::core::config::allocate_answer_size(r),
                         resp.compute_size() as usize,

@@ -81,7 +81,7 @@ pub fn edits(grants: &[Grant], envs: &[(String, String)]) -> Edits {
         ..Edits::default()
     };
     for g in grants {
-        let at = g.container_path().to_string();
+        let at = g.container_path().into_owned();
         if g.device {
             e.device_nodes.push(DeviceNode {
                 host_path: (at != *g.host).then(|| g.host.to_string()),

@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::cdi::{edits, lowest_version, CdiDevice, CdiDir, Spec};
 use super::names::{is_claim_uid, is_dns_label, is_dns_subdomain};
 use super::slices::{offered, Published};
+use crate::core::resource::{Grant, Placer};
 use crate::core::state::ResourceState;
 use crate::kube::Client;
 use crate::text::shown;
@@ -176,6 +177,8 @@ pub fn plan(
     let mut answer = Vec::new();
     // Container path → the device that put something there.
     let mut at: BTreeMap<String, String> = BTreeMap::new();
+    // Numbered container paths count across the claim.
+    let mut placer = Placer::default();
     type Offered = (Vec<Published>, Vec<(String, String)>);
     let mut offers: BTreeMap<&str, Offered> = BTreeMap::new();
     for a in devices {
@@ -204,8 +207,18 @@ pub fn plan(
                 a.pool
             ));
         };
-        for g in grants.iter() {
-            let path = g.container_path().to_string();
+        let grants: Vec<Grant> = grants
+            .iter()
+            .map(|g| {
+                let path = placer.place(g);
+                Grant {
+                    container: (*path != *g.host).then(|| path.into()),
+                    ..g.clone()
+                }
+            })
+            .collect();
+        for g in &grants {
+            let path = g.container_path().into_owned();
             if let Some(other) = at.insert(path.clone(), a.device.clone()) {
                 return Err(format!(
                     "devices {other} and {} would both be at {path} in the container",

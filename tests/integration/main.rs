@@ -20,4 +20,5 @@ mod reload;
 mod safety;
 mod serve;
 mod static_binary;
+mod usb_nodes;
 mod watcher;

@@ -468,7 +468,7 @@ fn an_allocate_answer_over_4_mib_is_refused() {
     let (code, out, _) = run_bounded(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{out}");
     assert!(
-        out.contains("envs: the Allocate answer would be 6000") && out.contains("4194304"),
+        out.contains("envs: the Allocate answer would be 600") && out.contains("4194304"),
         "{out}"
     );
 }

@@ -196,8 +196,11 @@ fn allocate_mount_envs_and_read_only() {
             path.display().to_string(),
             "mountPath defaults to the host path"
         );
-        assert!(c.envs.is_empty());
+        // No envs configured: only the lists of what it got (B20).
+        assert_eq!(c.envs.len(), 3, "{:?}", c.envs);
+        assert_eq!(c.envs["EXAMPLE_COM_RO_PATHS"], path.display().to_string());
     }
+    assert_eq!(resp.container_responses[1].envs["EXAMPLE_COM_RO_IDS"], "4");
 }
 
 #[test]

@@ -6,11 +6,17 @@ use super::rules::{join, kind_of};
 use super::*;
 use crate::core::discovery;
 use crate::core::glob;
-use crate::core::resource::{Discovery, Group, MatchKind, PathRule, Perm, Source, UsbSelector};
+use crate::core::resource::{
+    Discovery, Group, MatchKind, NodeRule, PathRule, Perm, Source, Subsystem, UsbSelector, NUMBER,
+};
 use crate::core::sensitive::Category;
+use crate::text::shown;
 
 pub(super) const DEFAULT_REMOVE_AFTER: Duration = Duration::from_secs(60);
 const USB_KEYS: &[&str] = &["vendor", "product", "serial"];
+/// generic-device-plugin's USB entries (0.2): also where the node lands.
+const GENERIC_USB_KEYS: &[&str] = &["vendor", "product", "serial", "mountPath"];
+const NODE_KEYS: &[&str] = &["subsystem", "name", "mountPath", "permissions"];
 const MEMBER_KEYS: &[&str] = &["hostPath", "volumeMount", "permissions", "limit"];
 
 /// Where a pattern's sensitive reach is tested: every tree and path the
@@ -164,7 +170,13 @@ impl Validator {
         let one = if generic { "" } else { "USB device" };
         let mut out = Vec::new();
         for (f, m) in self.mappings(v, field, "{vendor, product, serial}", one) {
-            self.check_keys(&m, &f, USB_KEYS);
+            self.check_keys(&m, &f, if generic { GENERIC_USB_KEYS } else { USB_KEYS });
+            let mount_path = match m.get("mountPath") {
+                Some(v) if generic && !v.is_null() => {
+                    self.container_template(v, &join(&f, "mountPath"), true)
+                }
+                _ => None,
+            };
             let vendor = self.usb_id(m.get("vendor"), &join(&f, "vendor"), generic);
             let product = self.usb_id(m.get("product"), &join(&f, "product"), generic);
             let serial = match m.get("serial") {
@@ -185,10 +197,128 @@ impl Validator {
                     vendor,
                     product,
                     serial,
+                    mount_path,
                 });
             }
         }
         out
+    }
+
+    /// `nodes:` — which nodes of each USB device it is given as (B20),
+    /// each `{subsystem, name, mountPath, permissions}`; `permissions`
+    /// defaults to the resource's.
+    pub(super) fn node_rules(&mut self, v: &Value, field: &str, default: Perm) -> Vec<NodeRule> {
+        let mut out = Vec::new();
+        let before = self.errors.len();
+        let one = "{subsystem, name, mountPath, permissions}";
+        for (f, m) in self.mappings(v, field, one, "node") {
+            self.check_keys(&m, &f, NODE_KEYS);
+            let sub_field = join(&f, "subsystem");
+            let subsystem = match m.get("subsystem") {
+                None | Some(Value::Null) => {
+                    self.error(&sub_field, format!("is required: one of {}", subsystems()));
+                    None
+                }
+                Some(v) => self.string(v, &sub_field).and_then(|s| {
+                    let found = Subsystem::parse(&s);
+                    if found.is_none() {
+                        self.error(
+                            &sub_field,
+                            format!("`{}` is not one of {}", shown(&s), subsystems()),
+                        );
+                    }
+                    found
+                }),
+            };
+            let name_field = join(&f, "name");
+            let name = match m.get("name") {
+                None | Some(Value::Null) => None,
+                Some(v) => self
+                    .string(v, &name_field)
+                    .and_then(|s| match glob::component(&s) {
+                        Ok(c) if !s.is_empty() && !s.contains('/') => Some((s, c)),
+                        Ok(_) => {
+                            self.error(&name_field, "must be one non-empty name, without `/`");
+                            None
+                        }
+                        Err(e) => {
+                            self.error(
+                                &name_field,
+                                format!("`{}` is not a valid pattern: {e}", shown(&s)),
+                            );
+                            None
+                        }
+                    }),
+            };
+            let mount_path = match m.get("mountPath") {
+                None | Some(Value::Null) => None,
+                Some(v) => self.container_template(v, &join(&f, "mountPath"), true),
+            };
+            let perm_field = join(&f, "permissions");
+            let permissions = match m.get("permissions") {
+                None | Some(Value::Null) => default,
+                Some(v) => {
+                    let p = self.string(v, &perm_field).unwrap_or_default();
+                    if let Err(msg) = validate_permissions(&p) {
+                        self.error(&perm_field, msg);
+                    }
+                    Perm::from_letters(&p)
+                }
+            };
+            if let Some(subsystem) = subsystem {
+                out.push(NodeRule {
+                    subsystem,
+                    name,
+                    mount_path,
+                    permissions,
+                });
+            }
+        }
+        if out.is_empty() && self.errors.len() == before {
+            self.error(
+                field,
+                "must list at least one node: e.g. [{subsystem: tty}]",
+            );
+        }
+        out
+    }
+
+    /// A container path for devices found at runtime: fixed (`/dev/zigbee`:
+    /// a container gets at most one such path), numbered (`/dev/video{n}`:
+    /// `0`, `1`, … per container), or, with `dir` and a trailing `/`, a
+    /// directory each node keeps its own name in.
+    pub(super) fn container_template(
+        &mut self,
+        v: &Value,
+        field: &str,
+        dir: bool,
+    ) -> Option<String> {
+        let raw = self.string(v, field)?;
+        let is_dir = dir && raw.len() > 1 && raw.ends_with('/');
+        let numbered = raw.matches(NUMBER).count();
+        let rest = raw.replace(NUMBER, "");
+        if numbered > 1 || rest.contains(['{', '}']) {
+            self.error(
+                field,
+                format!(
+                    "`{}`: the only placeholder is {NUMBER}, at most once (the device's number in the container, from 0)",
+                    shown(&raw)
+                ),
+            );
+            return None;
+        }
+        if is_dir && numbered == 1 {
+            self.error(
+                field,
+                format!(
+                    "`{}` is a directory (it ends in `/`) and numbered ({NUMBER}): choose one",
+                    shown(&raw)
+                ),
+            );
+            return None;
+        }
+        let path = self.abs_path(if is_dir { &raw[..raw.len() - 1] } else { &raw }, field)?;
+        Some(if is_dir { format!("{path}/") } else { path })
     }
 
     /// A vendor or product id: 4 hex digits (generic-device-plugin's form
@@ -293,7 +423,7 @@ impl Validator {
                 );
                 continue;
             };
-            if mount.as_ref().is_some_and(|m| *m != path) && glob::has_glob(&path) {
+            if mount.as_ref().is_some_and(|m| *m != path && is_fixed(m)) && glob::has_glob(&path) {
                 self.shared_mount_warning(&join(&f, "volumeMount.mountPath"));
             }
             if let Some(rule) = self.path_rule(
@@ -417,6 +547,18 @@ impl Validator {
             },
         }
     }
+}
+
+/// The subsystems a node rule may name, for messages.
+fn subsystems() -> String {
+    let names: Vec<&str> = Subsystem::ALL.iter().map(|s| s.as_str()).collect();
+    names.join(", ")
+}
+
+/// Whether a container path puts every match at one place (not numbered,
+/// not a directory).
+pub(super) fn is_fixed(mount_path: &str) -> bool {
+    !mount_path.contains(NUMBER) && !mount_path.ends_with('/')
 }
 
 /// A discovery of one group.

@@ -7,7 +7,7 @@
 use super::devices::DEFAULT_REMOVE_AFTER;
 use super::rules::{join, kind_of};
 use super::*;
-use crate::core::resource::{Discovery, Group, MatchKind, Perm, Source};
+use crate::core::resource::{Discovery, Group, MatchKind, NodeRule, Perm, Source};
 
 /// The domain generic-device-plugin declares devices under unless told.
 pub const GENERIC_DEFAULT_DOMAIN: &str = "squat.ai";
@@ -165,7 +165,7 @@ impl Validator {
                 Some(Group {
                     source: Source::Usb {
                         selectors,
-                        permissions: Perm::from_letters("rw"),
+                        nodes: vec![NodeRule::raw(Perm::from_letters("rw"))],
                     },
                     count,
                 })
@@ -204,9 +204,8 @@ impl Validator {
         let mount_path = match map.get("mountPath") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.is_empty() => None,
-            Some(v) => self
-                .string(v, &mp_field)
-                .and_then(|p| self.abs_path(&p, &mp_field)),
+            // 0.2: a trailing `/` is a directory each match keeps its name in.
+            Some(v) => self.container_template(v, &mp_field, true),
         };
         let type_field = join(prefix, "type");
         let kind = match map.get("type") {
@@ -240,7 +239,9 @@ impl Validator {
         let limit = self.count(map, "limit", prefix, 1);
         let (path, kind) = (path?, kind?);
         let mount_path = mount_path.filter(|m| *m != path);
-        if mount_path.is_some() && crate::core::glob::has_glob(&path) {
+        if mount_path.as_deref().is_some_and(super::devices::is_fixed)
+            && crate::core::glob::has_glob(&path)
+        {
             self.shared_mount_warning(&mp_field);
         }
         self.path_rule(

@@ -28,7 +28,7 @@ pub use read::{nesting_depth, read_file, ReadError, MAX_CONFIG_BYTES, MAX_NESTIN
 pub use rules::*;
 use validate::Validator;
 
-use super::resource::{Api, HostPathType, Resource};
+use super::resource::{Api, HostPathType, Resource, Subsystem};
 
 pub use crate::kubelet::MAX_MESSAGE_BYTES;
 use crate::kubelet::{CHECKPOINT_FILE, KUBELET_SOCKET, UNHEALTHY};
@@ -253,11 +253,9 @@ fn display_discovery(
                 f,
                 "  group {i}:      the i-th matches of these paths form the i-th device (by position){slots}"
             )?,
-            Source::Usb { permissions, .. } => writeln!(
-                f,
-                "  group {i}:      each USB device is a device, its /dev/bus/usb node with permissions {}{slots}",
-                permissions.letters()
-            )?,
+            Source::Usb { .. } => {
+                writeln!(f, "  group {i}:      each USB device is a device, given as its nodes{slots}")?
+            }
         }
         match &g.source {
             Source::Paths(rules) => {
@@ -282,13 +280,32 @@ fn display_discovery(
                     writeln!(f)?;
                 }
             }
-            Source::Usb { selectors, .. } => {
+            Source::Usb { selectors, nodes } => {
                 for s in selectors {
                     write!(f, "    usb:        {:04x}:{:04x}", s.vendor, s.product)?;
                     if let Some(serial) = &s.serial {
-                        write!(f, " serial {serial}")?;
+                        write!(f, " serial {}", crate::text::shown(serial))?;
+                    }
+                    if let Some(m) = &s.mount_path {
+                        write!(f, ", its /dev/bus/usb node at {m}")?;
                     }
                     writeln!(f)?;
+                }
+                for n in nodes {
+                    let which = match n.subsystem {
+                        Subsystem::Usb => "its /dev/bus/usb node".to_string(),
+                        s => format!("its {} nodes", s.as_str()),
+                    };
+                    let named = n
+                        .name
+                        .as_ref()
+                        .map_or(String::new(), |(s, _)| format!(" named {s}"));
+                    let to = n.mount_path.as_deref().unwrap_or("the same path");
+                    writeln!(
+                        f,
+                        "    node:       {which}{named}, at {to} in the container, permissions {}",
+                        n.permissions.letters()
+                    )?;
                 }
             }
         }

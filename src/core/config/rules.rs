@@ -78,17 +78,21 @@ fn message_field(len: usize) -> usize {
     1 + varint_len(len) + len
 }
 
-/// Encoded size of the Allocate answer of a fixed path for one container:
-/// an AllocateResponse holding one ContainerAllocateResponse with the
-/// envs and the Mount or DeviceSpec (PROTOCOL.md §3 field numbers). A map
+/// Encoded size of the Allocate answer of a fixed path for one container
+/// given every device: an AllocateResponse holding one
+/// ContainerAllocateResponse with the envs (the config's, and the lists of
+/// what it got) and the Mount or DeviceSpec (PROTOCOL.md §3 field numbers). A map
 /// entry carries its key and value even when empty. The device-plugin
 /// front's tests hold it to its encoder.
 pub fn allocate_answer_size(r: &Resource) -> usize {
-    let envs: usize = r
-        .envs
-        .iter()
-        .map(|(k, v)| message_field(message_field(k.len()) + message_field(v.len())))
-        .sum();
+    let entry = |k: usize, v: usize| message_field(message_field(k) + message_field(v));
+    let mut envs: usize = r.envs.iter().map(|(k, v)| entry(k.len(), v.len())).sum();
+    // The lists of what the container got (B20), when it gets every
+    // device: all the IDs, the path once.
+    let [ids, paths, hosts] = crate::core::given::env_names(&r.resource_name);
+    envs += entry(ids.len(), id_list_len(r.num_devices));
+    envs += entry(paths.len(), crate::core::given::item(&r.mount_path).len());
+    envs += entry(hosts.len(), crate::core::given::item(&r.host_path).len());
     let third = if r.path_type.is_device() {
         string_field(r.permissions.len())
     } else {
@@ -96,6 +100,17 @@ pub fn allocate_answer_size(r: &Resource) -> usize {
     };
     let path = string_field(r.mount_path.len()) + string_field(r.host_path.len()) + third;
     message_field(envs + message_field(path))
+}
+
+/// The length of `"0 1 … n-1"`.
+fn id_list_len(n: u32) -> usize {
+    let n = u64::from(n);
+    let (mut total, mut lo, mut hi, mut digits) = (0u64, 0u64, 10u64, 1u64);
+    while lo < n {
+        total += digits * (hi.min(n) - lo);
+        (lo, hi, digits) = (hi, hi * 10, digits + 1);
+    }
+    usize::try_from(total + n.saturating_sub(1)).unwrap_or(usize::MAX)
 }
 
 /// The most slots one device of a resource whose devices come and go may

@@ -325,6 +325,7 @@ fn type_errors_and_empty() {
 }
 
 mod devices;
+mod nodes;
 
 #[test]
 fn api_per_resource_and_overridden_by_the_daemon() {

@@ -3,8 +3,9 @@
 
 use super::rules::{join, kind_of};
 use super::*;
+use crate::core::given::env_names;
 use crate::core::glob;
-use crate::core::resource::{Perm, Source};
+use crate::core::resource::{NodeRule, Perm, Source};
 
 const RESOURCE_KEYS: &[&str] = &[
     "resourceName",
@@ -18,6 +19,7 @@ const RESOURCE_KEYS: &[&str] = &[
     "healthCheckInterval",
     "allowSensitivePath",
     "usb",
+    "nodes",
     "group",
     "removeAfter",
     "api",
@@ -308,11 +310,18 @@ impl Validator {
                 if map.contains_key(key) {
                     self.error(
                         &join(prefix, key),
-                        "cannot be combined with `usb`: a USB device is handed out as its /dev/bus/usb node",
+                        "cannot be combined with `usb`: a USB device is handed out as its nodes; \
+                         give where they go in `nodes` (e.g. [{subsystem: tty, mountPath: /dev/zigbee}])",
                     );
                 }
             }
             Form::Usb
+        } else if map.contains_key("nodes") {
+            self.error(
+                &join(prefix, "nodes"),
+                "applies only with `usb`: it chooses which nodes of each USB device are handed out",
+            );
+            Form::Path
         } else if map.contains_key("group") {
             for key in ["hostPath", "volumeMount", "permissions"] {
                 if map.contains_key(key) {
@@ -410,11 +419,13 @@ impl Validator {
         let discovery = match source {
             Form::Usb => {
                 let selectors = self.usb_selectors(&map["usb"], &join(prefix, "usb"), false);
+                let perm = Perm::from_letters(&permissions);
+                let nodes = match map.get("nodes") {
+                    Some(v) => self.node_rules(v, &join(prefix, "nodes"), perm),
+                    None => vec![NodeRule::raw(perm)],
+                };
                 Some(devices::single(
-                    Source::Usb {
-                        selectors,
-                        permissions: Perm::from_letters(&permissions),
-                    },
+                    Source::Usb { selectors, nodes },
                     count,
                     remove_after,
                 ))
@@ -440,7 +451,7 @@ impl Validator {
                     }
                 }
                 let mp = mount_path.clone().filter(|m| *m != path);
-                if mp.is_some() {
+                if mp.as_deref().is_some_and(devices::is_fixed) {
                     self.shared_mount_warning(&join(prefix, "volumeMount.mountPath"));
                 }
                 kind.and_then(|kind| {
@@ -556,6 +567,34 @@ impl Validator {
                     format!("`{}` is already used by resources[{first}]", r.socket_name),
                 );
                 sockets.insert(&r.socket_name, first);
+            }
+        }
+        // The variables that tell a container which devices it got (B20).
+        let mut told: HashMap<String, usize> = HashMap::new();
+        for (i, r) in resources.iter().enumerate() {
+            for name in env_names(&r.resource_name) {
+                if r.envs.contains_key(&name) {
+                    self.error(
+                        &field(i, "envs"),
+                        format!(
+                            "`{name}` is set by the daemon: it lists the devices a container \
+                             was given; choose another name"
+                        ),
+                    );
+                }
+                if let Some(first) = told.insert(name.clone(), i) {
+                    if first != i {
+                        self.warn(
+                            &field(i, "resourceName"),
+                            format!(
+                                "its devices are listed in `{name}`, as those of resources[{first}] \
+                                 ({}) are: a container given both sees only one list",
+                                resources[first].resource_name
+                            ),
+                        );
+                    }
+                    told.insert(name, first);
+                }
             }
         }
     }

@@ -33,9 +33,11 @@ mod tests;
 mod usb;
 
 use super::glob::Component;
-use super::resource::{Discovery, Grant, MatchKind, PathRule, Perm, Source, UsbSelector};
+use super::resource::{
+    Discovery, Grant, MatchKind, PathRule, Perm, Source, Subsystem, UsbSelector,
+};
 pub use set::{entry_size, DeviceSet, Lookup, Merged, StillConfigured};
-pub use usb::{scan_usb, UsbDevice};
+pub use usb::{scan_usb, UsbDevice, UsbNode, UsbScan};
 
 pub use id::MAX_ID_LEN;
 
@@ -46,7 +48,7 @@ impl Discovery {
     /// rather than vanished.
     pub fn describes(&self, grants: &[Grant]) -> bool {
         self.groups.iter().any(|g| match &g.source {
-            Source::Usb { .. } => grants.iter().all(|gr| gr.host.starts_with("/dev/bus/usb/")),
+            Source::Usb { .. } => grants.iter().all(|gr| gr.host.starts_with("/dev/")),
             Source::Paths(rules) => {
                 rules.len() == grants.len()
                     && rules
@@ -227,14 +229,20 @@ pub fn scan(
                     .collect();
                 pair(rules, &matches, &mut out.problems)
             }
-            Source::Usb {
-                selectors,
-                permissions,
-            } => {
+            Source::Usb { selectors, nodes } => {
+                let what = UsbScan {
+                    nodes: usb_nodes_wanted(d),
+                    allow_sensitive,
+                };
                 let all = usb_devices.get_or_insert_with(|| {
-                    scan_usb(host_root, &mut |p: &Path| hooks.watch(p), &mut out.problems)
+                    scan_usb(
+                        host_root,
+                        what,
+                        &mut |p: &Path| hooks.watch(p),
+                        &mut out.problems,
+                    )
                 });
-                usb_paired(all, selectors, *permissions, memory)
+                usb_paired(all, selectors, nodes, memory)
             }
         };
         for p in keyed {
@@ -257,6 +265,15 @@ pub fn scan(
     // whatever the order among equals.
     out.devices.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     out
+}
+
+/// Whether any USB group asks for nodes other than `/dev/bus/usb`: only
+/// then are the devices' interfaces walked.
+fn usb_nodes_wanted(d: &Discovery) -> bool {
+    d.groups.iter().any(|g| match &g.source {
+        Source::Usb { nodes, .. } => nodes.iter().any(|n| n.subsystem != Subsystem::Usb),
+        Source::Paths(_) => false,
+    })
 }
 
 /// The mount table, read when mount points are asked for.

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::{id, Match, Memory, UsbDevice};
-use crate::core::resource::{Grant, PathRule, Perm, UsbSelector};
+use crate::core::resource::{Grant, NodeRule, PathRule, Subsystem, UsbSelector};
 use crate::text::shown;
 
 /// One device of a group before its ID is made.
@@ -25,7 +25,7 @@ pub(super) struct Paired {
 pub(super) fn usb_paired(
     all: &[UsbDevice],
     selectors: &[UsbSelector],
-    permissions: Perm,
+    nodes: &[NodeRule],
     memory: &mut Memory,
 ) -> Vec<Paired> {
     let mut seen: HashMap<(u16, u16, &str), usize> = HashMap::new();
@@ -40,8 +40,9 @@ pub(super) fn usb_paired(
         }
     }
     all.iter()
-        .filter(|u| selectors.iter().any(|s| s.matches(u)))
-        .map(|u| {
+        .filter_map(|u| {
+            let selector = selectors.iter().find(|s| s.matches(u))?;
+            let grants = usb_grants(u, selector, nodes)?;
             let base = format!("usb:{:04x}:{:04x}", u.vendor, u.product);
             let by_port = match &u.serial {
                 Some(s) => memory
@@ -60,14 +61,50 @@ pub(super) fn usb_paired(
                 // in the key, which is then hashed.
                 (true, false) => (format!("{key}|port={}", u.port), None),
             };
-            Paired {
+            Some(Paired {
                 key,
                 suffix: id::Suffix { port, group: None },
-                grants: vec![Grant::node(&u.node, permissions)],
+                grants,
                 exclusive: None,
-            }
+            })
         })
         .collect()
+}
+
+/// What a USB device is handed out as: each node rule's nodes, in order.
+/// `None` while a rule has none of its nodes yet (a device is listed once
+/// all are there, and vanishes when one kind goes).
+fn usb_grants(u: &UsbDevice, selector: &UsbSelector, nodes: &[NodeRule]) -> Option<Vec<Grant>> {
+    let mut grants = Vec::new();
+    for rule in nodes {
+        let before = grants.len();
+        let place = |default: Option<&String>| {
+            rule.mount_path
+                .as_ref()
+                .or(default)
+                .map(|m| Box::<str>::from(m.as_str()))
+        };
+        if rule.subsystem == Subsystem::Usb {
+            if u.raw_present {
+                let mut g = Grant::node(&u.node, rule.permissions);
+                g.container = place(selector.mount_path.as_ref());
+                grants.push(g);
+            }
+        } else {
+            for n in &u.nodes {
+                let named = rule.name.as_ref().is_none_or(|(_, c)| c.matches(n.name()));
+                if n.subsystem == rule.subsystem && named {
+                    let mut g = Grant::node(&n.host, rule.permissions);
+                    g.container = place(None);
+                    grants.push(g);
+                }
+            }
+        }
+        if grants.len() == before {
+            return None;
+        }
+    }
+    Some(grants)
 }
 
 /// Whether a group's members pair by what their wildcards matched: every

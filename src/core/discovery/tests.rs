@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::core::glob;
-use crate::core::resource::Group;
+use crate::core::resource::{Group, NodeRule};
 use std::collections::HashSet;
 
 struct Tree(PathBuf);
@@ -311,8 +311,9 @@ fn usb_devices_by_id_ignoring_interfaces_and_root_hubs_unless_asked() {
                     vendor: v,
                     product: p,
                     serial: serial.map(String::from),
+                    mount_path: None,
                 }],
-                permissions: Perm::from_letters("rw"),
+                nodes: vec![NodeRule::raw(Perm::from_letters("rw"))],
             },
             count: 1,
         }],

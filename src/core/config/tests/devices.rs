@@ -1,7 +1,7 @@
 //! The native keys for devices that come and go, and generic-device-plugin's files.
 
 use super::*;
-use crate::core::resource::{MatchKind, Source};
+use crate::core::resource::{MatchKind, NodeRule, Perm, Source};
 
 /// Parses `text`, which must load with a warning containing `needle`.
 #[track_caller]
@@ -89,17 +89,13 @@ fn a_pattern_that_could_reach_a_sensitive_node_needs_the_opt_in() {
 #[test]
 fn usb_selectors() {
     let r = one("resourceName: example.com/coral\nusb:\n- {vendor: '1A6E', product: 089a}\n- {vendor: 18d1, product: '9302', serial: X1}\n");
-    let Source::Usb {
-        selectors,
-        permissions,
-    } = &r.discovery.as_ref().unwrap().groups[0].source
-    else {
+    let Source::Usb { selectors, nodes } = &r.discovery.as_ref().unwrap().groups[0].source else {
         panic!()
     };
     assert_eq!(selectors[0].vendor, 0x1a6e);
     assert_eq!(selectors[0].product, 0x089a);
     assert_eq!(selectors[1].serial.as_deref(), Some("X1"));
-    assert_eq!(permissions.letters(), "rw");
+    assert_eq!(nodes, &[NodeRule::raw(Perm::from_letters("rw"))]);
     assert_eq!(r.num_devices, 1);
     let e = errs("resourceName: example.com/c\nusb:\n- {vendor: 1a6, product: 9302}\n");
     assert!(

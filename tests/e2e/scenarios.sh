@@ -294,6 +294,63 @@ grep -q "$GLOB: vanished: $work/dev/ttyE2E0" "$work/daemon.log" && grep -q "$GLO
 ok "the daemon logged the device vanished and back"
 rm -f "$work/manifests/serial.yaml"
 
+# 11. A USB device by who it is (B20): a fake CP210x Zigbee stick, its
+#     sysfs tree shaped like the kernel's under a host root of ours, its
+#     tty node /dev/ttyUSB0 in a /dev private to this namespace (a tmpfs
+#     copy of the machine's, so nothing is made in the real devtmpfs; the
+#     node is the kernel's null device). A second daemon serves it with
+#     `nodes: [{subsystem: tty, mountPath: /dev/zigbee}]`; the pod writes to
+#     /dev/zigbee and reads which device it got from the environment.
+ZB=e2e.local/zigbee
+private_dev=$work/private-dev
+mkdir -p "$private_dev"
+mount -t tmpfs -o mode=0755 e2e-dev "$private_dev"
+cp -a -x /dev/. "$private_dev/"
+for m in pts shm mqueue hugepages; do
+  mountpoint -q "/dev/$m" && mount --rbind "/dev/$m" "$private_dev/$m"
+done
+rm -f "$private_dev/ttyUSB0"
+mount --rbind "$private_dev" /dev
+u=$work/usbroot
+sysdev=$u/sys/devices/pci0000:00/0000:00:14.0/usb1/1-1.2
+tty=$sysdev/1-1.2:1.0/ttyUSB0/tty/ttyUSB0
+mkdir -p "$tty" "$u/sys/bus/usb/devices" "$u/sys/class/tty" "$u/dev"
+mount --rbind /dev "$u/dev"
+cat >"$work/usb.yaml" <<T
+resources:
+- resourceName: $ZB
+  usb: [{vendor: '10c4', product: 'ea60'}]
+  nodes: [{subsystem: tty, mountPath: /dev/zigbee}]
+  healthCheckInterval: 1h
+  removeAfter: 0s
+T
+start usbdaemon "$daemon" --config "$work/usb.yaml" --host-root "$u"
+allocatable 0 30s "$ZB" >/dev/null
+t0=$(now_ms)
+for kv in idVendor=10c4 idProduct=ea60 serial=E2E0001 busnum=1 devnum=5; do
+  echo "${kv#*=}" >"$sysdev/${kv%%=*}"
+done
+ln -s ../../../devices/pci0000:00/0000:00:14.0/usb1/1-1.2 "$u/sys/bus/usb/devices/1-1.2"
+echo 1:3 >"$tty/dev"
+printf 'MAJOR=1\nMINOR=3\nDEVNAME=ttyUSB0\n' >"$tty/uevent"
+ln -s ../../../../../../../../../class/tty "$tty/subsystem"
+mknod -m 0666 /dev/ttyUSB0 c 1 3
+allocatable 1 30s "$ZB" >/dev/null
+ok "USB stick plugged (sysfs, then its tty node) → allocatable in the kubelet: $(( $(now_ms) - t0 )) ms"
+t0=$(now_ms)
+pod zigbee "$ZB" 'test -c /dev/zigbee && echo hello > /dev/zigbee && echo $E2E_LOCAL_ZIGBEE_IDS $E2E_LOCAL_ZIGBEE_PATHS $E2E_LOCAL_ZIGBEE_HOST_PATHS > /out/zigbee'
+wait_for "the zigbee pod to write to /dev/zigbee" test -s "$work/out/zigbee"
+got=$(cat "$work/out/zigbee")
+[ "$got" = "usb:10c4:ea60:E2E0001 /dev/zigbee /dev/ttyUSB0" ] || fail "the zigbee pod's environment says '$got'"
+ok "the stick's tty reached the pod at /dev/zigbee and took a write; its environment names it ($got): manifest → written in $(( $(now_ms) - t0 )) ms"
+t0=$(now_ms)
+rm /dev/ttyUSB0
+allocatable 0 30s "$ZB" >/dev/null
+ok "its tty node removed → none allocatable: $(( $(now_ms) - t0 )) ms"
+rm -f "$work/manifests/zigbee.yaml"
+stop usbdaemon
+umount -l "$u/dev" /dev
+
 # 6. Plugin-watcher registration: the kubelet finds our socket in its
 #    plugins registry, and deregisters it when SIGTERM removes it.
 stop daemon

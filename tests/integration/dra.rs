@@ -494,3 +494,58 @@ fn a_resource_retired_by_a_reload_takes_its_slices_along() {
         .log()
         .contains("pool node-a/example.com/data is no longer served here"));
 }
+
+/// Numbered container paths under DRA count across one claim (B20): two
+/// matches of a pattern in one claim are `/dev/serial0` and `/dev/serial1`.
+#[test]
+fn numbered_container_paths_count_across_a_claim() {
+    let node = Node::new();
+    let root = node.dir.host("root");
+    for (i, n) in ["ttyE0", "ttyE1"].iter().enumerate() {
+        crate::devices::mknod(&root.join("dev").join(n), 1, 3 + i as u32);
+    }
+    let config = "resources:\n- resourceName: example.com/serial\n  api: dra\n  \
+                  hostPath: {path: '/dev/ttyE*', type: CharDevice}\n  \
+                  volumeMount: {mountPath: '/dev/serial{n}'}\n  healthCheckInterval: 1h\n";
+    let d = node.start(config, &["--host-root", root.to_str().unwrap()]);
+    node.register(&d);
+    let pool = "node-a/example.com/serial";
+    assert!(
+        wait_until(WAIT, || node.api.devices(pool).len() == 2),
+        "{:?}\n{}",
+        node.api.devices(pool),
+        d.log()
+    );
+    let names = node.api.devices(pool);
+    node.api.add_claim(
+        "default",
+        "c1",
+        UID1,
+        DRIVER,
+        &[("s", pool, &names[1]), ("s", pool, &names[0])],
+    );
+    let (_, dra) = node.sockets();
+    let r = node
+        .kubelet
+        .prepare(&dra, &[("default", "c1", UID1)])
+        .unwrap();
+    assert_eq!(r.claims[UID1].error, "", "{:?}", r.claims[UID1]);
+    let s = spec(&node, UID1).expect("the claim's CDI spec");
+    let mut placed: Vec<(String, String)> = s["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|dev| {
+            let n = &dev["containerEdits"]["deviceNodes"][0];
+            let host = n["hostPath"]
+                .as_str()
+                .unwrap_or(n["path"].as_str().unwrap());
+            (n["path"].as_str().unwrap().to_string(), host.to_string())
+        })
+        .collect();
+    placed.sort();
+    assert_eq!(placed.len(), 2, "{s}");
+    assert_eq!(placed[0].0, "/dev/serial0", "{s}");
+    assert_eq!(placed[1].0, "/dev/serial1", "{s}");
+    assert_ne!(placed[0].1, placed[1].1, "{s}");
+}

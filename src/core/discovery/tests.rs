@@ -589,3 +589,80 @@ fn an_update_of_one_id_matches_a_merge() {
 }
 
 mod pairing;
+
+/// What sysfs says of a USB device's nodes is checked before it names a
+/// path: a `DEVNAME` that climbs out of /dev or is sensitive is skipped
+/// and said; links are not followed; a child device's nodes (a hub's) are
+/// not its parent's.
+#[test]
+fn usb_nodes_from_sysfs_are_checked_before_they_name_a_path() {
+    let t = Tree::new("usbnodes");
+    let sys = "sys/bus/usb/devices";
+    let dev = |dir: &str, subsystem: &str, devname: &str, numbers: &str| {
+        t.attrs(
+            dir,
+            &[("dev", numbers), ("uevent", &format!("DEVNAME={devname}"))],
+        );
+        std::os::unix::fs::symlink(
+            format!("../../class/{subsystem}"),
+            t.0.join(dir).join("subsystem"),
+        )
+        .unwrap();
+    };
+    t.attrs(
+        &format!("{sys}/1-1"),
+        &[
+            ("idVendor", "1a86"),
+            ("idProduct", "7523"),
+            ("busnum", "1"),
+            ("devnum", "5"),
+        ],
+    );
+    let iface = format!("{sys}/1-1/1-1:1.0");
+    dev(&format!("{iface}/a"), "tty", "../etc/passwd", "1:3");
+    dev(&format!("{iface}/b"), "tty", "mem", "1:1");
+    t.node("dev/mem", 1, 1);
+    dev(&format!("{iface}/c/tty/ttyUSB0"), "tty", "ttyUSB0", "188:0");
+    t.node("dev/ttyUSB0", 188, 0);
+    std::os::unix::fs::symlink("..", t.0.join(&iface).join("loop")).unwrap();
+    // A hub's child device, nested in its directory as the kernel does.
+    dev(
+        &format!("{sys}/1-1/1-1.1/1-1.1:1.0/tty/ttyACM0"),
+        "tty",
+        "ttyACM0",
+        "166:0",
+    );
+    t.node("dev/ttyACM0", 166, 0);
+    let d = Discovery {
+        groups: vec![Group {
+            source: Source::Usb {
+                selectors: vec![UsbSelector {
+                    vendor: 0x1a86,
+                    product: 0x7523,
+                    serial: None,
+                    mount_path: None,
+                }],
+                nodes: vec![NodeRule {
+                    subsystem: crate::core::resource::Subsystem::Tty,
+                    name: None,
+                    mount_path: None,
+                    permissions: Perm::from_letters("rw"),
+                }],
+            },
+            count: 1,
+        }],
+        remove_after: Duration::ZERO,
+    };
+    let (s, dirs) = run(&t, &d);
+    assert_eq!(ids(&s), ["usb:1a86:7523@1-1"], "{:?}", s.problems);
+    let hosts: Vec<&str> = s.devices[0].grants.iter().map(|g| &*g.host).collect();
+    assert_eq!(hosts, ["/dev/ttyUSB0"]);
+    let problems: Vec<&str> = s.problems.iter().map(String::as_str).collect();
+    let problems = problems.join("\n");
+    assert!(
+        problems.contains(r#"skipped a node named "../etc/passwd""#),
+        "{problems}"
+    );
+    assert!(problems.contains("skipped /dev/mem"), "{problems}");
+    assert!(dirs.contains(&t.0.join("dev")), "{dirs:?}");
+}

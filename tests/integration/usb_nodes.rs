@@ -607,3 +607,32 @@ fn a_fixed_path_and_a_pattern_name_what_they_gave() {
         "/dev/serial0 /dev/serial1"
     );
 }
+
+/// generic-device-plugin's USB `mountPath` (its 2026 addition): the
+/// device's `/dev/bus/usb` node at that path in the container.
+#[test]
+fn a_generic_device_plugin_usb_mount_path_places_the_node() {
+    let dir = TestDir::new();
+    let (r, args) = root(&dir);
+    let config = "devices:
+- name: coral
+  groups:
+  - usb:
+    - {vendor: '1a6e', product: '089a', mountPath: /dev/coral}
+";
+    let k = SimKubelet::start(&dir.dp()).unwrap();
+    let d = start(&dir, config, &args);
+    wait_list(&k, &d, "squat.ai/coral", &[]);
+    let mut coral = cp210x("1-1", 4, "ttyUSB0", 0);
+    (coral.vendor, coral.product, coral.serial) = ("1a6e", "089a", None);
+    coral.plug(&r);
+    wait_list(
+        &k,
+        &d,
+        "squat.ai/coral",
+        &[("usb:1a6e:089a@1-1", "Healthy")],
+    );
+    let (n, envs) = given(&k, "squat.ai/coral", &["usb:1a6e:089a@1-1"]);
+    assert_eq!(n, nodes(&[("/dev/coral", "/dev/bus/usb/001/004", "rw")]));
+    assert_eq!(envs["SQUAT_AI_CORAL_PATHS"], "/dev/coral");
+}

@@ -7,12 +7,15 @@
 //! `BENCH_RESTARTS` (default 1000) the kubelet restarts. `BENCH_ONLY=devices`
 //! runs only the figures of devices that come and go; `BENCH_ONLY=scale`
 //! only those at 100,000 matches and under event storms (issue 20);
-//! `BENCH_ONLY=dra` only the DRA front's (issue 21).
+//! `BENCH_ONLY=dra` only the DRA front's (issue 21); `BENCH_ONLY=peer`
+//! only the side-by-side table with generic-device-plugin (issue 26, see
+//! `peer.rs`), which the full run ends with.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod devices;
 mod dra;
+mod peer;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -285,6 +288,10 @@ fn main() {
         binary_size(&mut t, &bin);
         dra::figures(&mut t);
         t.print();
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("peer") {
+        peer::side_by_side(&bin);
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("scale") {
@@ -591,4 +598,5 @@ fn main() {
         Ok(()) => println!("\nwrote {}", out.display()),
         Err(e) => eprintln!("cannot write {}: {e}", out.display()),
     }
+    peer::side_by_side(&bin);
 }

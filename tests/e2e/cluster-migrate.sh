@@ -84,6 +84,15 @@ ok "mixed cluster: node-a on the device plugin again (allocatable $R 100, $(sinc
 # 16 (a). Twenty pods that ask `limits:` only land on both nodes and read
 #     the host file; on node-b each has its extendedResourceClaimStatus and
 #     a claim prepared by the daemon; on node-a none has.
+# The API server's outage in the DRA scenarios can leave a node NotReady
+# and tainted unreachable for a while (a clean-clone CI run placed all 20
+# on node-a that way): both must be schedulable first.
+schedulable() {
+  [ "$(k get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ] &&
+    [ -z "$(k get node "$1" -o jsonpath='{.spec.taints}')" ]
+}
+both_schedulable() { schedulable node-a && schedulable node-b; }
+wait_for 180 "node-a and node-b Ready and untainted" both_schedulable
 t0=$(now_ms)
 limits_deployment mixed 20 "$R" 'cat /sample/hello && exec sleep 3600'
 mixed_running() { [ "$(running_count -l app=mixed)" = 20 ]; }

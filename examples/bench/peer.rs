@@ -113,6 +113,25 @@ fn healthy(k: &SimKubelet, n: usize, within: Duration) -> Option<Instant> {
     })
 }
 
+/// Voluntary and involuntary context switches of all its threads.
+fn wakeups(pid: u32) -> u64 {
+    super::switches(pid).iter().map(|(_, n)| n).sum()
+}
+
+/// Each thread's context switches over the next 10 s: who wakes.
+fn per_thread(pid: u32) -> String {
+    let a = super::switches(pid);
+    thread::sleep(Duration::from_secs(10));
+    let b = super::switches(pid);
+    b.iter()
+        .map(|(name, n1)| {
+            let n0 = a.iter().find(|(n, _)| n == name).map_or(0, |x| x.1);
+            format!("{name} {}", n1.saturating_sub(n0))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn open_fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
@@ -184,24 +203,30 @@ pub fn side_by_side(ours: &Path) {
     let mut alloc = Pair::new("Allocate p50 (Rust gRPC client)", "µs");
     let mut cpu = Pair::new("plugin CPU per Allocate", "µs");
     let mut big = Pair::new("1,000 nodes: start → list", "ms");
-    let mut idle = Pair::new("idle CPU per 30 s", " ms");
+    let mut idle = Pair::new("idle CPU per 30 s (from 35 s after start)", " ms");
+    let mut woken = Pair::new("idle wake-ups per 30 s (context switches)", "");
     let mut threads = Pair::new("threads, idle", "");
     let mut fds = Pair::new("open fds, idle", "");
     let rounds = env_num("BENCH_PEER_ROUNDS", 5) as usize;
     for round in 0..rounds {
         for who in [Who::Ours, Who::Peer] {
-            one_round(&d, who, round == 0, &mut RoundRows {
-                start: &mut start,
-                exit: &mut exit,
-                plug: &mut plug,
-                unplug: &mut unplug,
-                restart: &mut restart,
-                rss: &mut rss,
-                alloc: &mut alloc,
-                cpu: &mut cpu,
-                threads: &mut threads,
-                fds: &mut fds,
-            });
+            one_round(
+                &d,
+                who,
+                round == 0,
+                &mut RoundRows {
+                    start: &mut start,
+                    exit: &mut exit,
+                    plug: &mut plug,
+                    unplug: &mut unplug,
+                    restart: &mut restart,
+                    rss: &mut rss,
+                    alloc: &mut alloc,
+                    cpu: &mut cpu,
+                    threads: &mut threads,
+                    fds: &mut fds,
+                },
+            );
             let s = with_nodes("pb", 1000);
             let k = SimKubelet::start(&s.dp()).unwrap();
             let t0 = Instant::now();
@@ -212,28 +237,55 @@ pub fn side_by_side(ours: &Path) {
             drop(c);
         }
     }
+    // Idle: both started together, measured from 35 s on, once our
+    // daemon's start-up settling is over (it asks pod-resources every
+    // second for 30 s after a start, issue 22), for BENCH_PEER_IDLE_SECS.
     let secs = env_num("BENCH_PEER_IDLE_SECS", 30);
-    for who in [Who::Ours, Who::Peer] {
-        let s = with_nodes("pi", 4);
-        let k = SimKubelet::start(&s.dp()).unwrap();
-        let c = super::Stop(d.spawn(who, &s));
-        healthy(&k, 4, SLOW).expect("listed");
-        thread::sleep(Duration::from_secs(2));
-        let pid = c.0.id();
-        let c0 = cpu_ticks(pid);
-        thread::sleep(Duration::from_secs(secs));
-        let ms = (cpu_ticks(pid) - c0) as f64 * 1000.0 / clock_ticks() as f64;
-        idle.push(who, ms * 30.0 / secs as f64);
+    let idlers: Vec<(Who, Scratch, SimKubelet, super::Stop, Instant)> = [Who::Ours, Who::Peer]
+        .into_iter()
+        .map(|who| {
+            let s = with_nodes("pi", 4);
+            let k = SimKubelet::start(&s.dp()).unwrap();
+            let c = super::Stop(d.spawn(who, &s));
+            (who, s, k, c, Instant::now())
+        })
+        .collect();
+    for (_, _, k, _, _) in &idlers {
+        healthy(k, 4, SLOW).expect("listed");
     }
+    thread::sleep(Duration::from_secs(35).saturating_sub(idlers[0].4.elapsed()));
+    let before: Vec<(u64, u64)> = idlers
+        .iter()
+        .map(|i| (cpu_ticks(i.3 .0.id()), wakeups(i.3 .0.id())))
+        .collect();
+    thread::sleep(Duration::from_secs(secs));
+    for (i, (c0, w0)) in idlers.iter().zip(before) {
+        let pid = i.3 .0.id();
+        let ms = (cpu_ticks(pid) - c0) as f64 * 1000.0 / clock_ticks() as f64;
+        idle.push(i.0, ms * 30.0 / secs as f64);
+        let w = wakeups(pid).saturating_sub(w0) as f64;
+        woken.push(i.0, w * 30.0 / secs as f64);
+        if i.0 == Who::Ours {
+            println!(
+                "ours, idle, context switches per thread over 10 s: {}",
+                per_thread(pid)
+            );
+        }
+    }
+    drop(idlers);
     rows.extend([
-        plug, unplug, restart, start, rss, alloc, cpu, big, exit, idle, threads, fds,
+        plug, unplug, restart, start, rss, alloc, cpu, big, exit, idle, woken, threads, fds,
     ]);
-    println!("\n### Side by side with generic-device-plugin ({} rounds, interleaved; medians)\n", rounds);
+    println!(
+        "\n### Side by side with generic-device-plugin ({} rounds, interleaved; medians)\n",
+        rounds
+    );
     println!("| figure | generic-device-plugin | ours | ratio |");
     println!("|---|---|---|---|");
     for r in &rows {
         let (o, p) = (median(&r.ours), median(&r.peer));
         let ratio = match (o, p) {
+            (Some(o), Some(p)) if p > 0.0 && o / p < 0.01 => format!("{:.1e}", o / p),
             (Some(o), Some(p)) if p > 0.0 => format!("{:.2}", o / p),
             _ => "—".into(),
         };
@@ -246,7 +298,11 @@ pub fn side_by_side(ours: &Path) {
     }
     for (name, bin) in [("generic-device-plugin", &d.peer), ("ours", &d.ours)] {
         let size = fs::metadata(bin).map_or(0, |m| m.len());
-        println!("binary, {name}: {:.1} MB ({})", size as f64 / 1e6, bin.display());
+        println!(
+            "binary, {name}: {:.1} MB ({})",
+            size as f64 / 1e6,
+            bin.display()
+        );
     }
 }
 

@@ -93,6 +93,19 @@ schedulable() {
 }
 both_schedulable() { schedulable node-a && schedulable node-b; }
 wait_for 180 "node-a and node-b Ready and untainted" both_schedulable
+# The same after the outage, for the scheduler: one pod pinned to node-b
+# asking `limits:` must be placed through DRA first (the scheduler retries
+# it while its view catches up; if it never does, its events say why).
+limits_deployment probe-b 1 "$R" 'exec sleep 3600' node-b
+probe_running() { [ "$(on_node_count node-b -l app=probe-b)" = 1 ]; }
+wait_for 180 "a pod pinned to node-b asking $R Running" probe_running \
+  || fail "node-b takes no pod asking $R through DRA: $(why_not_running -l app=probe-b)"
+ok "node-b takes a pod asking limits: $R through DRA (a pinned probe, Running $(since "$t0") after the label)"
+k delete deployment probe-b --wait=false >/dev/null
+wait_for 120 "the probe pod gone" no_pods -l app=probe-b
+no_alloc_b() { [ -z "$(allocations | awk '$2 ~ /^node-b\//')" ]; }
+wait_for 120 "the probe's claim released" no_alloc_b
+wait_for 120 "the probe's claim unprepared on node-b" cdi_specs_are node-b 0
 t0=$(now_ms)
 limits_deployment mixed 20 "$R" 'cat /sample/hello && exec sleep 3600'
 mixed_running() { [ "$(running_count -l app=mixed)" = 20 ]; }

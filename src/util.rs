@@ -108,7 +108,8 @@ pub fn block_on_timeout<F: Future>(fut: F, timeout: Duration) -> Option<F::Outpu
 #[derive(Debug)]
 pub struct WakePipe {
     read: UnixStream,
-    write: UnixStream,
+    /// Shared by every [`Notifier`]: one descriptor, however many wake it.
+    write: Arc<UnixStream>,
 }
 
 impl WakePipe {
@@ -119,16 +120,20 @@ impl WakePipe {
         let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
-        Ok(WakePipe { read, write })
+        Ok(WakePipe {
+            read,
+            write: Arc::new(write),
+        })
     }
 
-    /// A handle that can wake the reader from anywhere.
+    /// A handle that can wake the reader from anywhere (the write end
+    /// itself, shared: no descriptor is duplicated).
     ///
     /// # Errors
     ///
-    /// When the descriptor cannot be duplicated.
+    /// None today; kept so that a waker that needs a resource can fail.
     pub fn notifier(&self) -> io::Result<Notifier> {
-        Ok(Notifier(Arc::new(self.write.try_clone()?)))
+        Ok(Notifier(self.write.clone()))
     }
 
     /// A clone of the write end (for signal-hook's pipe registration).

@@ -254,17 +254,7 @@ impl Validator {
                 None | Some(Value::Null) => None,
                 Some(v) => self.container_template(v, &join(&f, "mountPath"), true),
             };
-            let perm_field = join(&f, "permissions");
-            let permissions = match m.get("permissions") {
-                None | Some(Value::Null) => default,
-                Some(v) => {
-                    let p = self.string(v, &perm_field).unwrap_or_default();
-                    if let Err(msg) = validate_permissions(&p) {
-                        self.error(&perm_field, msg);
-                    }
-                    Perm::from_letters(&p)
-                }
-            };
+            let permissions = self.permissions(&m, &f, default);
             if let Some(subsystem) = subsystem {
                 out.push(NodeRule {
                     subsystem,
@@ -281,6 +271,22 @@ impl Validator {
             );
         }
         out
+    }
+
+    /// `permissions` of a node or a group member: letters from `rwm`, or
+    /// `default` when not given.
+    fn permissions(&mut self, m: &BTreeMap<String, Value>, prefix: &str, default: Perm) -> Perm {
+        let field = join(prefix, "permissions");
+        match m.get("permissions") {
+            None | Some(Value::Null) => default,
+            Some(v) => {
+                let p = self.string(v, &field).unwrap_or_default();
+                if let Err(msg) = validate_permissions(&p) {
+                    self.error(&field, msg);
+                }
+                Perm::from_letters(&p)
+            }
+        }
     }
 
     /// A container path for devices found at runtime: fixed (`/dev/zigbee`:
@@ -398,17 +404,8 @@ impl Validator {
             self.check_keys(&m, &f, MEMBER_KEYS);
             let (path, t) = self.host_path(&m, &f);
             let (mount, read_only) = self.volume_mount(&m, &f, None);
-            let perm_field = join(&f, "permissions");
-            let permissions = match m.get("permissions") {
-                None | Some(Value::Null) => Perm::from_letters(if read_only { "r" } else { "rw" }),
-                Some(v) => {
-                    let p = self.string(v, &perm_field).unwrap_or_default();
-                    if let Err(msg) = validate_permissions(&p) {
-                        self.error(&perm_field, msg);
-                    }
-                    Perm::from_letters(&p)
-                }
-            };
+            let default = Perm::from_letters(if read_only { "r" } else { "rw" });
+            let permissions = self.permissions(&m, &f, default);
             let limit = self.count(&m, "limit", &f, 1);
             let (Some(path), Some(t)) = (path, t) else {
                 continue;

@@ -237,6 +237,12 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             }
         }
         Command::Run => {
+            let listen = match &opts.listen {
+                Some(spec) => {
+                    crate::observe::resolve(spec).map_err(|e| Failure::Usage(cli::UsageError(e)))?
+                }
+                None => Vec::new(),
+            };
             let loaded = load_config(opts)?;
             if loaded.config.uses_dra() {
                 if let Err(e) = daemon::dra::DraOptions::from_options(opts).resolve() {
@@ -266,8 +272,11 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
                 loaded.config.resources.len(),
                 opts.config.display()
             );
-            daemon::run(daemon::Settings::from_options(opts), loaded, control)
-                .map_err(Failure::Daemon)
+            let settings = daemon::Settings {
+                listen,
+                ..daemon::Settings::from_options(opts)
+            };
+            daemon::run(settings, loaded, control).map_err(Failure::Daemon)
         }
     }
 }

@@ -73,6 +73,21 @@ pub struct Options {
     /// `--pod-resources-socket`: the kubelet's pod-resources API, which says
     /// which devices running pods hold through the other API (B19).
     pub pod_resources_socket: PathBuf,
+    /// `--listen`: where the metrics and health endpoint listens (off
+    /// unless given), as given (`:8080`, `host:port`).
+    pub listen: Option<String>,
+    /// `--log-format`: text (default) or JSON lines.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per line (`time`, `level`, `resource`, `event`,
+    /// `path`, `message`).
+    Json,
 }
 
 impl Default for Options {
@@ -93,6 +108,8 @@ impl Default for Options {
             cdi_dir: PathBuf::from(DEFAULT_CDI_DIR),
             plugins_dir: PathBuf::from(DEFAULT_PLUGINS_DIR),
             pod_resources_socket: PathBuf::from(DEFAULT_POD_RESOURCES_SOCKET),
+            listen: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -148,7 +165,11 @@ DRA (resources with `api: dra`):
   --kubeconfig PATH             for bare hosts [default: $KUBECONFIG, else in-cluster]
   --plugins-dir DIR             the DRA socket goes in DIR/<driver>/ [default: /var/lib/kubelet/plugins]
   --cdi-dir DIR                 CDI specs of prepared claims [default: /var/run/cdi]
+Observability:
+  --listen ADDR                 serve /metrics (Prometheus) and /health over HTTP at ADDR:
+                                :8080, 127.0.0.1:8080, [::1]:8080 [default: off]
 Logging:
+  --log-format FORMAT           text or json (one object per line) [default: text]
   --debug                       debug logging (RUST_LOG wins when set)
   --log-pretty[=BOOL]           accepted for compatibility; no effect
 
@@ -238,6 +259,19 @@ where
                 opts.pod_resources_socket = PathBuf::from(value("a socket path")?)
             }
             "--plugins-dir" => opts.plugins_dir = PathBuf::from(value("a directory")?),
+            "--listen" => opts.listen = Some(value("an address, e.g. :8080")?),
+            "--log-format" => {
+                opts.log_format = match value("text or json")?.as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => {
+                        return Err(UsageError(format!(
+                            "--log-format: unknown format `{}`; use text or json",
+                            other.escape_debug()
+                        )))
+                    }
+                }
+            }
             "--debug" => {
                 opts.debug = match inline.as_deref() {
                     None => true,

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use crate::core::state::ResourceState;
 use crate::util::{lock, wait_on, Notifier, WakePipe};
 
 /// What the daemon reports about one resource.
@@ -37,6 +38,22 @@ pub struct Status {
     pub refused_reloads: u64,
     /// Set once the daemon has stopped everything it served.
     pub stopped: bool,
+    /// Kubelet restarts the daemon has seen (a new `kubelet.sock`).
+    pub kubelet_restarts: u64,
+    /// DRA claims prepared and unprepared, and those refused.
+    pub claims: ClaimCounts,
+    /// Where the metrics and health endpoint listens (`--listen`), once
+    /// bound: a port of 0 is resolved here.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// DRA claims the daemon has answered, by outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClaimCounts {
+    pub prepared: u64,
+    pub prepare_failed: u64,
+    pub unprepared: u64,
+    pub unprepare_failed: u64,
 }
 
 impl Status {
@@ -48,9 +65,14 @@ impl Status {
 #[derive(Default)]
 struct BoardState {
     resources: BTreeMap<u64, ResourceStatus>,
+    /// The state of each resource the daemon runs, for the metrics.
+    states: BTreeMap<u64, Arc<ResourceState>>,
     reloads: u64,
     refused_reloads: u64,
     stopped: bool,
+    kubelet_restarts: u64,
+    claims: ClaimCounts,
+    listen: Option<std::net::SocketAddr>,
 }
 
 /// The daemon's state as its owners last wrote it; one short lock per change.
@@ -67,8 +89,52 @@ impl Board {
     }
 
     pub(crate) fn remove(&self, id: u64) {
-        lock(&self.state).resources.remove(&id);
+        let mut s = lock(&self.state);
+        s.resources.remove(&id);
+        s.states.remove(&id);
+        drop(s);
         self.changed.notify_all();
+    }
+
+    /// Keeps a resource's state where the metrics find it, until
+    /// [`Board::remove`].
+    pub(crate) fn track(&self, id: u64, state: Arc<ResourceState>) {
+        lock(&self.state).states.insert(id, state);
+    }
+
+    /// The states of the resources running now, in the order they were
+    /// added.
+    pub(crate) fn states(&self) -> Vec<Arc<ResourceState>> {
+        lock(&self.state).states.values().cloned().collect()
+    }
+
+    pub(crate) fn kubelet_restarted(&self) {
+        lock(&self.state).kubelet_restarts += 1;
+        self.changed.notify_all();
+    }
+
+    /// One DRA claim answered: prepared (or unprepared), or refused.
+    pub(crate) fn claim_done(&self, prepare: bool, ok: bool) {
+        let mut s = lock(&self.state);
+        let c = &mut s.claims;
+        *match (prepare, ok) {
+            (true, true) => &mut c.prepared,
+            (true, false) => &mut c.prepare_failed,
+            (false, true) => &mut c.unprepared,
+            (false, false) => &mut c.unprepare_failed,
+        } += 1;
+        drop(s);
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn set_listen(&self, addr: std::net::SocketAddr) {
+        lock(&self.state).listen = Some(addr);
+        self.changed.notify_all();
+    }
+
+    /// What the daemon reports now.
+    pub(crate) fn status(&self) -> Status {
+        Self::snapshot(&lock(&self.state))
     }
 
     pub(crate) fn reload_done(&self, applied: bool) {
@@ -93,6 +159,9 @@ impl Board {
             reloads: state.reloads,
             refused_reloads: state.refused_reloads,
             stopped: state.stopped,
+            kubelet_restarts: state.kubelet_restarts,
+            claims: state.claims,
+            listen: state.listen,
         }
     }
 }

@@ -84,6 +84,7 @@ fn resource(selector: u8) -> Resource {
         allow_sensitive_path: false,
         discovery: None,
         api: Default::default(),
+        from_generic_device_plugin: false,
     }
 }
 

@@ -13,7 +13,8 @@
 //! | [`health`] | host-path checks (typed reasons), resolution inside the host root, OrCreate through directory descriptors | `resource`, `sensitive` |
 //! | [`discovery`] | devices that come and go: scans, IDs, pairing, the device set | `resource`, `glob`, `health`, `sensitive` |
 //! | [`config`] | the YAML config, validated into resources (§3) | `resource`, `glob`, `discovery`, `health`, `sensitive` |
-//! | `state` | one resource's versioned state: health, devices, streams | `resource`, `discovery` |
+//! | [`stats`] | what happened to a resource, counted: lock-free counters and histograms the metrics read | — |
+//! | `state` | one resource's versioned state: health, devices, streams, its counters | `resource`, `discovery`, `stats` |
 //! | `monitor` | the health monitor's threads: every host-path check and watch | `resource`, `discovery`, `health`, `state` |
 //!
 //! No module here uses one above it in this table (a test checks it).
@@ -29,3 +30,4 @@ pub mod resource;
 pub mod sensitive;
 #[cfg(feature = "daemon")]
 pub mod state;
+pub mod stats;

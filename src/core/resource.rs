@@ -133,6 +133,9 @@ pub struct Resource {
     pub discovery: Option<Discovery>,
     /// Which kubelet API serves it (`api:`, or the daemon's `--api`).
     pub api: Api,
+    /// Read from a generic-device-plugin file (Form C): its metrics also
+    /// carry that project's series, so its dashboards keep working.
+    pub from_generic_device_plugin: bool,
 }
 
 impl Resource {

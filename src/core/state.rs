@@ -11,6 +11,7 @@ use futures::channel::mpsc;
 
 use super::discovery::{DeviceSet, Merged};
 use super::resource::Resource;
+use super::stats::Stats;
 
 /// Where a resource is in its life, as its streams see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +84,8 @@ pub enum Change {
 /// the supervisor. Survives re-serving on a new socket.
 pub struct ResourceState {
     state: Mutex<State>,
+    /// Its counters, read by the metrics without taking the lock.
+    pub stats: Stats,
 }
 
 /// What a stream does next.
@@ -125,6 +128,7 @@ impl ResourceState {
     /// first [`ResourceState::set_health`].
     pub fn new(resource: Arc<Resource>) -> Arc<ResourceState> {
         Arc::new(ResourceState {
+            stats: Stats::default(),
             state: Mutex::new(State {
                 resource,
                 healthy: false,
@@ -268,7 +272,7 @@ impl ResourceState {
     }
 
     /// Renders the list under the lock (no copy of up to 4 MiB of IDs).
-    fn list_locked<T>(s: &mut State, render: impl FnOnce(Listing<'_>) -> T) -> T {
+    fn list_locked<T>(s: &mut State, stats: &Stats, render: impl FnOnce(Listing<'_>) -> T) -> T {
         if !s.resource.is_dynamic() {
             return render(Listing::Fixed {
                 n: s.resource.num_devices,
@@ -287,6 +291,9 @@ impl ResourceState {
             );
         }
         let cut = left > 0;
+        if cut {
+            Stats::bump(&stats.lists_cut);
+        }
         let out = render(Listing::Found(&devices));
         drop(devices);
         s.cut_said = cut;
@@ -382,7 +389,7 @@ impl ResourceState {
         if !s.checked || s.phase != Phase::Serving {
             return None;
         }
-        Some(Self::list_locked(&mut s, render))
+        Some(Self::list_locked(&mut s, &self.stats, render))
     }
 
     /// Bumped on every change a stream must send.
@@ -394,6 +401,27 @@ impl ResourceState {
     pub fn with_devices<T>(&self, f: impl FnOnce(&Resource, &DeviceSet) -> T) -> T {
         let s = self.lock();
         f(&s.resource, &s.set)
+    }
+
+    /// How many entries its list has now, healthy and unhealthy (every
+    /// slot counted, as the kubelet sees them); none before the first
+    /// check or scan.
+    pub fn device_counts(&self) -> (u64, u64) {
+        let s = self.lock();
+        if !s.checked {
+            return (0, 0);
+        }
+        if !s.resource.is_dynamic() {
+            let n = u64::from(s.resource.num_devices);
+            return if s.healthy { (n, 0) } else { (0, n) };
+        }
+        let all = s.set.entries();
+        let healthy = if s.healthy {
+            s.set.present_entries()
+        } else {
+            0
+        };
+        (healthy, all - healthy)
     }
 
     /// Entries its list has now (every slot of every device listed).
@@ -555,6 +583,6 @@ impl ResourceState {
             return Step::Wait;
         }
         let version = s.version;
-        Step::Send(Self::list_locked(&mut s, render), version)
+        Step::Send(Self::list_locked(&mut s, &self.stats, render), version)
     }
 }

@@ -37,6 +37,7 @@ use crate::core::state::ResourceState;
 use crate::deviceplugin::owner::{Context, Owner, Results};
 use crate::deviceplugin::server::{self, Late};
 use crate::kubelet::KUBELET_SOCKET;
+use crate::observe;
 use crate::socket::{self, FileId};
 use crate::util::{poll_events, WakePipe};
 use dra::{DraOptions, DraSide};
@@ -71,6 +72,9 @@ pub struct Settings {
     pub dra: DraOptions,
     /// The kubelet's pod-resources socket (B19).
     pub pod_resources_socket: PathBuf,
+    /// Where the metrics and health endpoint listens, in the order to try
+    /// (B17); empty: off. See [`crate::observe::resolve`].
+    pub listen: Vec<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -87,6 +91,7 @@ impl Settings {
             api: opts.api,
             dra: DraOptions::from_options(opts),
             pod_resources_socket: opts.pod_resources_socket.clone(),
+            listen: Vec::new(),
         }
     }
 
@@ -189,6 +194,18 @@ pub fn run(settings: Settings, mut loaded: Loaded, control: Control) -> Result<(
     let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
     let monitor = Monitor::start(&settings.host_root, settings.max_watches)
         .map_err(setup("the health monitor"))?;
+    let http = if settings.listen.is_empty() {
+        None
+    } else {
+        let server = observe::Server::start(&settings.listen, control.board.clone())
+            .map_err(setup("the metrics endpoint (--listen)"))?;
+        log::info!(
+            "metrics on http://{0}/metrics, health on http://{0}/health",
+            server.addr()
+        );
+        control.board.set_listen(server.addr());
+        Some(server)
+    };
     let mut handover = Handover::new(Lister::new(
         &env,
         &settings.pod_resources_socket,
@@ -226,6 +243,9 @@ pub fn run(settings: Settings, mut loaded: Loaded, control: Control) -> Result<(
     }
     let result = sup.event_loop();
     sup.stop();
+    if let Some(server) = http {
+        server.stop();
+    }
     log::info!("shutdown complete");
     // All the kubelet can see is done. Tearing down gRPC's runtime (joining
     // its threads) takes 10–20 ms: it runs on a thread of its own, which an
@@ -349,6 +369,7 @@ impl Supervisor {
         self.next_id += 1;
         if resource.api == Api::Dra {
             let state = ResourceState::new(resource);
+            self.control.board.track(self.next_id, state.clone());
             self.handover.add(self.next_id, Api::Dra, &state);
             self.monitor.add(self.next_id, state.clone());
             self.dra.add(
@@ -361,6 +382,7 @@ impl Supervisor {
             return;
         }
         let mut owner = Owner::new(self.next_id, resource);
+        self.control.board.track(owner.id(), owner.state().clone());
         self.handover
             .add(owner.id(), Api::DevicePlugin, owner.state());
         self.monitor.add(owner.id(), owner.state().clone());
@@ -506,8 +528,13 @@ impl Supervisor {
             return;
         }
         if kubelet_created {
-            self.kubelet_id = socket::identity(&self.kubelet_socket);
             log::info!("kubelet restart seen ({KUBELET_SOCKET} created): serving afresh and registering again");
+            // The first kubelet the daemon sees (started after it) is
+            // not a restart.
+            if self.kubelet_id.is_some() {
+                self.control.board.kubelet_restarted();
+            }
+            self.kubelet_id = socket::identity(&self.kubelet_socket);
             self.serve_all();
             return;
         }
@@ -608,6 +635,7 @@ impl Supervisor {
                 self.owners.remove(pos).retire(&self.control.board);
             } else {
                 self.dra.retire(id);
+                self.control.board.remove(id);
             }
         }
         for &(i, j) in &plan.update {

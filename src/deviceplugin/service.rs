@@ -26,6 +26,7 @@ use crate::api::v1beta1::{
 };
 use crate::api::v1beta1_grpc::DevicePlugin;
 use crate::core::state::{Listing, ResourceState, Step};
+use crate::core::stats::AllocateResult;
 use crate::kubelet::{API_VERSION, DEVICE_PLUGIN_TYPE};
 
 /// The ListAndWatch answer for a listing.
@@ -159,6 +160,7 @@ impl DevicePlugin for DevicePluginService {
         req: AllocateRequest,
         sink: UnarySink<AllocateResponse>,
     ) {
+        let began = std::time::Instant::now();
         let resource = self.state.resource();
         let name = resource.resource_name.clone();
         let result = check_held(&name, &req, &self.state.held_ids()).and_then(|()| {
@@ -169,13 +171,19 @@ impl DevicePlugin for DevicePluginService {
                 allocate(&resource, &req)
             }
         });
+        let mut outcome = AllocateResult::Ok;
         let result = result.map_err(|refusal| {
-            let code = match refusal {
+            let code;
+            (code, outcome) = match refusal {
                 Refusal::UnknownIds { .. } | Refusal::Gone { .. } | Refusal::SamePath { .. } => {
-                    RpcStatusCode::INVALID_ARGUMENT
+                    (RpcStatusCode::INVALID_ARGUMENT, AllocateResult::Invalid)
                 }
-                Refusal::TooLarge { .. } => RpcStatusCode::RESOURCE_EXHAUSTED,
-                Refusal::HeldElsewhere { .. } => RpcStatusCode::FAILED_PRECONDITION,
+                Refusal::TooLarge { .. } => {
+                    (RpcStatusCode::RESOURCE_EXHAUSTED, AllocateResult::TooLarge)
+                }
+                Refusal::HeldElsewhere { .. } => {
+                    (RpcStatusCode::FAILED_PRECONDITION, AllocateResult::Held)
+                }
             };
             let msg = refusal.to_string();
             self.state.log_refusal(&msg);
@@ -184,6 +192,9 @@ impl DevicePlugin for DevicePluginService {
         if result.is_ok() {
             log::debug!("{name}: Allocate {}", describe_ids(&req));
         }
+        self.state
+            .stats
+            .allocated(outcome, req.container_requests.len(), began.elapsed());
         reply(&ctx, sink, result, "Allocate", name);
     }
 

@@ -469,6 +469,7 @@ fn work(rx: &Mutex<Receiver<Job>>, shared: &Shared, client: Option<&Client>) {
                             }
                         };
                         service::log_prepared(c, &r);
+                        shared.board.claim_done(true, r.is_ok());
                         (c.uid.clone(), r)
                     })
                     .collect();
@@ -494,6 +495,7 @@ fn work(rx: &Mutex<Receiver<Job>>, shared: &Shared, client: Option<&Client>) {
                             ),
                             Err(e) => log::warn!("DRA: cannot unprepare a claim: {e}"),
                         }
+                        shared.board.claim_done(false, r.is_ok());
                         (c.uid.clone(), r.map(|_| ()))
                     })
                     .collect();

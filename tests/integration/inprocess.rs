@@ -35,6 +35,7 @@ impl InProcess {
             api: None,
             dra: Default::default(),
             pod_resources_socket: dir.dp().join("no-pod-resources.sock"),
+            listen: Vec::new(),
         };
         let loaded = config::load(&config, &settings.socket_dir).expect("valid config");
         let control = Control::new().unwrap();

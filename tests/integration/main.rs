@@ -16,6 +16,7 @@ mod kube;
 mod kubelet;
 mod layout;
 mod lifecycle;
+mod metrics;
 mod reload;
 mod safety;
 mod serve;

@@ -143,6 +143,7 @@ impl Validator {
                 remove_after: DEFAULT_REMOVE_AFTER,
             }),
             api: Default::default(),
+            from_generic_device_plugin: true,
         })
     }
 

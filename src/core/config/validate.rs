@@ -510,6 +510,7 @@ impl Validator {
             allow_sensitive_path,
             discovery,
             api,
+            from_generic_device_plugin: false,
         };
         self.answer_fits(r, prefix)
     }

@@ -476,6 +476,15 @@ impl DeviceSet {
         self.devices.iter().filter(|e| e.vanished.is_none()).count()
     }
 
+    /// Entries of the devices present: every slot of each.
+    pub fn present_entries(&self) -> u64 {
+        self.devices
+            .iter()
+            .filter(|e| e.vanished.is_none())
+            .map(|e| u64::from(e.slots))
+            .sum()
+    }
+
     /// Entries the list would have: every slot of every device.
     pub fn entries(&self) -> u64 {
         self.devices.iter().map(|e| u64::from(e.slots)).sum()

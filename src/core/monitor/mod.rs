@@ -29,6 +29,7 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use crate::core::discovery::Leaf;
 use crate::core::health::{self, Health};
 use crate::core::state::{Change, ResourceState};
+use crate::core::stats::Stats;
 use crate::kubelet::{HEALTHY, UNHEALTHY};
 use crate::util::path_and_ancestors;
 use crate::util::{lock, poll_events, Notifier, WakePipe};
@@ -352,6 +353,7 @@ fn dispatch(
                     youngest_running = Some(youngest_running.map_or(last, |y| y.max(last)));
                     if now.duration_since(last) >= HUNG_AFTER && !e.hung {
                         e.hung = true;
+                        Stats::bump(&e.state.stats.hung_checks);
                         publish(
                             &e.state,
                             &Health::Unhealthy(health::Reason::Hung(now.duration_since(started))),
@@ -553,10 +555,15 @@ fn work(shared: &Shared) {
         if resource.is_dynamic() {
             // The merge runs with the check still marked running, so a
             // second scan of the same resource cannot overtake it.
+            let began = Instant::now();
             let due = if names.is_empty() {
-                scan(shared, id, &state, &resource, &progress)
+                let due = scan(shared, id, &state, &resource, &progress);
+                state.stats.full_scans.observe(began.elapsed());
+                due
             } else {
-                look_again(shared, &state, &resource, names)
+                let due = look_again(shared, &state, &resource, names);
+                state.stats.partial_scans.observe(began.elapsed());
+                due
             };
             let entries = state.list_entries();
             inner = shared.lock();
@@ -586,6 +593,7 @@ fn work(shared: &Shared) {
             }
         }
         let h = health::check(&shared.host_root, &resource);
+        Stats::bump(&state.stats.health_checks);
 
         inner = shared.lock();
         if settle_watches(shared, &mut inner, id, &state, wds) {

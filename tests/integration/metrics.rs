@@ -1,0 +1,474 @@
+//! The metrics and health endpoint (`--listen`, B17): scraped over real
+//! TCP while the daemon serves the simulated kubelet, allocates and flips
+//! health; each scrape checked by Prometheus's own `promtool check
+//! metrics` when `PROMTOOL` names it (`make test` builds it); hostile
+//! HTTP clients that must not slow Allocate or health.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_hostpath_device_plugin::sim::SimKubelet;
+
+use crate::harness::{dir_config, wait_counts, wait_until, Daemon, TestDir, WAIT};
+
+const R: &str = "example.com/data";
+
+/// The address the daemon says it listens on (`--listen 127.0.0.1:0`).
+#[track_caller]
+fn listen_addr(d: &Daemon) -> SocketAddr {
+    let mut addr = None;
+    let found = wait_until(WAIT, || {
+        addr = d.log().lines().find_map(|l| {
+            let rest = l.split("metrics on http://").nth(1)?;
+            rest.split('/').next()?.parse().ok()
+        });
+        addr.is_some()
+    });
+    assert!(found, "no listen address in the log:\n{}", d.log());
+    addr.unwrap()
+}
+
+/// One HTTP exchange: status code and body.
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, WAIT)?;
+    s.set_read_timeout(Some(WAIT))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((code, body.to_string()))
+}
+
+/// A scrape, linted by promtool when the build gave one.
+#[track_caller]
+fn scrape(addr: SocketAddr) -> String {
+    let (code, body) = get(addr, "/metrics").expect("scrape");
+    assert_eq!(code, 200, "{body}");
+    if let Ok(promtool) = std::env::var("PROMTOOL") {
+        let mut child = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics refused the scrape:\n{}{}\n--- scrape ---\n{body}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    body
+}
+
+/// The value of the sample `series` (name and labels exactly as written).
+fn value(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.parse().ok()
+    })
+}
+
+/// Waits until the sample `series` of a scrape has `want`.
+#[track_caller]
+fn wait_value(addr: SocketAddr, d: &Daemon, series: &str, want: f64) -> String {
+    let mut last = String::new();
+    if wait_until(WAIT, || {
+        last = scrape(addr);
+        value(&last, series) == Some(want)
+    }) {
+        return last;
+    }
+    panic!(
+        "{series} never {want}: {:?}\n{last}\n{}",
+        value(&last, series),
+        d.log()
+    )
+}
+
+#[track_caller]
+fn wait_health(addr: SocketAddr, d: &Daemon, want: u16) -> String {
+    let mut last = (0, String::new());
+    if wait_until(WAIT, || {
+        last = get(addr, "/health").unwrap_or((0, String::new()));
+        last.0 == want
+    }) {
+        return last.1;
+    }
+    panic!("/health never {want}: {last:?}\n{}", d.log())
+}
+
+#[test]
+fn metrics_follow_what_the_daemon_does() {
+    let dir = TestDir::new();
+    let data = dir.host("data");
+    fs::create_dir_all(&data).unwrap();
+    let d = Daemon::start(
+        &dir,
+        &dir_config(R, &data, "numDevices: 2\n"),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let addr = listen_addr(&d);
+    let lbl = format!("resource=\"{R}\"");
+
+    // No kubelet yet: served, not registered, and /health says so.
+    let body = wait_health(addr, &d, 503);
+    assert!(body.contains(&format!("{R}: not registered")), "{body}");
+    let s = scrape(addr);
+    assert_eq!(
+        value(
+            &s,
+            &format!("hostpath_device_plugin_resource_registered{{{lbl}}}")
+        ),
+        Some(0.0),
+        "{s}"
+    );
+    assert!(
+        s.contains("hostpath_device_plugin_build_info{version=\""),
+        "{s}"
+    );
+    assert!(
+        value(&s, "process_open_fds").is_some_and(|v| v > 3.0),
+        "{s}"
+    );
+    assert!(
+        value(&s, "process_threads").is_some_and(|v| v >= 4.0),
+        "{s}"
+    );
+    assert!(
+        value(&s, "process_resident_memory_bytes").is_some_and(|v| v > 1e6),
+        "{s}"
+    );
+
+    let mut k = SimKubelet::start(&dir.dp()).unwrap();
+    wait_counts(&k, &d, R, (2, 2));
+    assert_eq!(wait_health(addr, &d, 200), "ok\n");
+    let s = wait_value(
+        addr,
+        &d,
+        &format!("hostpath_device_plugin_devices{{{lbl},health=\"healthy\"}}"),
+        2.0,
+    );
+    assert_eq!(
+        value(
+            &s,
+            &format!("hostpath_device_plugin_registrations_total{{{lbl}}}")
+        ),
+        Some(1.0)
+    );
+
+    // Allocate: one answered for two containers, one refused.
+    k.allocate(R, &[&["0"], &["1"]]).expect("allocate");
+    k.allocate(R, &[&["7"]]).expect_err("unknown ID");
+    let s = wait_value(
+        addr,
+        &d,
+        &format!("hostpath_device_plugin_allocations_total{{{lbl},result=\"ok\"}}"),
+        1.0,
+    );
+    assert_eq!(
+        value(
+            &s,
+            &format!("hostpath_device_plugin_allocations_total{{{lbl},result=\"invalid\"}}")
+        ),
+        Some(1.0),
+        "{s}"
+    );
+    assert_eq!(
+        value(
+            &s,
+            &format!("hostpath_device_plugin_allocate_duration_seconds_count{{{lbl}}}")
+        ),
+        Some(2.0),
+        "{s}"
+    );
+    let checks = value(
+        &s,
+        &format!("hostpath_device_plugin_health_checks_total{{{lbl}}}"),
+    )
+    .unwrap();
+    assert!(checks >= 1.0, "{s}");
+
+    // Health flips: the path goes, the devices turn unhealthy; it comes back.
+    fs::remove_dir(&data).unwrap();
+    wait_counts(&k, &d, R, (0, 2));
+    let s = wait_value(
+        addr,
+        &d,
+        &format!("hostpath_device_plugin_devices{{{lbl},health=\"unhealthy\"}}"),
+        2.0,
+    );
+    assert_eq!(
+        value(
+            &s,
+            &format!("hostpath_device_plugin_resource_healthy{{{lbl}}}")
+        ),
+        Some(0.0)
+    );
+    // A missing path is the node's news, not the daemon's failure.
+    assert_eq!(wait_health(addr, &d, 200), "ok\n");
+    fs::create_dir(&data).unwrap();
+    wait_counts(&k, &d, R, (2, 2));
+    wait_value(
+        addr,
+        &d,
+        &format!("hostpath_device_plugin_devices{{{lbl},health=\"healthy\"}}"),
+        2.0,
+    );
+
+    // A kubelet restart: seen, served afresh, registered again. (The
+    // kubelet that started after the daemon was not a restart, but did
+    // serve it afresh.)
+    let serves = value(
+        &scrape(addr),
+        &format!("hostpath_device_plugin_serves_total{{{lbl}}}"),
+    )
+    .unwrap();
+    k.restart(Duration::from_millis(50)).unwrap();
+    let s = wait_value(
+        addr,
+        &d,
+        &format!("hostpath_device_plugin_registrations_total{{{lbl}}}"),
+        2.0,
+    );
+    assert_eq!(
+        value(&s, "hostpath_device_plugin_kubelet_restarts_total"),
+        Some(1.0),
+        "{s}"
+    );
+    assert_eq!(
+        value(&s, &format!("hostpath_device_plugin_serves_total{{{lbl}}}")),
+        Some(serves + 1.0),
+        "{s}"
+    );
+    // Not a generic-device-plugin file: none of that project's series.
+    assert!(!s.contains("generic_device_plugin_"), "{s}");
+    let (code, _) = get(addr, "/nope").unwrap();
+    assert_eq!(code, 404);
+    k.stop();
+}
+
+#[test]
+fn generic_device_plugin_series_for_its_file() {
+    let dir = TestDir::new();
+    let dev = dir.host("dev");
+    fs::create_dir_all(&dev).unwrap();
+    for n in ["ttyX0", "ttyX1", "ttyX2"] {
+        fs::write(dev.join(n), "").unwrap();
+    }
+    let config = format!(
+        "domain: example.com\ndevices:\n  - name: serial\n    groups:\n      - paths:\n          - path: {}/ttyX*\n            type: Mount\n",
+        dev.display()
+    );
+    let k = SimKubelet::start(&dir.dp()).unwrap();
+    let d = Daemon::start(&dir, &config, &["--listen", "127.0.0.1:0"]);
+    let addr = listen_addr(&d);
+    let name = "example.com/serial";
+    wait_counts(&k, &d, name, (3, 3));
+    let series = format!("generic_device_plugin_devices{{resource=\"{name}\"}}");
+    wait_value(addr, &d, &series, 3.0);
+    let ids: Vec<String> = k.recorded().devices[name]
+        .iter()
+        .take(2)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    k.allocate(name, &[&ids[..1], &ids[1..2]])
+        .expect("allocate");
+    let s = wait_value(
+        addr,
+        &d,
+        &format!("generic_device_plugin_allocations_total{{resource=\"{name}\"}}"),
+        2.0,
+    );
+    assert_eq!(
+        value(
+            &s,
+            &format!("generic_device_plugin_restarts_total{{resource=\"{name}\"}}")
+        ),
+        Some(0.0),
+        "{s}"
+    );
+    fs::remove_file(dev.join("ttyX2")).unwrap();
+    wait_value(addr, &d, &series, 2.0);
+}
+
+/// Resident memory of a process, in kB.
+fn rss_kb(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Allocate round trips through the simulated kubelet: the median, in µs.
+fn allocate_median_us(k: &SimKubelet, n: usize) -> u128 {
+    let mut t: Vec<u128> = (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            k.allocate(R, &[&["0"]]).expect("allocate");
+            start.elapsed().as_micros()
+        })
+        .collect();
+    t.sort_unstable();
+    t[n / 2]
+}
+
+/// Raises this process's open-file limit to its hard limit (1,000 client
+/// sockets and the harness's own).
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit on this process with a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+#[test]
+fn hostile_http_clients_slow_nothing() {
+    raise_nofile();
+    let dir = TestDir::new();
+    let data = dir.host("data");
+    fs::create_dir_all(&data).unwrap();
+    let k = SimKubelet::start(&dir.dp()).unwrap();
+    let d = Daemon::start(
+        &dir,
+        &dir_config(R, &data, "numDevices: 2\n"),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let addr = listen_addr(&d);
+    wait_counts(&k, &d, R, (2, 2));
+    let pid = d.child.id();
+    let quiet_us = allocate_median_us(&k, 200);
+    let rss_before = rss_kb(pid);
+
+    // 1,000 idle connections, a header trickled a byte a second, a 10 MB
+    // request, and garbage.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        match TcpStream::connect_timeout(&addr, WAIT) {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("connect {}: {e}", idle.len()),
+        }
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let mut sent = 0;
+            for b in b"GET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                    break;
+                }
+                sent += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            sent
+        })
+    };
+    let big = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_write_timeout(Some(WAIT)).unwrap();
+        let chunk = vec![b'a'; 64 * 1024];
+        let mut sent = 0usize;
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nX-Big: ");
+        while sent < 10 * 1024 * 1024 {
+            match s.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        (sent, answer)
+    });
+    for garbage in [
+        &b"\x00\x01\x02\xff\r\n\r\n"[..],
+        b"GET\r\n\r\n",
+        b"BREW /pot HTCPCP/1.0\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(garbage).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 400 ") || answer.starts_with("HTTP/1.1 405 "),
+            "{garbage:?} → {answer:?}"
+        );
+    }
+
+    // Meanwhile: Allocate, a health flip, and a scraper all work as usual.
+    let hostile_us = allocate_median_us(&k, 200);
+    let flip = Instant::now();
+    fs::remove_dir(&data).unwrap();
+    wait_counts(&k, &d, R, (0, 2));
+    let flip_ms = flip.elapsed().as_secs_f64() * 1e3;
+    fs::create_dir(&data).unwrap();
+    wait_counts(&k, &d, R, (2, 2));
+    let mut scraped = None;
+    assert!(
+        wait_until(WAIT, || {
+            scraped = get(addr, "/health").ok();
+            scraped.as_ref().is_some_and(|(c, _)| *c == 200)
+        }),
+        "no health answer among hostile clients: {scraped:?}\n{}",
+        d.log()
+    );
+    let (sent, answer) = big.join().unwrap();
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431 "),
+        "10 MB request: {answer:?}"
+    );
+    let rss_during = rss_kb(pid);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let trickled = trickle.join().unwrap();
+    println!(
+        "hostile HTTP clients: Allocate median {quiet_us} µs quiet, {hostile_us} µs under 1,000 idle \
+         connections, a trickle ({trickled} bytes sent before the cut) and a 10 MB request \
+         ({} KiB written before the cut); health flip seen in {flip_ms:.1} ms; RSS {rss_before} kB → {rss_during} kB",
+        sent / 1024
+    );
+    // Generous bounds: an unbounded server would hold a thread, a buffer
+    // or the whole request per client.
+    assert!(trickled < 10, "the trickling client was never cut off");
+    assert!(sent < 10 * 1024 * 1024, "the 10 MB request was read whole");
+    assert!(
+        hostile_us < quiet_us * 10 + 5_000,
+        "Allocate slowed: {quiet_us} µs → {hostile_us} µs"
+    );
+    assert!(
+        rss_during < rss_before + 16 * 1024,
+        "RSS grew: {rss_before} → {rss_during} kB"
+    );
+    drop(idle);
+}

@@ -74,8 +74,11 @@ static-arm64: deps-arm64
 # and the deployment checks.
 test: lint unit-test soak-short deploy-test arm64-test
 
+# The metrics test runs Prometheus's `promtool check metrics` on live
+# scrapes: promtool is built from the Go module proxy at
+# tests/promtool/go.mod's pin and cached outside the checkout.
 unit-test: deps
-	cargo test $(DEV_FLAGS) --all-targets
+	promtool="$$(tests/promtool/build.sh)" && PROMTOOL="$$promtool" cargo test $(DEV_FLAGS) --all-targets
 
 soak-short: deps
 	cargo build $(DEV_FLAGS) --bins --examples

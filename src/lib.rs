@@ -21,6 +21,7 @@
 //! | [`retry`] | one backoff with "log once, then debug"; registration retries keyed on the gRPC status code | supervisor |
 //! | [`socket`] | socket files: non-blocking liveness probe, temporary bind name linked into place, inode-checked cleanup | supervisor |
 //! | [`probe`] | the `probe` command | main thread |
+//! | [`logging`] | log lines as text or JSON (`--log-format`), control characters escaped | any |
 //! | [`observe`] | `--listen`: `/metrics` (Prometheus text, rendered from the board and each resource's counters) and `/health`, a small poll-driven HTTP server | `http` |
 //! | [`policy`] | renders deploy/policy's admission policy from a config | `make policy` |
 //! | [`sim`] | a simulated kubelet for tests and `make demo` (feature `sim`, not in the release build) | its own grpcio threads |
@@ -49,6 +50,8 @@ pub mod fuzzing;
 pub mod kube;
 pub mod kubelet;
 pub mod limits;
+#[cfg(feature = "daemon")]
+pub mod logging;
 #[cfg(feature = "daemon")]
 pub mod observe;
 pub mod policy;

@@ -543,10 +543,18 @@ impl ResourceState {
             } else {
                 String::new()
             };
+            let event = match what {
+                "appeared" => "devices_appeared",
+                "back" => "devices_back",
+                "vanished" => "devices_vanished",
+                "removed" => "devices_removed",
+                _ => "devices_unconfigured",
+            };
+            let name = name.as_str();
             if what == "vanished" {
-                log::warn!("{name}: {what}: {}{tail}", text.join(", "));
+                log::warn!(resource = name, event = event; "{name}: {what}: {}{tail}", text.join(", "));
             } else {
-                log::info!("{name}: {what}: {}{tail}", text.join(", "));
+                log::info!(resource = name, event = event; "{name}: {what}: {}{tail}", text.join(", "));
             }
         };
         if !first {

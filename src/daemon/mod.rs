@@ -528,7 +528,7 @@ impl Supervisor {
             return;
         }
         if kubelet_created {
-            log::info!("kubelet restart seen ({KUBELET_SOCKET} created): serving afresh and registering again");
+            log::info!(event = "kubelet_restart"; "kubelet restart seen ({KUBELET_SOCKET} created): serving afresh and registering again");
             // The first kubelet the daemon sees (started after it) is
             // not a restart.
             if self.kubelet_id.is_some() {
@@ -571,9 +571,10 @@ impl Supervisor {
             Err(e) => {
                 let marker = format!("\0unreadable: {e}");
                 if forced || self.config_text != marker {
+                    let shown = path.display().to_string();
                     log::warn!(
-                        "{}: cannot read the config ({e}); keeping the current one",
-                        path.display()
+                        event = "reload_refused", path = shown.as_str();
+                        "{shown}: cannot read the config ({e}); keeping the current one"
                     );
                     self.control.board.reload_done(false);
                 }
@@ -591,7 +592,9 @@ impl Supervisor {
             &self.settings.socket_dir,
         ) {
             Err(e) => {
+                let shown = path.display().to_string();
                 log::error!(
+                    event = "reload_refused", path = shown.as_str();
                     "reload refused: {} problem(s) in the new config; keeping the current one",
                     e.problems.len()
                 );
@@ -613,6 +616,11 @@ impl Supervisor {
                     }
                 }
                 self.apply(loaded.config);
+                log::info!(
+                    event = "reload_applied";
+                    "config reloaded: {} resource(s)",
+                    self.owners.len() + self.dra.states.len()
+                );
                 self.control.board.reload_done(true);
             }
         }

@@ -329,6 +329,7 @@ impl Owner {
         let e = match done.result {
             Ok(()) => {
                 log::info!(
+                    resource = name.as_str(), event = "registered";
                     "{name}: registered with the kubelet (endpoint {})",
                     self.state.resource().socket_name
                 );
@@ -358,6 +359,7 @@ impl Owner {
                     );
                 } else {
                     log::warn!(
+                        resource = name.as_str(), event = "registration_failed";
                         "{name}: registration failed: {e}; retrying in {:?} (backoff up to {:?})",
                         f.delay,
                         retry::MAX

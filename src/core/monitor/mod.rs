@@ -681,21 +681,26 @@ pub fn publish(state: &ResourceState, h: &Health) {
         Health::Healthy => String::new(),
         Health::Unhealthy(why) => why.to_string(),
     };
+    let (res, path) = (r.resource_name.as_str(), r.host_path.as_str());
     match state.set_health(h.is_healthy(), &reason) {
         Some(Change::First) => match h {
-            Health::Healthy => log::info!("{}: {} is {h}", r.resource_name, r.host_path),
-            Health::Unhealthy(_) => log::warn!("{}: {} is {h}", r.resource_name, r.host_path),
+            Health::Healthy => {
+                log::info!(resource = res, event = "healthy", path = path; "{res}: {path} is {h}")
+            }
+            Health::Unhealthy(_) => {
+                log::warn!(resource = res, event = "unhealthy", path = path; "{res}: {path} is {h}")
+            }
         },
         Some(Change::From(was)) => {
             let old = if was { HEALTHY } else { UNHEALTHY };
             match h {
-                Health::Healthy => {
-                    log::info!("{}: {} {old} -> {HEALTHY}", r.resource_name, r.host_path)
-                }
+                Health::Healthy => log::info!(
+                    resource = res, event = "healthy", path = path;
+                    "{res}: {path} {old} -> {HEALTHY}"
+                ),
                 Health::Unhealthy(why) => log::warn!(
-                    "{}: {} {old} -> {UNHEALTHY}: {why}",
-                    r.resource_name,
-                    r.host_path
+                    resource = res, event = "unhealthy", path = path;
+                    "{res}: {path} {old} -> {UNHEALTHY}: {why}"
                 ),
             }
         }

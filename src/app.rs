@@ -70,12 +70,46 @@ fn warn_if_too_many(resources: usize, limit: u64) {
     }
 }
 
-/// Loads the config, with `--api` applied over every resource's own.
+/// Settings from the command line over the config's own.
+fn overrides(opts: &Options) -> config::Overrides {
+    config::Overrides {
+        domain: opts.domain.clone(),
+    }
+}
+
+/// Loads the config (generic-device-plugin's `--device` flags, or the
+/// file), with `--api` applied over every resource's own.
 fn load_config(opts: &Options) -> Result<config::Loaded, Failure> {
-    let mut loaded = config::load(&opts.config, opts.socket_dir()).map_err(Failure::Config)?;
+    let mut loaded = if opts.devices.is_empty() {
+        config::load_with(&opts.config, opts.socket_dir(), &overrides(opts))
+    } else {
+        if opts.config_given {
+            log::warn!(
+                "{}: not read: --device flags give the devices, as generic-device-plugin's do",
+                opts.config.display()
+            );
+        }
+        config::document_from_flags(&opts.devices).and_then(|text| {
+            config::parse_with(&text, "--device", opts.socket_dir(), &overrides(opts))
+        })
+    }
+    .map_err(Failure::Config)?;
     loaded.config.override_api(opts.api);
     for w in &loaded.warnings {
         log::warn!("{w}");
+    }
+    if loaded
+        .config
+        .resources
+        .iter()
+        .any(|r| r.from_generic_device_plugin)
+    {
+        log::info!(
+            "generic-device-plugin config: where this daemon differs, on purpose: device IDs are \
+             the matched paths (USB: vendor, product and serial), not hashes; a device that goes \
+             is Unhealthy at once, and a path's health is checked, not assumed; sensitive paths \
+             (/dev/mem, /proc, /sys…) are refused (README, Moving from generic-device-plugin)"
+        );
     }
     Ok(loaded)
 }
@@ -192,6 +226,9 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
     let mut opts = opts.clone();
     daemon::dra::from_env(&mut opts);
     let opts = &opts;
+    for note in &opts.notes {
+        log::info!("{note}");
+    }
     match opts.command {
         Command::Help => {
             print!("{}", cli::USAGE);
@@ -274,6 +311,8 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             );
             let settings = daemon::Settings {
                 listen,
+                overrides: overrides(opts),
+                config_from_flags: !opts.devices.is_empty(),
                 ..daemon::Settings::from_options(opts)
             };
             daemon::run(settings, loaded, control).map_err(Failure::Daemon)

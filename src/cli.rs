@@ -78,6 +78,155 @@ pub struct Options {
     pub listen: Option<String>,
     /// `--log-format`: text (default) or JSON lines.
     pub log_format: LogFormat,
+    /// `--config` was given (else the default, or generic-device-plugin's).
+    pub config_given: bool,
+    /// A device-plugin directory was given (`--device-plugin-dir` or
+    /// `--plugin-directory`).
+    pub device_plugin_dir_given: bool,
+    /// generic-device-plugin's command line (§3, Form C): `--device` specs
+    /// (JSON or YAML objects), instead of a config file.
+    pub devices: Vec<String>,
+    /// generic-device-plugin's `--domain`, over its file's `domain`.
+    pub domain: Option<String>,
+    /// generic-device-plugin's `--log-level` (all, debug, info, warn,
+    /// error, none); `RUST_LOG` wins.
+    pub log_level: Option<String>,
+    /// One of generic-device-plugin's own flags was given.
+    pub generic_flags: bool,
+    /// What [`resolve_generic`] took from the environment or defaults,
+    /// to log once logging is set up.
+    pub notes: Vec<String>,
+}
+
+/// generic-device-plugin's default config file, in the order it looks.
+pub const GENERIC_CONFIG_PATHS: &[&str] =
+    &["/etc/generic-device-plugin/config.yaml", "config.yaml"];
+
+/// generic-device-plugin's log levels, and the filter each means here.
+const GENERIC_LOG_LEVELS: &[(&str, &str)] = &[
+    ("all", "trace"),
+    ("debug", "debug"),
+    ("info", "info"),
+    ("warn", "warn"),
+    ("error", "error"),
+    ("none", "off"),
+];
+
+impl Options {
+    /// The log filter the options ask for (before `RUST_LOG`, which wins).
+    pub fn log_filter(&self) -> &'static str {
+        if self.debug {
+            return "debug";
+        }
+        self.log_level
+            .as_deref()
+            .and_then(|l| GENERIC_LOG_LEVELS.iter().find(|(n, _)| *n == l))
+            .map_or("info", |(_, f)| f)
+    }
+}
+
+/// generic-device-plugin's settings from the environment and its default
+/// config path, as that project reads them (its viper binds each flag to
+/// the variable of the same name, upper-cased, `-` as `_`). They apply
+/// only to a generic-device-plugin invocation: one of its flags given,
+/// one of `DEVICE`, `DOMAIN` or `PLUGIN_DIRECTORY` set, or no `--config`
+/// and no file at this project's default path. A flag wins over the
+/// variable. `env` reads a variable; `exists` says whether a file is there.
+///
+/// # Errors
+///
+/// A [`UsageError`] for a variable whose value a flag would refuse.
+pub fn resolve_generic(
+    opts: &mut Options,
+    env: &dyn Fn(&str) -> Option<String>,
+    exists: &dyn Fn(&std::path::Path) -> bool,
+) -> Result<(), UsageError> {
+    let get = |k: &str| env(k).filter(|v| !v.is_empty());
+    let ours = Options::default().config;
+    let generic = opts.generic_flags
+        || ["DEVICE", "DOMAIN", "PLUGIN_DIRECTORY"]
+            .iter()
+            .any(|k| get(k).is_some())
+        || (!opts.config_given && !exists(&ours));
+    if !generic {
+        return Ok(());
+    }
+    let mut took = Vec::new();
+    if opts.domain.is_none() {
+        if let Some(v) = get("DOMAIN") {
+            took.push("DOMAIN");
+            opts.domain = Some(v);
+        }
+    }
+    if opts.devices.is_empty() {
+        if let Some(v) = get("DEVICE") {
+            took.push("DEVICE");
+            opts.devices = split_device_list(&v);
+        }
+    }
+    if !opts.device_plugin_dir_given {
+        if let Some(v) = get("PLUGIN_DIRECTORY") {
+            took.push("PLUGIN_DIRECTORY");
+            opts.device_plugin_dir = PathBuf::from(v);
+        }
+    }
+    if opts.listen.is_none() {
+        if let Some(v) = get("LISTEN") {
+            took.push("LISTEN");
+            opts.listen = Some(v);
+        }
+    }
+    if opts.log_level.is_none() {
+        if let Some(v) = get("LOG_LEVEL") {
+            check_log_level("LOG_LEVEL", &v)?;
+            took.push("LOG_LEVEL");
+            opts.log_level = Some(v);
+        }
+    }
+    if !took.is_empty() {
+        opts.notes.push(format!(
+            "generic-device-plugin settings from the environment: {}",
+            took.join(", ")
+        ));
+    }
+    if !opts.config_given && opts.devices.is_empty() && !exists(&ours) {
+        if let Some(p) = GENERIC_CONFIG_PATHS
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| exists(p))
+        {
+            opts.notes.push(format!(
+                "no --config and nothing at {}: reading generic-device-plugin's {}",
+                ours.display(),
+                p.display()
+            ));
+            opts.config = p;
+        }
+    }
+    Ok(())
+}
+
+/// `$DEVICE`: one device object, or a list of them (JSON or YAML).
+fn split_device_list(v: &str) -> Vec<String> {
+    match serde_yaml::from_str::<serde_yaml::Value>(v) {
+        Ok(serde_yaml::Value::Sequence(items)) => items
+            .iter()
+            .filter_map(|i| serde_yaml::to_string(i).ok())
+            .collect(),
+        _ => vec![v.to_string()],
+    }
+}
+
+fn check_log_level(what: &str, v: &str) -> Result<(), UsageError> {
+    if GENERIC_LOG_LEVELS.iter().any(|(n, _)| *n == v) {
+        return Ok(());
+    }
+    let names: Vec<&str> = GENERIC_LOG_LEVELS.iter().map(|(n, _)| *n).collect();
+    Err(UsageError(format!(
+        "{what}: unknown level `{}`; use one of {}",
+        v.escape_debug(),
+        names.join(", ")
+    )))
 }
 
 /// How log lines are written.
@@ -110,6 +259,13 @@ impl Default for Options {
             pod_resources_socket: PathBuf::from(DEFAULT_POD_RESOURCES_SOCKET),
             listen: None,
             log_format: LogFormat::Text,
+            config_given: false,
+            device_plugin_dir_given: false,
+            devices: Vec::new(),
+            domain: None,
+            log_level: None,
+            generic_flags: false,
+            notes: Vec::new(),
         }
     }
 }
@@ -165,6 +321,12 @@ DRA (resources with `api: dra`):
   --kubeconfig PATH             for bare hosts [default: $KUBECONFIG, else in-cluster]
   --plugins-dir DIR             the DRA socket goes in DIR/<driver>/ [default: /var/lib/kubelet/plugins]
   --cdi-dir DIR                 CDI specs of prepared claims [default: /var/run/cdi]
+generic-device-plugin's command line (its DaemonSets work unchanged; see README):
+  --device JSON|YAML            a device as that project takes it (repeatable), instead of --config
+  --domain DOMAIN               the domain of its resources [default: devic.es]
+  --plugin-directory DIR        the same as --device-plugin-dir
+  --log-level LEVEL             all, debug, info, warn, error or none [default: info]
+  (and DEVICE, DOMAIN, PLUGIN_DIRECTORY, LISTEN, LOG_LEVEL from the environment)
 Observability:
   --listen ADDR                 serve /metrics (Prometheus) and /health over HTTP at ADDR:
                                 :8080, 127.0.0.1:8080, [::1]:8080 [default: off]
@@ -203,8 +365,36 @@ where
         match name.as_str() {
             "--help" | "-h" => command = Some(Command::Help),
             "--version" | "-V" => command = Some(Command::Version),
-            "--config" => opts.config = PathBuf::from(value("a file path")?),
-            "--device-plugin-dir" => opts.device_plugin_dir = PathBuf::from(value("a directory")?),
+            "--config" => {
+                opts.config = PathBuf::from(value("a file path")?);
+                opts.config_given = true;
+            }
+            "--device-plugin-dir" => {
+                opts.device_plugin_dir = PathBuf::from(value("a directory")?);
+                opts.device_plugin_dir_given = true;
+            }
+            // generic-device-plugin's own flags (§3, Form C).
+            "--plugin-directory" => {
+                opts.device_plugin_dir = PathBuf::from(value("a directory")?);
+                opts.device_plugin_dir_given = true;
+                opts.generic_flags = true;
+            }
+            "--device" => {
+                opts.devices.push(value(
+                    "a device as JSON or YAML: {\"name\": …, \"groups\": […]}",
+                )?);
+                opts.generic_flags = true;
+            }
+            "--domain" => {
+                opts.domain = Some(value("a DNS subdomain")?);
+                opts.generic_flags = true;
+            }
+            "--log-level" => {
+                let v = value("all, debug, info, warn, error or none")?;
+                check_log_level("--log-level", &v)?;
+                opts.log_level = Some(v);
+                opts.generic_flags = true;
+            }
             "--plugins-registry-dir" => {
                 opts.plugins_registry_dir = PathBuf::from(value("a directory")?)
             }
@@ -389,6 +579,93 @@ mod tests {
             .unwrap_err()
             .0
             .contains("not a DNS subdomain"));
+    }
+
+    #[test]
+    fn generic_device_plugin_flags() {
+        let o = parse([
+            "--device",
+            r#"{"name": "serial", "groups": [{"paths": [{"path": "/dev/ttyUSB*"}]}]}"#,
+            "--device=name: fuse\ngroups: [{count: 10, paths: [{path: /dev/fuse}]}]",
+            "--domain",
+            "example.org",
+            "--plugin-directory",
+            "/var/lib/kubelet/device-plugins",
+            "--listen",
+            ":8080",
+            "--log-level",
+            "warn",
+        ])
+        .unwrap();
+        assert_eq!(o.devices.len(), 2);
+        assert_eq!(o.domain.as_deref(), Some("example.org"));
+        assert!(o.device_plugin_dir_given && o.generic_flags);
+        assert_eq!(o.listen.as_deref(), Some(":8080"));
+        assert_eq!(o.log_filter(), "warn");
+        assert!(parse(["--log-level", "loud"])
+            .unwrap_err()
+            .0
+            .contains("unknown level `loud`"));
+        assert_eq!(parse(["--log-level=none"]).unwrap().log_filter(), "off");
+        assert_eq!(parse(["--debug"]).unwrap().log_filter(), "debug");
+    }
+
+    #[test]
+    fn generic_device_plugin_environment() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let present = |paths: &'static [&'static str]| {
+            move |p: &std::path::Path| paths.iter().any(|q| std::path::Path::new(q) == p)
+        };
+        const OURS: &str = "/k8s-hostpath-device-plugin/config.yaml";
+        const GDP: &str = "/etc/generic-device-plugin/config.yaml";
+        let ours = OURS;
+        // Our own invocation: the variables mean nothing.
+        let mut o = parse(["--config", "/c.yaml"]).unwrap();
+        let env = vars(&[("LISTEN", ":9"), ("LOG_LEVEL", "debug")]);
+        resolve_generic(&mut o, &env, &present(&[OURS])).unwrap();
+        assert_eq!((o.listen, o.log_level), (None, None));
+        // DEVICE makes it generic-device-plugin's: the rest apply, flags win.
+        let mut o = parse(["--listen", "127.0.0.1:1"]).unwrap();
+        let env = vars(&[
+            (
+                "DEVICE",
+                r#"[{"name": "a", "groups": []}, {"name": "b", "groups": []}]"#,
+            ),
+            ("DOMAIN", "example.org"),
+            ("PLUGIN_DIRECTORY", "/dp"),
+            ("LISTEN", ":9"),
+            ("LOG_LEVEL", "error"),
+        ]);
+        resolve_generic(&mut o, &env, &present(&[OURS])).unwrap();
+        assert_eq!(o.devices.len(), 2, "{:?}", o.devices);
+        assert_eq!(o.domain.as_deref(), Some("example.org"));
+        assert_eq!(o.device_plugin_dir, PathBuf::from("/dp"));
+        assert_eq!(o.listen.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(o.log_filter(), "error");
+        assert!(
+            o.notes[0].contains("DOMAIN, DEVICE, PLUGIN_DIRECTORY, LOG_LEVEL"),
+            "{:?}",
+            o.notes
+        );
+        // No config of ours anywhere: generic-device-plugin's default file.
+        let mut o = parse(Vec::<String>::new()).unwrap();
+        let gdp = GDP;
+        resolve_generic(&mut o, &vars(&[]), &present(&[GDP])).unwrap();
+        assert_eq!(o.config, PathBuf::from(gdp));
+        // Ours there: ours.
+        let mut o = parse(Vec::<String>::new()).unwrap();
+        resolve_generic(&mut o, &vars(&[]), &present(&[GDP, OURS])).unwrap();
+        assert_eq!(o.config, PathBuf::from(ours));
+        let mut o = parse(["--domain=x.org"]).unwrap();
+        let bad = resolve_generic(&mut o, &vars(&[("LOG_LEVEL", "chatty")]), &present(&[]));
+        assert!(bad.unwrap_err().0.contains("LOG_LEVEL: unknown level"));
     }
 
     #[test]

@@ -17,12 +17,10 @@ use log::kv::{Error, Key, Value, VisitSource};
 
 use crate::cli::LogFormat;
 
-/// Sets up the process's logger: `RUST_LOG` when set, else `info` (or
-/// `debug` with `--debug`).
-pub fn init(format: LogFormat, debug: bool) {
-    let default_level = if debug { "debug" } else { "info" };
-    let mut b =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+/// Sets up the process's logger: `RUST_LOG` when set, else `filter`
+/// (`info`; `debug` with `--debug`; generic-device-plugin's `--log-level`).
+pub fn init(format: LogFormat, filter: &str) {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter));
     match format {
         LogFormat::Text => b.format(|buf, record| {
             let ts = buf.timestamp_millis();

@@ -286,6 +286,9 @@ pub struct PathRule {
     pub permissions: Perm,
     /// How many devices of the group may share one match of this path.
     pub limit: u32,
+    /// generic-device-plugin's `optional`: when nothing matches, the
+    /// group's devices exist without this member (it is not handed out).
+    pub optional: bool,
 }
 
 /// What a match must be, and how it is handed out.

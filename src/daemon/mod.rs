@@ -75,6 +75,12 @@ pub struct Settings {
     /// Where the metrics and health endpoint listens, in the order to try
     /// (B17); empty: off. See [`crate::observe::resolve`].
     pub listen: Vec<std::net::SocketAddr>,
+    /// Command-line settings over the config's (`--domain`), at every
+    /// reload too.
+    pub overrides: config::Overrides,
+    /// The config came from generic-device-plugin's `--device` flags:
+    /// there is no file to watch or reload.
+    pub config_from_flags: bool,
 }
 
 impl Settings {
@@ -92,6 +98,8 @@ impl Settings {
             dra: DraOptions::from_options(opts),
             pod_resources_socket: opts.pod_resources_socket.clone(),
             listen: Vec::new(),
+            overrides: config::Overrides::default(),
+            config_from_flags: false,
         }
     }
 
@@ -194,18 +202,8 @@ pub fn run(settings: Settings, mut loaded: Loaded, control: Control) -> Result<(
     let env = Arc::new(EnvBuilder::new().cq_count(1).name_prefix("grpc").build());
     let monitor = Monitor::start(&settings.host_root, settings.max_watches)
         .map_err(setup("the health monitor"))?;
-    let http = if settings.listen.is_empty() {
-        None
-    } else {
-        let server = observe::Server::start(&settings.listen, control.board.clone())
-            .map_err(setup("the metrics endpoint (--listen)"))?;
-        log::info!(
-            "metrics on http://{0}/metrics, health on http://{0}/health",
-            server.addr()
-        );
-        control.board.set_listen(server.addr());
-        Some(server)
-    };
+    let http = observe::Server::start_if(&settings.listen, &control.board)
+        .map_err(setup("the metrics endpoint (--listen)"))?;
     let mut handover = Handover::new(Lister::new(
         &env,
         &settings.pod_resources_socket,
@@ -348,6 +346,9 @@ impl Supervisor {
     /// Watches the config file's directory: an in-place write, a
     /// write-and-rename, and a ConfigMap `..data` symlink swap all show there.
     fn watch_config(&mut self) {
+        if self.settings.config_from_flags {
+            return;
+        }
         let dir = match self.settings.config.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -529,8 +530,7 @@ impl Supervisor {
         }
         if kubelet_created {
             log::info!(event = "kubelet_restart"; "kubelet restart seen ({KUBELET_SOCKET} created): serving afresh and registering again");
-            // The first kubelet the daemon sees (started after it) is
-            // not a restart.
+            // The first kubelet seen (started after us) is no restart.
             if self.kubelet_id.is_some() {
                 self.control.board.kubelet_restarted();
             }
@@ -565,6 +565,10 @@ impl Supervisor {
     /// Reads the config again (B10). `forced` (SIGHUP) re-evaluates even an
     /// unchanged file. Invalid: log every problem, change nothing.
     fn reload(&mut self, forced: bool) {
+        if self.settings.config_from_flags {
+            log::info!("the devices come from --device flags: there is no config file to reload");
+            return;
+        }
         let path = self.settings.config.clone();
         let text = match config::read_file(&path) {
             Ok(t) => t,
@@ -586,10 +590,11 @@ impl Supervisor {
             return;
         }
         self.config_text = text.clone();
-        match config::parse(
+        match config::parse_with(
             &text,
             &path.display().to_string(),
             &self.settings.socket_dir,
+            &self.settings.overrides,
         ) {
             Err(e) => {
                 let shown = path.display().to_string();

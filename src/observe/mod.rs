@@ -139,6 +139,25 @@ impl Server {
         })
     }
 
+    /// Starts the endpoint when `addrs` name any, and says where (in the
+    /// log and on the board).
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::start`].
+    pub(crate) fn start_if(addrs: &[SocketAddr], board: &Arc<Board>) -> io::Result<Option<Server>> {
+        if addrs.is_empty() {
+            return Ok(None);
+        }
+        let server = Server::start(addrs, board.clone())?;
+        log::info!(
+            "metrics on http://{0}/metrics, health on http://{0}/health",
+            server.addr
+        );
+        board.set_listen(server.addr);
+        Ok(Some(server))
+    }
+
     /// Where it listens (a port of 0 resolved).
     pub fn addr(&self) -> SocketAddr {
         self.addr

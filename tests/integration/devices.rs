@@ -377,13 +377,13 @@ devices:
     wait_list(
         &k,
         &d,
-        "squat.ai/serial",
+        "devic.es/serial",
         &[("/dev/ttyACM3", "Healthy"), ("/dev/ttyUSB0", "Healthy")],
     );
     let fuse: Vec<String> = (0..10).map(|i| format!("/dev/fuse#{i}")).collect();
     let want: Vec<(&str, &str)> = fuse.iter().map(|s| (s.as_str(), "Healthy")).collect();
-    wait_list(&k, &d, "squat.ai/fuse", &want);
-    let resp = k.allocate("squat.ai/serial", &[&["/dev/ttyACM3"]]).unwrap();
+    wait_list(&k, &d, "devic.es/fuse", &want);
+    let resp = k.allocate("devic.es/serial", &[&["/dev/ttyACM3"]]).unwrap();
     assert_eq!(resp.container_responses[0].devices[0].permissions, "rwm");
     d.wait_log("log-level: is ignored");
 
@@ -398,7 +398,7 @@ devices:
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("squat.ai/serial"), "{text}");
+    assert!(text.contains("devic.es/serial"), "{text}");
     assert!(text.contains("/dev/ttyACM*"), "{text}");
     assert!(text.contains("found now:    2"), "{text}");
     assert!(text.contains("/dev/ttyACM3"), "{text}");

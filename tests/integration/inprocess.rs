@@ -36,6 +36,8 @@ impl InProcess {
             dra: Default::default(),
             pod_resources_socket: dir.dp().join("no-pod-resources.sock"),
             listen: Vec::new(),
+            overrides: Default::default(),
+            config_from_flags: false,
         };
         let loaded = config::load(&config, &settings.socket_dir).expect("valid config");
         let control = Control::new().unwrap();

@@ -7,6 +7,7 @@ mod devices;
 mod devices_trust;
 mod dra;
 mod dra_publish;
+mod generic_cli;
 mod handover;
 mod harness;
 mod health;

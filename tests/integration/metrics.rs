@@ -495,12 +495,7 @@ fn log_lines_json_and_text() {
         fs::write(&cfg, &config).unwrap();
         let d = Daemon::spawn_env(
             &dir,
-            &[
-                "--config",
-                cfg.to_str().unwrap(),
-                "--log-format",
-                format,
-            ],
+            &["--config", cfg.to_str().unwrap(), "--log-format", format],
             &[("RUST_LOG", "info")],
             "daemon.log",
         );

@@ -622,17 +622,17 @@ fn a_generic_device_plugin_usb_mount_path_places_the_node() {
 ";
     let k = SimKubelet::start(&dir.dp()).unwrap();
     let d = start(&dir, config, &args);
-    wait_list(&k, &d, "squat.ai/coral", &[]);
+    wait_list(&k, &d, "devic.es/coral", &[]);
     let mut coral = cp210x("1-1", 4, "ttyUSB0", 0);
     (coral.vendor, coral.product, coral.serial) = ("1a6e", "089a", None);
     coral.plug(&r);
     wait_list(
         &k,
         &d,
-        "squat.ai/coral",
+        "devic.es/coral",
         &[("usb:1a6e:089a@1-1", "Healthy")],
     );
-    let (n, envs) = given(&k, "squat.ai/coral", &["usb:1a6e:089a@1-1"]);
+    let (n, envs) = given(&k, "devic.es/coral", &["usb:1a6e:089a@1-1"]);
     assert_eq!(n, nodes(&[("/dev/coral", "/dev/bus/usb/001/004", "rw")]));
-    assert_eq!(envs["SQUAT_AI_CORAL_PATHS"], "/dev/coral");
+    assert_eq!(envs["DEVIC_ES_CORAL_PATHS"], "/dev/coral");
 }

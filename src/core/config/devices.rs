@@ -157,6 +157,7 @@ impl Validator {
             read_only,
             permissions,
             limit,
+            optional: false,
         })
     }
 

@@ -10,7 +10,7 @@ use super::*;
 use crate::core::resource::{Discovery, Group, MatchKind, NodeRule, Perm, Source};
 
 /// The domain generic-device-plugin declares devices under unless told.
-pub const GENERIC_DEFAULT_DOMAIN: &str = "squat.ai";
+pub const GENERIC_DEFAULT_DOMAIN: &str = "devic.es";
 
 const TOP_KEYS: &[&str] = &[
     "devices",
@@ -28,6 +28,7 @@ const PATH_KEYS: &[&str] = &[
     "permissions",
     "readOnly",
     "limit",
+    "optional",
 ];
 
 /// Whether a device name is what generic-device-plugin accepts:
@@ -57,17 +58,38 @@ impl Validator {
         }
         let said = |k: &str| match k {
             "plugin-directory" => "is ignored: sockets go where --device-plugin-dir says",
-            "listen" => "is ignored: this daemon serves no HTTP; `probe` is its health check",
-            _ => "is ignored: the log level is set with RUST_LOG (default info)",
+            "listen" => "is ignored: pass --listen (as generic-device-plugin's DaemonSets do)",
+            _ => "is ignored: pass --log-level, or set RUST_LOG (default info)",
         };
         for k in ["plugin-directory", "listen", "log-level"] {
             if map.contains_key(k) {
                 self.warn(k, said(k));
             }
         }
-        let domain = match map.get("domain") {
-            None | Some(Value::Null) => GENERIC_DEFAULT_DOMAIN.to_string(),
-            Some(v) => self.string(v, "domain").unwrap_or_default(),
+        let domain = match (self.overrides.domain.clone(), map.get("domain")) {
+            (Some(d), _) => {
+                if !crate::kubelet::is_dns_subdomain(&d) {
+                    self.error(
+                        "domain",
+                        format!("--domain `{}` is not a DNS subdomain", d.escape_debug()),
+                    );
+                }
+                d
+            }
+            (None, None | Some(Value::Null)) => {
+                if map.contains_key("devices") {
+                    self.warn(
+                        "domain",
+                        format!(
+                            "not set: resources are named {GENERIC_DEFAULT_DOMAIN}/<name>, the \
+                             default of generic-device-plugin 0.2 (0.1 used squat.ai; set \
+                             `domain: squat.ai` or --domain squat.ai to keep those names)"
+                        ),
+                    );
+                }
+                GENERIC_DEFAULT_DOMAIN.to_string()
+            }
+            (None, Some(v)) => self.string(v, "domain").unwrap_or_default(),
         };
         let mut out = Vec::new();
         for (field, m) in self.mappings(&map["devices"], "devices", "devices", "device") {
@@ -238,6 +260,7 @@ impl Validator {
         };
         let read_only = self.boolean(map, "readOnly", prefix);
         let limit = self.count(map, "limit", prefix, 1);
+        let optional = self.boolean(map, "optional", prefix);
         let (path, kind) = (path?, kind?);
         let mount_path = mount_path.filter(|m| *m != path);
         if mount_path.as_deref().is_some_and(super::devices::is_fixed)
@@ -245,7 +268,7 @@ impl Validator {
         {
             self.shared_mount_warning(&mp_field);
         }
-        self.path_rule(
+        let mut rule = self.path_rule(
             &path_field,
             &path,
             kind,
@@ -254,9 +277,54 @@ impl Validator {
             Perm::from_letters(&permissions),
             limit,
             false,
-        )
+        )?;
+        rule.optional = optional;
+        Some(rule)
     }
 }
 
 /// Native keys that hint at a mixed file.
 const RESOURCE_KEYS_HINT: &[&str] = &["resources", "resourceName", "hostPath", "socketName"];
+
+/// A generic-device-plugin config document made from its `--device` flags
+/// (each a JSON or YAML object, as that project takes them), to validate
+/// like a file named `--device`.
+///
+/// # Errors
+///
+/// A [`ConfigError`] naming the flag (by position) that is not an object.
+pub fn document_from_flags(devices: &[String]) -> Result<String, ConfigError> {
+    let mut list = Vec::new();
+    let mut problems = Vec::new();
+    for (i, text) in devices.iter().enumerate() {
+        let field = format!("--device #{}", i + 1);
+        match serde_yaml::from_str::<Value>(text) {
+            Ok(v @ Value::Mapping(_)) => list.push(v),
+            Ok(other) => problems.push(Problem {
+                file: "--device".into(),
+                field,
+                message: format!(
+                    "is {}, not an object like {{\"name\": \"serial\", \"groups\": [...]}}",
+                    kind_of(&other)
+                ),
+            }),
+            Err(e) => problems.push(Problem {
+                file: "--device".into(),
+                field,
+                message: format!("is neither JSON nor YAML: {e}"),
+            }),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    let mut doc = serde_yaml::Mapping::new();
+    doc.insert(Value::from("devices"), Value::Sequence(list));
+    serde_yaml::to_string(&Value::Mapping(doc)).map_err(|e| ConfigError {
+        problems: vec![Problem {
+            file: "--device".into(),
+            field: String::new(),
+            message: e.to_string(),
+        }],
+    })
+}

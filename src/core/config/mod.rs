@@ -23,7 +23,7 @@ mod rules;
 mod tests;
 mod validate;
 
-pub use generic::GENERIC_DEFAULT_DOMAIN;
+pub use generic::{document_from_flags, GENERIC_DEFAULT_DOMAIN};
 pub use read::{nesting_depth, read_file, ReadError, MAX_CONFIG_BYTES, MAX_NESTING};
 pub use rules::*;
 use validate::Validator;
@@ -125,9 +125,31 @@ pub struct Loaded {
 ///
 /// A [`ConfigError`] listing every problem, including an unreadable file.
 pub fn load(path: &Path, socket_dir: &Path) -> Result<Loaded, ConfigError> {
+    load_with(path, socket_dir, &Overrides::default())
+}
+
+/// Settings given on the command line that win over the file's, as
+/// generic-device-plugin's flags win over its config file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--domain` (or `$DOMAIN`): the domain of a generic-device-plugin
+    /// file's resources.
+    pub domain: Option<String>,
+}
+
+/// [`load`] with `overrides` applied.
+///
+/// # Errors
+///
+/// A [`ConfigError`] listing every problem, including an unreadable file.
+pub fn load_with(
+    path: &Path,
+    socket_dir: &Path,
+    overrides: &Overrides,
+) -> Result<Loaded, ConfigError> {
     let name = path.display().to_string();
     match read_file(path) {
-        Ok(text) => parse(&text, &name, socket_dir),
+        Ok(text) => parse_with(&text, &name, socket_dir, overrides),
         Err(e) => Err(ConfigError {
             problems: vec![Problem {
                 file: name,
@@ -144,8 +166,23 @@ pub fn load(path: &Path, socket_dir: &Path) -> Result<Loaded, ConfigError> {
 ///
 /// A [`ConfigError`] listing every problem found.
 pub fn parse(text: &str, file: &str, socket_dir: &Path) -> Result<Loaded, ConfigError> {
+    parse_with(text, file, socket_dir, &Overrides::default())
+}
+
+/// [`parse`] with `overrides` applied.
+///
+/// # Errors
+///
+/// A [`ConfigError`] listing every problem found.
+pub fn parse_with(
+    text: &str,
+    file: &str,
+    socket_dir: &Path,
+    overrides: &Overrides,
+) -> Result<Loaded, ConfigError> {
     let mut v = Validator {
         file: file.to_string(),
+        overrides: overrides.clone(),
         socket_dir: socket_dir.to_path_buf(),
         errors: Vec::new(),
         warnings: Vec::new(),

@@ -43,6 +43,8 @@ enum Form {
 
 pub(super) struct Validator {
     pub(super) file: String,
+    /// Settings from the command line over the file's (`--domain`).
+    pub(super) overrides: Overrides,
     pub(super) socket_dir: PathBuf,
     pub(super) errors: Vec<Problem>,
     pub(super) warnings: Vec<Problem>,

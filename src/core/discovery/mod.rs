@@ -36,6 +36,30 @@ use super::glob::Component;
 use super::resource::{
     Discovery, Grant, MatchKind, PathRule, Perm, Source, Subsystem, UsbSelector,
 };
+/// Pairs a group's matches, leaving out the optional members nothing
+/// matched (generic-device-plugin's `optional`: the group's devices exist
+/// without them); a member with matches counts whether optional or not.
+fn pair_present(
+    rules: &[PathRule],
+    mut matches: Vec<Vec<Match>>,
+    problems: &mut std::collections::BTreeSet<String>,
+) -> Vec<Paired> {
+    let absent = |i: usize| rules[i].optional && matches[i].is_empty();
+    if !(0..rules.len()).any(absent) {
+        return pair(rules, &matches, problems);
+    }
+    let keep: Vec<usize> = (0..rules.len()).filter(|&i| !absent(i)).collect();
+    if keep.is_empty() {
+        return Vec::new();
+    }
+    let kept_rules: Vec<PathRule> = keep.iter().map(|&i| rules[i].clone()).collect();
+    let kept: Vec<Vec<Match>> = keep
+        .iter()
+        .map(|&i| std::mem::take(&mut matches[i]))
+        .collect();
+    pair(&kept_rules, &kept, problems)
+}
+
 pub use set::{entry_size, DeviceSet, Lookup, Merged, StillConfigured};
 pub use usb::{scan_usb, UsbDevice, UsbNode, UsbScan};
 
@@ -50,11 +74,18 @@ impl Discovery {
         self.groups.iter().any(|g| match &g.source {
             Source::Usb { .. } => grants.iter().all(|gr| gr.host.starts_with("/dev/")),
             Source::Paths(rules) => {
-                rules.len() == grants.len()
-                    && rules
-                        .iter()
-                        .zip(grants)
-                        .all(|(r, gr)| r.could_match(&gr.host))
+                // In order; an optional member may be left out.
+                let mut grants = grants.iter().peekable();
+                for r in rules {
+                    match grants.peek() {
+                        Some(gr) if r.could_match(&gr.host) => {
+                            grants.next();
+                        }
+                        _ if r.optional => {}
+                        _ => return false,
+                    }
+                }
+                grants.next().is_none()
             }
         })
     }
@@ -227,7 +258,7 @@ pub fn scan(
                     .iter()
                     .map(|r| walk(&opts, r, captures, leaves, &mut hooks, &mut out.problems))
                     .collect();
-                pair(rules, &matches, &mut out.problems)
+                pair_present(rules, matches, &mut out.problems)
             }
             Source::Usb { selectors, nodes } => {
                 let what = UsbScan {

@@ -59,6 +59,7 @@ fn rule(pattern: &str, kind: MatchKind) -> PathRule {
         read_only: false,
         permissions: Perm::from_letters("rw"),
         limit: 1,
+        optional: false,
     }
 }
 
@@ -221,6 +222,33 @@ fn groups_zip_sorted_matches_and_limit_reuses_a_path() {
     shared.limit = 1;
     let d = disc(vec![rule("/dev/snd/controlC*", MatchKind::File), shared], 1);
     assert_eq!(run(&t, &d).0.devices.len(), 1);
+}
+
+#[test]
+fn an_optional_member_nothing_matches_is_left_out() {
+    let t = Tree::new("optional");
+    t.file("dev/ttyS0");
+    let mut usb = rule("/dev/ttyUSB0", MatchKind::File);
+    usb.optional = true;
+    let d = disc(vec![rule("/dev/ttyS0", MatchKind::File), usb.clone()], 1);
+    let (s, _) = run(&t, &d);
+    assert_eq!(ids(&s), ["/dev/ttyS0"]);
+    assert_eq!(s.devices[0].grants.len(), 1);
+    assert!(d.describes(&s.devices[0].grants), "still configured");
+    // Once it is there, it is handed out with the rest.
+    t.file("dev/ttyUSB0");
+    let (s, _) = run(&t, &d);
+    assert_eq!(ids(&s), ["/dev/ttyS0,/dev/ttyUSB0"]);
+    assert!(d.describes(&s.devices[0].grants));
+    // A member that is not optional still makes the group wait.
+    usb.optional = false;
+    fs::remove_file(t.0.join("dev/ttyUSB0")).unwrap();
+    let d = disc(vec![rule("/dev/ttyS0", MatchKind::File), usb], 1);
+    assert!(run(&t, &d).0.devices.is_empty());
+    // Every member optional and absent: no device.
+    let mut a = rule("/dev/none*", MatchKind::File);
+    a.optional = true;
+    assert!(run(&t, &disc(vec![a], 1)).0.devices.is_empty());
 }
 
 #[test]

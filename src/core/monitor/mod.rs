@@ -28,15 +28,16 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 
 use crate::core::discovery::Leaf;
 use crate::core::health::{self, Health};
-use crate::core::state::{Change, ResourceState};
+use crate::core::state::ResourceState;
 use crate::core::stats::Stats;
-use crate::kubelet::{HEALTHY, UNHEALTHY};
 use crate::util::path_and_ancestors;
 use crate::util::{lock, poll_events, Notifier, WakePipe};
 
 mod mounts;
+mod report;
 mod scan;
 use mounts::Mounts;
+pub use report::publish;
 use scan::{look_again, names_to_look_at, nanos_since, scan, NeedsFullScan};
 
 /// A check that has shown no progress for this long while others wait
@@ -670,40 +671,4 @@ fn watch(shared: &Shared, host_path: &str) -> Vec<WatchDescriptor> {
         }
     }
     wds
-}
-
-/// Records one check's result; a change of health or of its reason is
-/// logged once, and a change of health reaches every stream. The first
-/// result of a resource is logged as it is.
-pub fn publish(state: &ResourceState, h: &Health) {
-    let r = state.resource();
-    let reason = match h {
-        Health::Healthy => String::new(),
-        Health::Unhealthy(why) => why.to_string(),
-    };
-    let (res, path) = (r.resource_name.as_str(), r.host_path.as_str());
-    match state.set_health(h.is_healthy(), &reason) {
-        Some(Change::First) => match h {
-            Health::Healthy => {
-                log::info!(resource = res, event = "healthy", path = path; "{res}: {path} is {h}")
-            }
-            Health::Unhealthy(_) => {
-                log::warn!(resource = res, event = "unhealthy", path = path; "{res}: {path} is {h}")
-            }
-        },
-        Some(Change::From(was)) => {
-            let old = if was { HEALTHY } else { UNHEALTHY };
-            match h {
-                Health::Healthy => log::info!(
-                    resource = res, event = "healthy", path = path;
-                    "{res}: {path} {old} -> {HEALTHY}"
-                ),
-                Health::Unhealthy(why) => log::warn!(
-                    resource = res, event = "unhealthy", path = path;
-                    "{res}: {path} {old} -> {UNHEALTHY}: {why}"
-                ),
-            }
-        }
-        None => {}
-    }
 }

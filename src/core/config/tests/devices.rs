@@ -303,15 +303,15 @@ fn generic_device_plugin_examples_load_unchanged() {
     assert_eq!(
         names,
         [
-            "squat.ai/serial",
-            "squat.ai/capture",
-            "squat.ai/ch340",
-            "squat.ai/fuse",
-            "squat.ai/video"
+            "devic.es/serial",
+            "devic.es/capture",
+            "devic.es/ch340",
+            "devic.es/fuse",
+            "devic.es/video"
         ]
     );
     let serial = &c.resources[0];
-    assert_eq!(serial.socket_name, "squat.ai-serial.sock");
+    assert_eq!(serial.socket_name, "devic.es-serial.sock");
     let d = serial.discovery.as_ref().unwrap();
     assert_eq!(d.groups.len(), 2);
     let Source::Paths(p) = &d.groups[0].source else {
@@ -367,7 +367,7 @@ fn generic_domain_and_its_other_keys() {
         "{e:?}"
     );
     let l = parse(
-        "devices:\n- name: n\n  groups: [{usb: [{vendor: 7523, product: '7523'}]}]\n",
+        "domain: example.org\ndevices:\n- name: n\n  groups: [{usb: [{vendor: 7523, product: '7523'}]}]\n",
         "c.yaml",
         Path::new("/d"),
     )
@@ -377,4 +377,26 @@ fn generic_domain_and_its_other_keys() {
         "{:?}",
         l.warnings
     );
+    // No domain: 0.2's, said once; --domain wins over the file's.
+    let text = "devices:\n- name: n\n  groups: [{paths: [{path: /dev/n, optional: true}]}]\n";
+    let l = parse(text, "c.yaml", Path::new("/d")).unwrap();
+    assert_eq!(l.config.resources[0].resource_name, "devic.es/n");
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.to_string().contains("squat.ai")),
+        "{:?}",
+        l.warnings
+    );
+    let over = Overrides {
+        domain: Some("example.org".into()),
+    };
+    let text = format!("domain: other.org\n{text}");
+    let l = parse_with(&text, "c.yaml", Path::new("/d"), &over).unwrap();
+    assert_eq!(l.config.resources[0].resource_name, "example.org/n");
+    let bad = Overrides {
+        domain: Some("Not A Domain".into()),
+    };
+    let e = parse_with(&text, "c.yaml", Path::new("/d"), &bad).unwrap_err();
+    assert!(e.to_string().contains("--domain `Not A Domain`"), "{e}");
 }

@@ -53,6 +53,15 @@ if command -v kubectl > /dev/null 2>&1; then
     check "rendered objects valid against the Kubernetes 1.33 schema (strict)" \
         "$PYENV/bin/kubernetes-validate" --strict --quiet -k 1.33.0 target/deploy.yaml target/policy-rendered.yaml
     check "DaemonSet keeps DESIGN.md §6's promises" "$PY" tests/deploy/check_daemonset.py target/deploy.yaml
+    # The metrics component (off by default), as a user's kustomization adds it.
+    mkdir -p target/monitoring-kustomization
+    printf 'resources: [../../deploy]\ncomponents: [../../deploy/monitoring]\n' > target/monitoring-kustomization/kustomization.yaml
+    check "kubectl kustomize deploy/ with the deploy/monitoring component" \
+        bash -c "kubectl kustomize target/monitoring-kustomization > target/deploy-monitoring.yaml"
+    check "metrics component: --listen on the PodMonitor's port, its selector, the dashboard" \
+        "$PY" tests/deploy/check_monitoring.py target/deploy-monitoring.yaml target/deploy-monitoring-core.yaml
+    check "metrics component's objects valid against the Kubernetes 1.33 schema (strict)" \
+        "$PYENV/bin/kubernetes-validate" --strict --quiet -k 1.33.0 target/deploy-monitoring-core.yaml
     check "kubectl kustomize deploy/dra/" bash -c "kubectl kustomize deploy/dra/ > target/deploy-dra.yaml"
     check "DRA objects valid against the Kubernetes 1.34 schema (strict)" \
         "$PYENV/bin/kubernetes-validate" --strict --quiet -k 1.34.0 target/deploy-dra.yaml

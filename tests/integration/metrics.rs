@@ -259,6 +259,7 @@ fn metrics_follow_what_the_daemon_does() {
     );
     // Not a generic-device-plugin file: none of that project's series.
     assert!(!s.contains("generic_device_plugin_"), "{s}");
+    dashboard_names_only_exported_metrics(&s);
     let (code, _) = get(addr, "/nope").unwrap();
     assert_eq!(code, 404);
     k.stop();
@@ -550,4 +551,138 @@ fn log_lines_json_and_text() {
             "{log}"
         );
     }
+}
+
+/// The series names a scrape exports: each family's samples (a histogram's
+/// `_bucket`, `_sum` and `_count`).
+fn exported(scrape: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for l in scrape.lines() {
+        let Some(rest) = l.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        if kind == "histogram" {
+            for s in ["_bucket", "_sum", "_count"] {
+                out.insert(format!("{name}{s}"));
+            }
+        } else {
+            out.insert(name.to_string());
+        }
+    }
+    out
+}
+
+/// The metric names a PromQL expression reads: identifiers left once
+/// strings, label matchers, ranges and `by (…)` lists are removed, that
+/// are neither functions (followed by `(`) nor keywords.
+fn promql_metrics(expr: &str) -> Vec<String> {
+    const KEYWORDS: &[&str] = &[
+        "by",
+        "without",
+        "or",
+        "and",
+        "unless",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "offset",
+    ];
+    let mut plain = String::new();
+    let mut depth_brace = 0;
+    let mut in_string = false;
+    let mut in_range = false;
+    for c in expr.chars() {
+        match c {
+            '"' => in_string = !in_string,
+            _ if in_string => {}
+            '{' => depth_brace += 1,
+            '}' => depth_brace -= 1,
+            '[' => in_range = true,
+            ']' => in_range = false,
+            _ if depth_brace > 0 || in_range => {}
+            c => plain.push(c),
+        }
+    }
+    // `by (a, b)` / `without (…)`: label names, not metrics.
+    for kw in ["by", "without"] {
+        while let Some(at) = plain.find(&format!("{kw} (")) {
+            let end = plain[at..].find(')').map_or(plain.len(), |e| at + e + 1);
+            plain.replace_range(at..end, " ");
+        }
+    }
+    let mut names = Vec::new();
+    let chars: Vec<char> = plain.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+            {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let next = chars[i..].iter().find(|c| !c.is_whitespace());
+            if next != Some(&'(') && !KEYWORDS.contains(&word.as_str()) {
+                names.push(word);
+            }
+        } else if c.is_ascii_digit() || c == '.' {
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+                i += 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// deploy/monitoring/dashboard.json: every query names only metrics a
+/// live scrape exports (a renamed metric would leave a panel empty).
+#[track_caller]
+fn dashboard_names_only_exported_metrics(scrape: &str) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/monitoring/dashboard.json"
+    );
+    let dash: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    let have = exported(scrape);
+    let mut named = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let names = promql_metrics(expr);
+            assert!(!names.is_empty(), "no metric in {expr:?}");
+            for n in names {
+                assert!(
+                    have.contains(&n),
+                    "panel {:?}: {n} is not exported (query {expr:?}); exported: {have:?}",
+                    panel["title"]
+                );
+                named += 1;
+            }
+        }
+    }
+    assert!(
+        named >= 15,
+        "only {named} metric references in the dashboard"
+    );
+}
+
+#[test]
+fn promql_names_are_found() {
+    assert_eq!(
+        promql_metrics(
+            "histogram_quantile(0.99, sum by (le, resource) (rate(x_bucket{a=\"b(\"}[5m]))) or vector(0)"
+        ),
+        ["x_bucket"]
+    );
+    assert_eq!(
+        promql_metrics("count(up == 0) / process_threads"),
+        ["up", "process_threads"]
+    );
 }

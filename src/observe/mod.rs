@@ -253,13 +253,24 @@ fn head_end(buf: &[u8]) -> Option<usize> {
         .or_else(|| buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
 }
 
+/// After an accept fails (out of descriptors), the listener rests this
+/// long: it stays readable, and polling it at once would spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
 fn serve(listener: &TcpListener, stop: &WakePipe, board: &Board) {
     let mut conns: Vec<Conn> = Vec::new();
+    let mut paused: Option<Instant> = None;
     loop {
-        let mut fds = vec![
-            (stop.fd(), libc::POLLIN),
-            (listener.as_raw_fd(), libc::POLLIN),
-        ];
+        if paused.is_some_and(|t| Instant::now() >= t) {
+            paused = None;
+        }
+        // poll(2) skips a negative descriptor: the paused listener.
+        let listening = if paused.is_some() {
+            -1
+        } else {
+            listener.as_raw_fd()
+        };
+        let mut fds = vec![(stop.fd(), libc::POLLIN), (listening, libc::POLLIN)];
         for c in &conns {
             let events = if c.answer.is_some() {
                 libc::POLLOUT
@@ -271,6 +282,7 @@ fn serve(listener: &TcpListener, stop: &WakePipe, board: &Board) {
         let timeout = conns
             .iter()
             .map(|c| c.deadline)
+            .chain(paused)
             .min()
             .map(|d| d.saturating_duration_since(Instant::now()));
         let revents = match poll_events(&fds, timeout) {
@@ -304,14 +316,15 @@ fn serve(listener: &TcpListener, stop: &WakePipe, board: &Board) {
             i += 1;
             !done[i - 1]
         });
-        if revents[1] != 0 {
-            accept(listener, &mut conns, board);
+        if revents[1] != 0 && !accept(listener, &mut conns, board) {
+            paused = Some(Instant::now() + ACCEPT_PAUSE);
         }
     }
 }
 
-/// Takes the connections waiting; the oldest open ones make room.
-fn accept(listener: &TcpListener, conns: &mut Vec<Conn>, board: &Board) {
+/// Takes the connections waiting; the oldest open ones make room. False
+/// when accept failed (out of descriptors): the listener should rest.
+fn accept(listener: &TcpListener, conns: &mut Vec<Conn>, board: &Board) -> bool {
     for _ in 0..ACCEPTS_PER_TURN {
         match listener.accept() {
             Ok((stream, _)) => {
@@ -334,16 +347,17 @@ fn accept(listener: &TcpListener, conns: &mut Vec<Conn>, board: &Board) {
                     conns.push(c);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // EMFILE and the like: what is open is served; the
-                // listener is tried again next turn.
+                // listener rests, then is tried again.
                 log::debug!("metrics endpoint: accept: {e}");
-                return;
+                return false;
             }
         }
     }
+    true
 }
 
 fn response(code: u16, reason: &str, kind: &str, body: &[u8], send_body: bool) -> Vec<u8> {

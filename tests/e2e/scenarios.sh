@@ -351,6 +351,37 @@ rm -f "$work/manifests/zigbee.yaml"
 stop usbdaemon
 umount -l "$u/dev" /dev
 
+# 12. generic-device-plugin's DaemonSet with only the image changed: our
+#     binary started with that project's arguments (--device JSON,
+#     --domain, --plugin-directory, --listen, --log-level) serves its
+#     serial glob to the real kubelet; a pod gets the node and writes to
+#     it; that project's metric series count the device and the allocation.
+GDPR=e2e.gdp/e2e-serial
+mknod -m 0666 "$work/dev/ttyGDP0" c 1 3
+t0=$(now_ms)
+start gdp "$daemon" --device "{\"name\": \"e2e-serial\", \"groups\": [{\"paths\": [{\"path\": \"$work/dev/ttyGDP*\"}]}]}" \
+  --domain e2e.gdp --plugin-directory /var/lib/kubelet/device-plugins --listen 127.0.0.1:0 --log-level info
+allocatable 1 30s "$GDPR" >/dev/null
+ok "generic-device-plugin's arguments: registered, its glob's node allocatable: $(( $(now_ms) - t0 )) ms"
+pod gdp "$GDPR" "echo written > $work/dev/ttyGDP0 && echo yes > /out/gdp"
+wait_for "the pod to write to the generic-device-plugin device" test -s "$work/out/gdp"
+ok "a pod got the node through its resource name $GDPR and wrote to it"
+gdp_metrics() {
+  local port
+  port=$(sed -n 's#.*metrics on http://127.0.0.1:\([0-9]*\)/metrics.*#\1#p' "$work/gdp.log" | head -n1)
+  python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "http://127.0.0.1:$port/metrics"
+}
+gdp_counted() {
+  local m; m=$(gdp_metrics) || return 1
+  grep -qx "generic_device_plugin_devices{resource=\"$GDPR\"} 1" <<<"$m" &&
+    grep -qx "generic_device_plugin_allocations_total{resource=\"$GDPR\"} 1" <<<"$m" &&
+    grep -q "^generic_device_plugin_restarts_total{resource=\"$GDPR\"} " <<<"$m"
+}
+wait_for "generic-device-plugin's series to count the device and the allocation" gdp_counted
+ok "its metric series: generic_device_plugin_devices 1, allocations_total 1, restarts_total present"
+rm -f "$work/manifests/gdp.yaml"
+stop gdp
+
 # 6. Plugin-watcher registration: the kubelet finds our socket in its
 #    plugins registry, and deregisters it when SIGTERM removes it.
 stop daemon

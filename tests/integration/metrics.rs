@@ -19,15 +19,22 @@ const R: &str = "example.com/data";
 /// The address the daemon says it listens on (`--listen 127.0.0.1:0`).
 #[track_caller]
 fn listen_addr(d: &Daemon) -> SocketAddr {
+    logged_addr(&d.log)
+}
+
+/// The listen address a daemon's log at `log` names.
+#[track_caller]
+fn logged_addr(log: &std::path::Path) -> SocketAddr {
+    let text = || fs::read_to_string(log).unwrap_or_default();
     let mut addr = None;
     let found = wait_until(WAIT, || {
-        addr = d.log().lines().find_map(|l| {
+        addr = text().lines().find_map(|l| {
             let rest = l.split("metrics on http://").nth(1)?;
             rest.split('/').next()?.parse().ok()
         });
         addr.is_some()
     });
-    assert!(found, "no listen address in the log:\n{}", d.log());
+    assert!(found, "no listen address in the log:\n{}", text());
     addr.unwrap()
 }
 
@@ -684,5 +691,80 @@ fn promql_names_are_found() {
     assert_eq!(
         promql_metrics("count(up == 0) / process_threads"),
         ["up", "process_threads"]
+    );
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf only reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let at = |n: usize| {
+        f.get(n - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (at(14) + at(15)) / ticks
+}
+
+/// Out of descriptors, the listener stays readable and every accept
+/// fails: the endpoint must rest rather than spin on it.
+#[test]
+fn out_of_descriptors_the_endpoint_does_not_spin() {
+    use std::os::unix::process::CommandExt;
+    let dir = TestDir::new();
+    let data = dir.host("data");
+    fs::create_dir_all(&data).unwrap();
+    let config = dir.write_config(&dir_config(R, &data, ""));
+    let log = dir.path.join("daemon.log");
+    let mut cmd = Command::new(crate::harness::bin());
+    cmd.args([
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--device-plugin-dir")
+    .arg(dir.dp())
+    .arg("--pod-resources-socket")
+    .arg(dir.pod_resources())
+    .env("RUST_LOG", "info")
+    .stderr(fs::File::create(&log).unwrap());
+    // SAFETY: setrlimit in the child before exec; no allocation.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 40,
+                rlim_max: 40,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let addr = logged_addr(&log);
+    // More connections than descriptors left: the rest wait in the
+    // listener's queue, which stays readable.
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        if let Ok(s) = TcpStream::connect_timeout(&addr, WAIT) {
+            held.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_seconds(child.id());
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_seconds(child.id()) - before;
+    let secs = window.elapsed().as_secs_f64();
+    println!("out of descriptors: {used:.2} s of CPU in {secs:.2} s");
+    drop(held);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        used < 0.3,
+        "the endpoint spun: {used:.2} s of CPU in {secs:.2} s"
     );
 }

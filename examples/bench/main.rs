@@ -9,10 +9,12 @@
 //! only those at 100,000 matches and under event storms (issue 20);
 //! `BENCH_ONLY=dra` only the DRA front's (issue 21); `BENCH_ONLY=peer`
 //! only the side-by-side table with generic-device-plugin (issue 26, see
-//! `peer.rs`), which the full run ends with.
+//! `peer.rs`), which the full run ends with; `BENCH_ONLY=cost` only the
+//! per-resource cost model (`cost.rs`), which the full run has too.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod cost;
 mod devices;
 mod dra;
 mod peer;
@@ -292,6 +294,11 @@ fn main() {
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("peer") {
         peer::side_by_side(&bin);
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("cost") {
+        cost::model(&mut t);
+        t.print();
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("scale") {
@@ -590,6 +597,7 @@ fn main() {
     devices::come_and_go(&mut t);
     devices::scale(&mut t);
     dra::figures(&mut t);
+    cost::model(&mut t);
     binary_size(&mut t, &bin);
 
     t.print();

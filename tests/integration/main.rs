@@ -18,6 +18,7 @@ mod kubelet;
 mod layout;
 mod lifecycle;
 mod metrics;
+mod observe_hostile;
 mod reload;
 mod safety;
 mod serve;

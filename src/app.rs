@@ -70,6 +70,50 @@ fn warn_if_too_many(resources: usize, limit: u64) {
     }
 }
 
+/// Events on this node (issue 23): when the node's name is known and an
+/// API client can be made (`--kubeconfig`, or the pod's service account),
+/// the records that carry an `event` the Node shows become Events.
+fn start_node_events(opts: &Options) {
+    use crate::kube::{events, Client, KubeConfig};
+    let Some(node) = opts
+        .node_name
+        .clone()
+        .filter(|n| crate::kubelet::is_dns_subdomain(n))
+    else {
+        log::debug!("Node events off: no node name (NODE_NAME or --node-name)");
+        return;
+    };
+    let kube = match &opts.kubeconfig {
+        Some(p) => KubeConfig::from_kubeconfig(p),
+        None => KubeConfig::in_cluster(
+            std::env::var("KUBERNETES_SERVICE_HOST").ok().as_deref(),
+            std::env::var("KUBERNETES_SERVICE_PORT").ok().as_deref(),
+            std::path::Path::new(crate::kube::config::SERVICE_ACCOUNT_DIR),
+        ),
+    };
+    let client = match kube
+        .map_err(|e| e.to_string())
+        .and_then(|k| Client::new(&k).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            log::debug!("Node events off: no API client ({e})");
+            return;
+        }
+    };
+    match events::Recorder::start(client, node.clone()) {
+        Ok(recorder) => {
+            log::info!("Node events on: health changes, devices coming and going and refused reloads are recorded on node {node}");
+            crate::logging::set_event_sink(Box::new(move |event, resource, message| {
+                if let Some(note) = events::note_of(event, resource, message) {
+                    recorder.record(note);
+                }
+            }));
+        }
+        Err(e) => log::warn!("Node events off: cannot start their thread: {e}"),
+    }
+}
+
 /// Settings from the command line over the config's own.
 fn overrides(opts: &Options) -> config::Overrides {
     config::Overrides {
@@ -301,6 +345,7 @@ pub fn run_command(opts: &Options) -> Result<(), Failure> {
             // paths) get explicit modes.
             // SAFETY: umask only changes this process's file-creation mask.
             unsafe { libc::umask(0o177) };
+            start_node_events(opts);
             let control = daemon::Control::new().map_err(Failure::Setup)?;
             control.install_signal_handlers().map_err(Failure::Setup)?;
             log::info!(

@@ -318,7 +318,7 @@ Options:
 DRA (resources with `api: dra`):
   --node-name NAME              this node [default: $NODE_NAME]
   --driver-name NAME            the DRA driver [default: hostpath-device.k8s.io]
-  --kubeconfig PATH             for bare hosts [default: $KUBECONFIG, else in-cluster]
+  --kubeconfig PATH             for bare hosts (also Node events) [default: $KUBECONFIG, else in-cluster]
   --plugins-dir DIR             the DRA socket goes in DIR/<driver>/ [default: /var/lib/kubelet/plugins]
   --cdi-dir DIR                 CDI specs of prepared claims [default: /var/run/cdi]
 generic-device-plugin's command line (its DaemonSets work unchanged; see README):

@@ -12,7 +12,7 @@
 //! | [`core`] | the core: config → resources, discovery, health, IDs, the monitor and each resource's versioned state; no gRPC | `health`, `health-check` threads |
 //! | [`deviceplugin`] | the device-plugin front: services, Allocate answers, per-resource servers and owners | grpcio threads, supervisor |
 //! | [`dra`] | the DRA front (`api: dra`): names, slices and their publisher, claim preparation with CDI specs, the services and sockets | `dra-publish`, `dra-prepare-*`, grpcio threads |
-//! | [`kube`] | the API-server client: synchronous HTTPS (ureq, rustls), JSON, in-cluster or kubeconfig | — |
+//! | [`kube`] | the API-server client: synchronous HTTPS (ureq, rustls), JSON, in-cluster or kubeconfig; `events`, Events on the daemon's Node (fed by the logger's event records) | `events` |
 //! | [`daemon`] | the supervisor: `run(settings, loaded, control)`, a poll loop that dispatches each event to an owner; `reload` (pure: running + new config → retire / update / add), `fs_events`, `watch` (its inotify) | main thread |
 //! | [`cli`] | command line (DESIGN.md §2) | main thread |
 //! | `control` | the stop / reload handle and the status board that in-process tests wait on (re-exported by [`daemon`]) | any |

@@ -21,6 +21,7 @@ use crate::cli::LogFormat;
 /// (`info`; `debug` with `--debug`; generic-device-plugin's `--log-level`).
 pub fn init(format: LogFormat, filter: &str) {
     let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter));
+    let b = &mut b;
     match format {
         LogFormat::Text => b.format(|buf, record| {
             let ts = buf.timestamp_millis();
@@ -38,7 +39,52 @@ pub fn init(format: LogFormat, filter: &str) {
             writeln!(buf, "{line}")
         }),
     };
-    b.init();
+    let inner = b.build();
+    let level = inner.filter();
+    if log::set_boxed_logger(Box::new(Tee { inner })).is_ok() {
+        // Info and warnings reach the event sink whatever the filter.
+        log::set_max_level(level.max(log::LevelFilter::Info));
+    }
+}
+
+/// Where records that carry an `event` key go besides the log (the Node's
+/// Events, when an API client is configured): set once.
+type Sink = Box<dyn Fn(&str, Option<&str>, &str) + Send + Sync>;
+static SINK: std::sync::OnceLock<Sink> = std::sync::OnceLock::new();
+
+/// Sends every record with an `event` key to `sink(event, resource,
+/// message)` from now on (the first call wins).
+pub fn set_event_sink(sink: Sink) {
+    let _ = SINK.set(sink);
+}
+
+/// The logger: env_logger's output, and the event sink.
+struct Tee {
+    inner: env_logger::Logger,
+}
+
+impl log::Log for Tee {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.inner.enabled(metadata) || SINK.get().is_some()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.inner.matches(record) {
+            self.inner.log(record);
+        }
+        if let Some(sink) = SINK.get() {
+            let mut f = Fields::default();
+            let _ = record.key_values().visit(&mut f);
+            if let Some(event) = &f.event {
+                let message = record.args().to_string();
+                sink(event, f.resource.as_deref(), &clean(&message));
+            }
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
 }
 
 /// `s` with every control character written as `\xHH` (`\u{…}` past

@@ -6,6 +6,7 @@
 //! Errors say what was asked and what came back, never a credential.
 
 pub mod config;
+pub mod events;
 
 use std::fmt;
 use std::time::Duration;

@@ -19,6 +19,8 @@ pub struct Store {
     pub nodes: BTreeMap<String, String>,
     /// ResourceClaims by `namespace/name`.
     pub claims: BTreeMap<String, Value>,
+    /// Events (namespace `default`) by name.
+    pub events: BTreeMap<String, Value>,
     pub version: u64,
     /// `METHOD path` of every request, in order.
     pub log: Vec<String>,
@@ -51,6 +53,17 @@ impl FakeApi {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The Events written, in name order.
+    pub fn events(&self) -> Vec<Value> {
+        self.store
+            .lock()
+            .unwrap()
+            .events
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn writes(&self) -> usize {
@@ -131,6 +144,33 @@ fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
 
 fn route(s: &mut Store, method: &str, target: &str, body: Option<Value>) -> (u16, Value) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    const EVENTS: &str = "/api/v1/namespaces/default/events";
+    if path == EVENTS && method == "POST" {
+        let mut v = body.unwrap_or_default();
+        let Some(name) = v["metadata"]["name"].as_str().map(str::to_string) else {
+            return status(422, "Invalid", "no name");
+        };
+        if s.events.contains_key(&name) {
+            return status(409, "AlreadyExists", "exists");
+        }
+        s.version += 1;
+        v["metadata"]["resourceVersion"] = json!(s.version.to_string());
+        s.events.insert(name, v.clone());
+        return (201, v);
+    }
+    if let Some(name) = path.strip_prefix(&format!("{EVENTS}/")) {
+        if method != "PUT" {
+            return status(405, "MethodNotAllowed", method);
+        }
+        if !s.events.contains_key(name) {
+            return status(404, "NotFound", "no such event");
+        }
+        let mut v = body.unwrap_or_default();
+        s.version += 1;
+        v["metadata"]["resourceVersion"] = json!(s.version.to_string());
+        s.events.insert(name.to_string(), v.clone());
+        return (200, v);
+    }
     const SLICES: &str = "/apis/resource.k8s.io/v1/resourceslices";
     if let Some(node) = path.strip_prefix("/api/v1/nodes/") {
         return match s.nodes.get(node) {

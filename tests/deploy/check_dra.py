@@ -22,6 +22,7 @@ def main():
     rules = kinds["ClusterRole"][0]["rules"]
     granted = {(r["resources"][0], v) for r in rules for v in r["verbs"]}
     want = {("resourceclaims", "get"), ("nodes", "get"), ("resourceslices", "list"),
+            ("events", "create"), ("events", "update"),
             ("resourceslices", "create"), ("resourceslices", "update"), ("resourceslices", "delete")}
     need(granted == want, f"ClusterRole grants exactly {sorted(want)}, not {sorted(granted)}")
     binding = kinds["ClusterRoleBinding"][0]

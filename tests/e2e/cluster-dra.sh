@@ -179,6 +179,22 @@ ok "rm /e2e-dev/tty-plug → the pod's allocatedResourcesStatus: $(k get pod dra
 wait_for 60 "tty-plug withdrawn from node-a's slice" offers_exactly node-a "$S" /e2e-dev/tty0
 is_running dra-plug || fail "dra-plug stopped when its device went"
 ok "its slice no longer offers it; the pod keeps running (a device is never taken away)"
+# Events on the Node (issue 23): the device that went is a Warning on
+# node-a that `kubectl describe node` shows; plugged back, a Normal one.
+node_event() {
+  k get events -n default --field-selector "involvedObject.kind=Node,involvedObject.name=$1,reason=$2" \
+    -o jsonpath='{range .items[*]}{.type} {.count} {.message}{"\n"}{end}' | grep "$3"
+}
+wait_for 60 "a DevicesVanished event on node-a" node_event node-a DevicesVanished tty-plug
+ok "Event on node-a: $(node_event node-a DevicesVanished tty-plug | head -n1) ($(since "$t0") after rm)"
+t0=$(now_ms)
+on node-a 'mknod /e2e-dev/tty-plug c 1 3'
+wait_for 60 "a DevicesBack event on node-a" node_event node-a DevicesBack tty-plug
+ok "plugged back → Event on node-a: $(node_event node-a DevicesBack tty-plug | head -n1) ($(since "$t0") after mknod)"
+k describe node node-a | grep -q "DevicesVanished" || fail "kubectl describe node node-a does not show the DevicesVanished event"
+ok "kubectl describe node node-a shows them"
+on node-a 'rm /e2e-dev/tty-plug'
+wait_for 60 "tty-plug withdrawn again" offers_exactly node-a "$S" /e2e-dev/tty0
 k delete pod dra-plug dra-serial --wait=false >/dev/null
 
 # 11 (e). Twenty pods, ten exclusive device nodes: ten run, each with its

@@ -18,6 +18,7 @@ mod kubelet;
 mod layout;
 mod lifecycle;
 mod metrics;
+mod node_events;
 mod observe_hostile;
 mod reload;
 mod safety;

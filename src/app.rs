@@ -104,8 +104,8 @@ fn start_node_events(opts: &Options) {
     match events::Recorder::start(client, node.clone()) {
         Ok(recorder) => {
             log::info!("Node events on: health changes, devices coming and going and refused reloads are recorded on node {node}");
-            crate::logging::set_event_sink(Box::new(move |event, resource, message| {
-                if let Some(note) = events::note_of(event, resource, message) {
+            crate::logging::set_event_sink(Box::new(move |event, _resource, message| {
+                if let Some(note) = events::note_of(event, message) {
                     recorder.record(note);
                 }
             }));

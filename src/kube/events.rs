@@ -306,7 +306,7 @@ impl Writer {
 
 /// The note a log record stands for, if it is one of the events a Node
 /// shows: a resource's health, devices coming and going, a reload refused.
-pub fn note_of(event: &str, resource: Option<&str>, message: &str) -> Option<Note> {
+pub fn note_of(event: &str, message: &str) -> Option<Note> {
     let (warning, reason) = match event {
         "unhealthy" => (true, "ResourceUnhealthy"),
         "healthy" => (false, "ResourceHealthy"),
@@ -317,7 +317,6 @@ pub fn note_of(event: &str, resource: Option<&str>, message: &str) -> Option<Not
         "reload_refused" => (true, "ConfigReloadRefused"),
         _ => return None,
     };
-    let _ = resource;
     Some(Note {
         warning,
         reason: reason.to_string(),
@@ -338,10 +337,10 @@ mod tests {
 
     #[test]
     fn which_log_events_are_node_events() {
-        let n = note_of("unhealthy", Some("a/b"), "a/b: /x is missing").unwrap();
+        let n = note_of("unhealthy", "a/b: /x is missing").unwrap();
         assert!(n.warning);
         assert_eq!(n.reason, "ResourceUnhealthy");
-        assert!(note_of("registered", Some("a/b"), "x").is_none());
-        assert!(!note_of("healthy", None, "x").unwrap().warning);
+        assert!(note_of("registered", "x").is_none());
+        assert!(!note_of("healthy", "x").unwrap().warning);
     }
 }

@@ -5,13 +5,12 @@
 //! only `--pod-resources-socket` (never the machine's kubelet).
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 
 use k8s_hostpath_device_plugin::sim::SimKubelet;
 
 use crate::harness::{bin, wait_until, TestDir, WAIT};
+use crate::metrics::{get, logged_addr};
 
 /// The daemon started exactly with `args` and `env` (plus the test's
 /// pod-resources socket); killed on drop.
@@ -40,20 +39,6 @@ impl Run {
     fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
-
-    /// The metrics address from the log.
-    fn addr(&self) -> SocketAddr {
-        let mut addr = None;
-        let found = wait_until(WAIT, || {
-            addr = self.log().lines().find_map(|l| {
-                let rest = l.split("metrics on http://").nth(1)?;
-                rest.split('/').next()?.parse().ok()
-            });
-            addr.is_some()
-        });
-        assert!(found, "no listen address:\n{}", self.log());
-        addr.unwrap()
-    }
 }
 
 impl Drop for Run {
@@ -61,15 +46,6 @@ impl Drop for Run {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn scrape(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, WAIT).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
 }
 
 /// A serial glob and a USB group, as that project's README writes them.
@@ -108,10 +84,12 @@ fn check(dir: &TestDir, k: &SimKubelet, run: &Run) {
             format!("{}/ttyQ1", dev.display())
         ]
     );
-    let addr = run.addr();
+    let addr = logged_addr(&run.log);
     let mut text = String::new();
     let all_there = wait_until(WAIT, || {
-        text = scrape(addr);
+        text = get(addr, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
         text.contains(&format!(
             "generic_device_plugin_devices{{resource=\"{serial}\"}} 2\n"
         )) && text.contains(&format!(

@@ -301,7 +301,12 @@ ok "rolling update to e2e.local/hostpath:plugin-next: rollout complete in $(sinc
 wait_for 60 "node-a to advertise 100 after the update" alloc_is node-a 100
 t_back=$(now_ms)
 touch "$work/samples.stop"; wait "$sampler"
-images=$(k get pods -n "$NS" -o jsonpath='{range .items[*]}{.spec.containers[0].image}{"\n"}{end}' | sort -u)
+# `rollout status` returns once the new pods are Ready; an old pod may
+# still be listed while it terminates (seen once): wait for it to go.
+pod_images() { k get pods -n "$NS" -o jsonpath='{range .items[*]}{.spec.containers[0].image}{"\n"}{end}' | sort -u; }
+only_next() { [ "$(pod_images)" = e2e.local/hostpath:plugin-next ]; }
+wait_for 60 "the old pods to be gone" only_next || true
+images=$(pod_images)
 [ "$images" = e2e.local/hostpath:plugin-next ] || fail "the DaemonSet's pods run $images"
 short=$(awk '$2 != 100 { if (!s) s = $1; e = $1; n++; if (min == "" || $2 < min) min = $2 } END { if (n) printf "%d ms (first to last short sample, %d samples, lowest %s)", e - s, n, min; else print "never seen short" }' "$work/samples")
 ok "allocatable on node-a in node status during the update: $short; 100 again $(since "$t0") after kubectl apply"

@@ -78,7 +78,7 @@ test: lint unit-test soak-short deploy-test arm64-test
 # scrapes: promtool is built from the Go module proxy at
 # tests/promtool/go.mod's pin and cached outside the checkout.
 unit-test: deps
-	promtool="$$(tests/promtool/build.sh)" && PROMTOOL="$$promtool" cargo test $(DEV_FLAGS) --all-targets
+	promtool="$$(tests/gotool.sh promtool)" && PROMTOOL="$$promtool" cargo test $(DEV_FLAGS) --all-targets
 
 soak-short: deps
 	cargo build $(DEV_FLAGS) --bins --examples
@@ -89,7 +89,7 @@ soak-short: deps
 # without it the bench runs alone and says so.
 bench: deps
 	cargo build $(DEV_FLAGS) --bins --examples
-	BENCH_PEER="$$(tests/bench/peer/build.sh || true)" ./$(OUT)/examples/bench
+	BENCH_PEER="$$(tests/gotool.sh peer || true)" ./$(OUT)/examples/bench
 
 # The full soak: 1000 kubelet restarts, 200 reloads, 1000 flaps, Allocate load.
 soak: deps

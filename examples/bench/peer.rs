@@ -2,7 +2,7 @@
 //! given the same glob over the same device nodes, driven by the same
 //! simulated kubelet, interleaved round by round, each figure a median.
 //! The peer is the binary `BENCH_PEER` names (`make bench` builds it with
-//! `tests/bench/peer/build.sh`); without one this part says so and is
+//! `tests/gotool.sh peer`); without one this part says so and is
 //! skipped. `BENCH_PEER_IDLE_SECS` (default 30) sets the idle window.
 
 use std::ffi::CString;
@@ -186,7 +186,7 @@ pub fn side_by_side(ours: &Path) {
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
     else {
-        println!("\n(no BENCH_PEER: the side-by-side table with generic-device-plugin needs Go; see tests/bench/peer/build.sh)");
+        println!("\n(no BENCH_PEER: the side-by-side table with generic-device-plugin needs Go; see tests/gotool.sh peer)");
         return;
     };
     let d = Daemons {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The deployment checks of `make test` (issue 5): admission policy in sync
-# and its CEL right (cel-python), manifests rendered by kustomize and valid
-# against the Kubernetes schema, the DaemonSet's promises, the systemd unit.
+# The deployment checks of `make test` (issues 5, 24): admission policy in
+# sync and its CEL right (cel-python), manifests rendered by kustomize and
+# by the Helm chart and valid against the Kubernetes schema (the newest
+# kubernetes-validate offers: 1.37, what the e2e runs), the DaemonSet's
+# promises, the chart and deploy/ in agreement, the systemd unit.
 # Usage: checks.sh DAEMON_BINARY POLICY_GENERATOR
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,6 +34,8 @@ if ! "$PYENV/bin/python" -c 'import celpy, yaml, kubernetes_validate' 2>/dev/nul
     }
 fi
 PY=$PYENV/bin/python
+# The newest schema kubernetes-validate offers.
+K8S=1.37.0
 
 check "admission policy in sync with deploy/config.yaml (make policy)" \
     bash -c "diff -u deploy/policy/policy.yaml <('$GEN' deploy/config.yaml)"
@@ -50,8 +54,8 @@ fi
 if command -v kubectl > /dev/null 2>&1; then
     check "kubectl kustomize deploy/" bash -c "kubectl kustomize deploy/ > target/deploy.yaml"
     check "kubectl kustomize deploy/policy/" bash -c "kubectl kustomize deploy/policy/ > target/policy-rendered.yaml"
-    check "rendered objects valid against the Kubernetes 1.33 schema (strict)" \
-        "$PYENV/bin/kubernetes-validate" --strict --quiet -k 1.33.0 target/deploy.yaml target/policy-rendered.yaml
+    check "rendered objects valid against the Kubernetes $K8S schema (strict)" \
+        "$PYENV/bin/kubernetes-validate" --strict --quiet -k $K8S target/deploy.yaml target/policy-rendered.yaml
     check "DaemonSet keeps DESIGN.md §6's promises" "$PY" tests/deploy/check_daemonset.py target/deploy.yaml
     # The metrics component (off by default), as a user's kustomization adds it.
     mkdir -p target/monitoring-kustomization
@@ -60,12 +64,36 @@ if command -v kubectl > /dev/null 2>&1; then
         bash -c "kubectl kustomize target/monitoring-kustomization > target/deploy-monitoring.yaml"
     check "metrics component: --listen on the PodMonitor's port, its selector, the dashboard" \
         "$PY" tests/deploy/check_monitoring.py target/deploy-monitoring.yaml target/deploy-monitoring-core.yaml
-    check "metrics component's objects valid against the Kubernetes 1.33 schema (strict)" \
-        "$PYENV/bin/kubernetes-validate" --strict --quiet -k 1.33.0 target/deploy-monitoring-core.yaml
+    check "metrics component's objects valid against the Kubernetes $K8S schema (strict)" \
+        "$PYENV/bin/kubernetes-validate" --strict --quiet -k $K8S target/deploy-monitoring-core.yaml
     check "kubectl kustomize deploy/dra/" bash -c "kubectl kustomize deploy/dra/ > target/deploy-dra.yaml"
-    check "DRA objects valid against the Kubernetes 1.34 schema (strict)" \
-        "$PYENV/bin/kubernetes-validate" --strict --quiet -k 1.34.0 target/deploy-dra.yaml
+    check "DRA objects valid against the Kubernetes $K8S schema (strict)" \
+        "$PYENV/bin/kubernetes-validate" --strict --quiet -k $K8S target/deploy-dra.yaml
     check "DRA objects: least privilege, own-node slice policy, a DeviceClass per resource, the DRA DaemonSet" "$PY" tests/deploy/check_dra.py target/deploy-dra.yaml
+    for k in k0s microk8s; do
+        mkdir -p target/$k-kustomization
+        printf 'resources: [../../deploy, ../../deploy/dra]\ncomponents: [../../deploy/%s]\n' $k > target/$k-kustomization/kustomization.yaml
+        check "kubectl kustomize deploy/ and deploy/dra/ with the deploy/$k component" \
+            bash -c "kubectl kustomize target/$k-kustomization > target/deploy-$k.yaml"
+        check "deploy/$k objects valid against the Kubernetes $K8S schema (strict)" \
+            "$PYENV/bin/kubernetes-validate" --strict --quiet -k $K8S target/deploy-$k.yaml
+    done
+    # The Helm chart: helm from the Go module proxy (tests/helm's pin).
+    if HELM=$(tests/gotool.sh helm); then
+        rm -rf target/chart
+        for c in render agree configs schema; do
+            "$PY" tests/deploy/check_chart.py "$HELM" kubectl "$GEN" "$BIN" $c > target/chart-$c.log 2>&1
+            cat target/chart-$c.log
+            passed=$((passed + $(grep -c '^ok ' target/chart-$c.log)))
+            failed=$((failed + $(grep -c '^FAIL ' target/chart-$c.log)))
+            grep -q '^Traceback' target/chart-$c.log && failed=$((failed + 1))
+        done
+        check "chart renderings valid against the Kubernetes $K8S schema (strict)" \
+            "$PYENV/bin/kubernetes-validate" --strict --quiet -k $K8S target/chart/*.yaml
+    else
+        echo "FAIL helm could not be built (tests/gotool.sh helm)"
+        failed=$((failed + 1))
+    fi
 else
     echo "SKIP manifests: kubectl (with kustomize) is not installed and could not be"
 fi

@@ -2,7 +2,7 @@
 
 // The Prometheus linter `make test` runs on live scrapes of the daemon's
 // /metrics (`promtool check metrics`), pinned by this module's go.mod and
-// built from the Go module proxy (tests/promtool/build.sh).
+// built from the Go module proxy (tests/gotool.sh promtool).
 package promtool
 
 import (

@@ -2,7 +2,7 @@
 
 // The peer `make bench` measures side by side with this daemon:
 // squat/generic-device-plugin, pinned by this module's go.mod and built from
-// the Go module proxy (tests/bench/peer/build.sh).
+// the Go module proxy (tests/gotool.sh peer).
 package peer
 
 import (

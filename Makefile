@@ -24,9 +24,16 @@ DEV_FLAGS   := $(CARGO_FLAGS) --features sim,fuzzing
 OUT         := target/$(TARGET)/release
 BIN         := $(OUT)/k8s-hostpath-device-plugin
 IMAGE       ?= k8s-hostpath-device-plugin:$(VERSION)
+# The OCI image `make image` builds without a Docker engine: its layout and
+# archive, named by version; the commit and its time make it reproducible.
+OCI_DIR     := dist/image
+OCI_TAR     := $(OCI_DIR)/k8s-hostpath-device-plugin-$(VERSION).oci.tar
+REVISION    := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+EPOCH       := $(or $(SOURCE_DATE_EPOCH),$(shell git log -1 --format=%ct 2>/dev/null),0)
+ARM_BIN     := target/$(ARM_TARGET)/release/k8s-hostpath-device-plugin
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps deps-arm64 build static static-arm64 test unit-test soak-short deploy-test arm64-test e2e lint fmt demo bench e2e-cluster soak fuzz policy image image-multiarch release clean
+.PHONY: all deps deps-arm64 build static static-arm64 test unit-test soak-short deploy-test arm64-test image-test oci-image e2e lint fmt demo bench e2e-cluster soak fuzz policy image image-multiarch release clean
 
 all: build
 
@@ -72,7 +79,7 @@ static-arm64: deps-arm64
 
 # The README's test command: format, lints, unit and integration tests,
 # and the deployment checks.
-test: lint unit-test soak-short deploy-test arm64-test
+test: lint unit-test soak-short deploy-test arm64-test image-test
 
 # The metrics test runs Prometheus's `promtool check metrics` on live
 # scrapes: promtool is built from the Go module proxy at
@@ -107,23 +114,33 @@ arm64-test: deps
 	cargo build $(DEV_FLAGS) --bins --examples
 	tests/arm64/smoke.sh $(OUT)/examples/demo
 
+# make image's OCI image (without a Docker engine), checked: the same digest
+# from two builds, both architectures, the binaries byte for byte, the
+# Dockerfile's entrypoint, skopeo and crane (its in-memory registry) accept
+# it. crane comes from the Go module proxy (tests/crane's pin).
+image-test: oci-image
+	crane="$$(tests/gotool.sh crane)" && python3 tests/image/check.py target/oci-check $(VERSION) $(REVISION) $(EPOCH) \
+		dist/k8s-hostpath-device-plugin-amd64 dist/k8s-hostpath-device-plugin-arm64 "$$crane"
+
 # The daemon against the real kubelet and containerd, built from the Go
 # module proxy at tests/e2e/go.mod's pins and cached outside the checkout,
 # in a private mount namespace (README "End-to-end with the real kubelet");
 # then a run with the kubelet killed mid-way, to prove the clean-up.
-e2e: build
-	tests/e2e/run.sh $(BIN)
-	tests/e2e/cleanup-test.sh e2e $(BIN)
+# The DaemonSet's pod runs make image's OCI image, and the host-run daemon is
+# the very binary inside it.
+e2e: oci-image
+	tests/e2e/run.sh dist/k8s-hostpath-device-plugin-amd64 $(OCI_TAR)
+	tests/e2e/cleanup-test.sh e2e dist/k8s-hostpath-device-plugin-amd64 $(OCI_TAR)
 
 # The deployment on a real control plane (etcd, kube-apiserver, scheduler,
 # controller-manager) and two nodes, one with /sample, built from the Go
 # module proxy at the same pins and cached the same way (README "The whole
 # promise on a real cluster"). gen_policy makes the policies of the shared
 # cases the API server evaluates.
-e2e-cluster: build
+e2e-cluster: oci-image
 	cargo build $(DEV_FLAGS) --examples
-	tests/e2e/cluster.sh $(BIN) $(OUT)/examples/gen_policy
-	tests/e2e/cleanup-test.sh cluster $(BIN) $(OUT)/examples/gen_policy
+	tests/e2e/cluster.sh $(OCI_TAR) $(OUT)/examples/gen_policy
+	tests/e2e/cleanup-test.sh cluster $(OCI_TAR) $(OUT)/examples/gen_policy
 
 lint: deps
 	cargo fmt --all -- --check
@@ -149,9 +166,32 @@ dra-classes: deps
 	cargo build $(DEV_FLAGS) --examples
 	./$(OUT)/examples/gen_policy --device-classes deploy/config.yaml > deploy/dra/deviceclasses.yaml
 
-# Needs a Docker engine (none runs on the project's build machines).
+# With a Docker engine: Dockerfile.distroless. Without one (the project's
+# build machines): the same image as an OCI image made directly from the
+# static binaries (make oci-image).
 image:
-	docker build -f Dockerfile.distroless -t $(IMAGE) .
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+		echo "docker build -f Dockerfile.distroless -t $(IMAGE) ."; \
+		docker build -f Dockerfile.distroless -t $(IMAGE) .; \
+	else \
+		echo "no Docker engine here: building the OCI image from the static binaries (make oci-image)"; \
+		$(MAKE) --no-print-directory oci-image; \
+	fi
+
+# amd64 and arm64 under one index, named $(VERSION): the layout in
+# $(OCI_DIR)/layout and the archive $(OCI_TAR), for `ctr images import`,
+# `skopeo copy oci-archive:$(OCI_TAR):$(VERSION) docker://...` or
+# `crane push $(OCI_DIR)/layout REGISTRY/k8s-hostpath-device-plugin:$(VERSION)`.
+# The binaries it holds are kept beside it (dist/k8s-hostpath-device-plugin-ARCH).
+oci-image: deps-arm64
+	cargo build $(CARGO_FLAGS) --bins
+	$(ARM_ENV) cargo build --release --target $(ARM_TARGET) --locked --bins
+	mkdir -p dist
+	cp $(BIN) dist/k8s-hostpath-device-plugin-amd64
+	cp $(ARM_BIN) dist/k8s-hostpath-device-plugin-arm64
+	python3 deploy/image/build-oci.py $(OCI_DIR) $(VERSION) $(REVISION) $(EPOCH) \
+		amd64=dist/k8s-hostpath-device-plugin-amd64 arm64=dist/k8s-hostpath-device-plugin-arm64
+	@ls -l $(OCI_TAR)
 
 # Both architectures in one manifest list (docker buildx with a builder that
 # can push); the build stage cross-compiles with the same make targets.

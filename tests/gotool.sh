@@ -6,14 +6,17 @@
 #   promtool  Prometheus's checker (tests/promtool): make test's metrics test
 #   helm      the chart checks of make test and the chart in make e2e-cluster
 #             (tests/helm)
+#   crane     go-containerregistry's registry client: make test's image checks
+#             (tests/crane)
 #   peer      squat/generic-device-plugin, what make bench compares with
 #             (tests/bench/peer), stripped as a release image ships it
 set -euo pipefail
 tests=$(cd "$(dirname "$0")" && pwd)
-tool=${1:?usage: gotool.sh promtool|helm|peer}
+tool=${1:?usage: gotool.sh promtool|helm|crane|peer}
 case $tool in
   promtool) dir=$tests/promtool pkg=github.com/prometheus/prometheus/cmd/promtool name=promtool ;;
   helm) dir=$tests/helm pkg=helm.sh/helm/v4/cmd/helm name=helm ;;
+  crane) dir=$tests/crane pkg=github.com/google/go-containerregistry/cmd/crane name=crane ;;
   peer) dir=$tests/bench/peer pkg=github.com/squat/generic-device-plugin name=generic-device-plugin ;;
   *) echo "gotool.sh: unknown tool $tool" >&2; exit 2 ;;
 esac

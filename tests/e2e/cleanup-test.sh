@@ -4,11 +4,11 @@
 # the run to fail, then checks that nothing it started is left: no process
 # whose command line names the run's directory, no mount of it, no network
 # link it added, the sysctls as they were, and the directory itself gone.
-#   cleanup-test.sh e2e <daemon>
-#   cleanup-test.sh cluster <daemon> <gen_policy>
+#   cleanup-test.sh e2e <daemon> <oci archive>
+#   cleanup-test.sh cluster <oci archive> <gen_policy>
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-mode=${1:?usage: cleanup-test.sh e2e|cluster <daemon> [gen_policy]}
+mode=${1:?usage: cleanup-test.sh e2e|cluster ARGS (run.sh's or cluster.sh's)}
 shift
 sysctls="kernel.panic kernel.panic_on_oops vm.overcommit_memory net.ipv4.ip_forward"
 saved=$(for s in $sysctls; do echo "$s=$(sysctl -n "$s")"; done)

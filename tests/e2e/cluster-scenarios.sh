@@ -127,8 +127,9 @@ wait_for 60 "the default service account" k get serviceaccount default
 on node-a 'mkdir -p /sample && echo hello > /sample/hello'
 for n in node-a node-b; do
   on "$n" "'$bin/ctr' -n k8s.io images import --base-name e2e.local/hostpath '$work/images.tar' >/dev/null 2>&1"
+  on "$n" "$(import_plugin_cmd "$bin/ctr" e2e.local/hostpath)"
 done
-ok "our images imported on both nodes"
+ok "the test images and make image's OCI archive imported on both nodes"
 cp -r "$repo/deploy" "$work/deploy"
 (cd "$work/deploy" && "$cbin/kustomize" edit set image k8s-hostpath-device-plugin=e2e.local/hostpath:plugin)
 t0=$(now_ms)

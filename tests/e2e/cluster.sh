@@ -8,8 +8,9 @@
 # kubelets set are restored, even when a step fails.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-daemon=$(realpath "${1:?usage: cluster.sh <daemon binary> <gen_policy binary>}")
-gen=$(realpath "${2:?usage: cluster.sh <daemon binary> <gen_policy binary>}")
+# make image's OCI archive: the DaemonSets run it, as it is.
+image=$(realpath "${1:?usage: cluster.sh <oci archive> <gen_policy binary>}")
+gen=$(realpath "${2:?usage: cluster.sh <oci archive> <gen_policy binary>}")
 [ "$(id -u)" = 0 ] || { echo "e2e-cluster: needs root (mount namespaces, the kubelet)" >&2; exit 1; }
 for pkg in runc:runc umoci:umoci busybox:busybox-static openssl:openssl unshare:util-linux nsenter:util-linux; do
   command -v "${pkg%%:*}" >/dev/null && continue
@@ -49,5 +50,5 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 mkdir -p "$work/pids"
-"$here/images.sh" "$work" "$daemon"
+"$here/images.sh" "$work" "$image"
 unshare --mount --propagation private "$here/cluster-scenarios.sh" "$work" "$bin" "$cbin" "$gen" "$py"

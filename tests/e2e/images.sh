@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds the e2e's two images with umoci, as one OCI archive for
-# `ctr images import`: `pause` (the pod sandbox: sleeps forever) and
-# `busybox` (the workload), both Debian's static busybox and nothing else;
-# and `plugin`, the daemon's static binary alone (what Dockerfile.distroless
-# ships, minus the distroless base files), and `plugin-next`, the same with
-# one label more: another image for make e2e-cluster's rolling update.
+# Builds the e2e's test images with umoci, as one OCI archive for
+# `ctr images import` (images.tar): `pause` (the pod sandbox: sleeps
+# forever) and `busybox` (the workload), both Debian's static busybox and
+# nothing else. Our own image is not built here: it is make image's OCI
+# archive, copied to plugin.oci.tar and imported as it is (import_plugin).
 set -euo pipefail
-work=$1 daemon=$2
+work=$1 plugin=$2
+cp "$plugin" "$work/plugin.oci.tar"
 cd "$work"
 umoci init --layout oci
 umoci new --image oci:base
@@ -18,14 +18,6 @@ umoci repack --image oci:base bundle
 umoci config --image oci:base --config.entrypoint /bin/sleep --config.cmd infinity --tag pause
 umoci config --image oci:base --config.cmd /bin/sh --tag busybox
 umoci rm --image oci:base
-rm -rf bundle
-umoci new --image oci:plugin
-umoci unpack --rootless --image oci:plugin bundle >/dev/null
-mkdir -p bundle/rootfs/usr/local/bin
-cp "$daemon" bundle/rootfs/usr/local/bin/k8s-hostpath-device-plugin
-umoci repack --image oci:plugin bundle
-umoci config --image oci:plugin --config.entrypoint /usr/local/bin/k8s-hostpath-device-plugin --config.cmd deviceplugin
-umoci config --image oci:plugin --config.label org.opencontainers.image.revision=next --tag plugin-next
 rm -rf bundle
 tar -C oci -cf images.tar .
 rm -rf oci

@@ -76,3 +76,20 @@ fault_point() {
   echo "e2e: E2E_FAULT=$1: $2 killed, failing the run on purpose" >&2
   exit 1
 }
+
+# plugin_version: the name make image gave our image (the index's ref.name).
+plugin_version() {
+  tar -xOf "$work/plugin.oci.tar" index.json | python3 -c \
+    'import json, sys; print(json.load(sys.stdin)["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"])'
+}
+
+# import_plugin_cmd CTR BASE: the commands that import make image's archive
+# as it is and name it BASE:plugin and BASE:plugin-next (the rolling
+# update's "new" image: the same bytes under a name the DaemonSet has not
+# run yet).
+import_plugin_cmd() {
+  local v; v=$(plugin_version)
+  echo "'$1' -n k8s.io images import --base-name '$2' '$work/plugin.oci.tar' >/dev/null \
+    && '$1' -n k8s.io images tag --force '$2:$v' '$2:plugin' >/dev/null \
+    && '$1' -n k8s.io images tag --force '$2:$v' '$2:plugin-next' >/dev/null"
+}

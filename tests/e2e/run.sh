@@ -5,7 +5,9 @@
 # PID and the sysctls the kubelet sets are restored, even when a step fails.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-daemon=$(realpath "${1:?usage: run.sh <daemon binary>}")
+daemon=$(realpath "${1:?usage: run.sh <daemon binary> <oci archive>}")
+# make image's OCI archive: the DaemonSet's pod (scenario 7) runs it.
+image=$(realpath "${2:?usage: run.sh <daemon binary> <oci archive>}")
 [ "$(id -u)" = 0 ] || { echo "e2e: needs root (mount namespaces, the kubelet)" >&2; exit 1; }
 command -v unshare >/dev/null || { echo "e2e: needs unshare (util-linux)" >&2; exit 1; }
 if ! command -v runc >/dev/null; then
@@ -22,7 +24,20 @@ python3 -c 'import yaml' 2>/dev/null || {
   python3 -m pip install -q pyyaml
 }
 bin=$("$here/build.sh")
+helm=$("$here/../gotool.sh" helm)
 . "$here/lib.sh"
+
+# Mount points for scenario 13's kubelet roots (k0s's, MicroK8s's): made on
+# the machine where missing, left empty (the namespace binds the run's
+# directories there), and removed after the run, deepest first.
+made=""
+for d in /var/lib/k0s/kubelet /var/snap/microk8s/common/var/lib/kubelet; do
+  p=$d
+  while [ ! -e "$p" ]; do made="$made $p"; p=$(dirname "$p"); done
+  mkdir -p "$d"
+done
+remove_made() { for p in $made; do rmdir "$p" 2>/dev/null; done; return 0; }
+trap remove_made EXIT
 
 # One full pass per kubelet: the newest release, then the oldest minor
 # still supported upstream. Each pass has its own directory and cleanup.
@@ -49,9 +64,16 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 mkdir -p "$work/pids"
-"$here/images.sh" "$work" "$daemon"
+"$here/images.sh" "$work" "$image"
 # The DaemonSet as kustomize renders it (scenario 7 runs its pod template).
 kubectl kustomize "$here/../../deploy" >"$work/deploy.yaml"
+# The chart's DaemonSet for the k0s and MicroK8s presets (scenario 13).
+for preset in k0s microk8s; do
+  for registration in kubelet-socket plugin-watcher; do
+    "$helm" template hp "$here/../../deploy/helm/k8s-hostpath-device-plugin" --namespace hostpath-device-plugin \
+      --set kubelet.preset=$preset --set registration=$registration >"$work/chart-$preset-$registration.yaml"
+  done
+done
 unshare --mount --propagation private "$here/scenarios.sh" "$work" "$bin" "$daemon" "$1"
 }
 for kubelet in ${E2E_KUBELETS:-kubelet kubelet-1.35}; do

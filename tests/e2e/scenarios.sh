@@ -80,6 +80,9 @@ T
 start containerd "$bin/containerd" --config "$work/containerd.toml"
 wait_for "containerd's socket" test -S /run/containerd/containerd.sock
 "$bin/ctr" -n k8s.io images import --base-name "$IMAGES" "$work/images.tar" >/dev/null
+eval "$(import_plugin_cmd "$bin/ctr" "$IMAGES")"
+"$bin/ctr" -n k8s.io images ls -q | grep -qx "$IMAGES:plugin" || fail "make image's archive was not imported"
+ok "make image's OCI archive imported into containerd as it is ($IMAGES:$(plugin_version), tagged plugin)"
 
 cat >"$work/kubelet.yaml" <<T
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -466,6 +469,8 @@ ok "the DaemonSet's pod template as a static pod: Ready (exec probe passed) $(( 
 wait_for "the kubelet to take the DaemonSet pod's registration" more_registrations
 ok "the kubelet took $R's registration from the DaemonSet pod (devices Unhealthy: /sample is absent here)"
 grep -q "probe failed\|Liveness probe failed\|Readiness probe failed" "$work/kubelet.log" && fail "a probe failed: $(grep -m1 'probe failed' "$work/kubelet.log")"
+
+. "$(dirname "$0")/scenario-roots.sh"
 
 stop kubelet
 stop containerd

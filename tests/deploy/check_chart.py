@@ -89,6 +89,7 @@ MATRIX = {
         "--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=zone",
         "--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
         "--set", "image.digest=sha256:" + "0" * 64, "--set", "logFormat=json",
+        "--set", "extraEnv[0].name=RUST_LOG", "--set", "extraEnv[0].value=debug",
     ],
     "free-root": ["--set", "kubelet.rootDir=/data/kubelet", "--set", "kubelet.cdiDir=/etc/cdi", "--set", "dra.enabled=true"],
 }
@@ -163,8 +164,10 @@ def render():
             terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
             keys = [[e["key"] for e in t["matchExpressions"]] for t in terms]
             report(keys == [["zone", "hostpath-device.k8s.io/api"]], "chart scheduling: the user's node affinity keeps the chart's NotIn dra", keys)
-            report(spec["nodeSelector"] == {"disk": "ssd"} and spec["containers"][0]["image"].endswith("@sha256:" + "0" * 64),
-                   "chart scheduling: nodeSelector and image digest", spec)
+            c = spec["containers"][0]
+            report(spec["nodeSelector"] == {"disk": "ssd"} and c["image"].endswith("@sha256:" + "0" * 64)
+                   and {"name": "RUST_LOG", "value": "debug"} in c["env"] and flag(c["args"], "--log-format") == "json",
+                   "chart scheduling: nodeSelector, image digest, extraEnv, logFormat", spec)
 
 
 def normal(o):
@@ -286,6 +289,8 @@ BAD = [
     (["--set", "config=7"], "/config"),
     (["--set", "config.resources[0].hostPath.path=relative"], "/config"),
     (["--set", "tolerations=none"], "/tolerations"),
+    (["--set", "extraArgs[0]=api"], "/extraArgs/0"),
+    (["--set", "extraEnv[0].value=x"], "/extraEnv/0"),
     (["--set", "unknownKey=1"], "unknownKey"),
 ]
 

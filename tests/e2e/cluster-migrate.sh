@@ -65,6 +65,8 @@ no_dra_pod_on() { [ -z "$(pods -n "$NS" -l app.kubernetes.io/component=dra-drive
 # says pods hold through the device plugin.
 podres_held() { on "$1" "'$bin/podres' -list" | awk -v r="$2" '$3 == r {print $4}' | tr ',' '\n' | sort; }
 
+# E2E_ONLY=helm: straight to the chart scenarios (cluster-helm.sh).
+if [ "${E2E_ONLY:-}" != helm ]; then
 # 15. The starting point: node-a back on the device plugin (no claim of
 #     the DRA scenarios left on it), node-b on DRA, /sample on both.
 no_claims_left() { cdi_specs_are node-a 0 && [ -z "$(allocations)" ]; }
@@ -282,3 +284,4 @@ wait_for 120 "2 new pods Running" after_running || fail "$(why_not_running -l ap
 [ "$(on_node_count node-b -l app=after)" = 0 ] || fail "a new pod went to node-b without /sample"
 ok "new pods asking limits: $R went to node-a, none to node-b"
 k delete deployment sick after --wait=false >/dev/null
+fi

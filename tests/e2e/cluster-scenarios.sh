@@ -4,7 +4,7 @@
 # (node.sh), deploys as the README says, and runs the scenarios of
 # make e2e-cluster, printing their figures.
 set -euo pipefail
-work=$1 bin=$2 cbin=$3 gen=$4 py=$5
+work=$1 bin=$2 cbin=$3 gen=$4 py=$5 helm=$6
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 R=hostpath-device.k8s.io/sample
 X=hostpath-device.k8s.io/extra
@@ -138,7 +138,7 @@ k apply -k "$work/deploy/policy" >/dev/null
 ok "kubectl apply -k deploy/ (image set by kustomize edit set image) and kubectl apply -k deploy/policy/"
 
 # E2E_ONLY=dra skips to the DRA scenarios, E2E_ONLY=migrate to the
-# migration ones (for working on them).
+# migration ones, E2E_ONLY=helm to the chart's (for working on them).
 if [ -z "${E2E_ONLY:-}" ]; then
 # 1. Both nodes: the DaemonSet runs on both; the node with the path
 #    advertises 100, the other 0 (its devices Unhealthy: capacity 100).
@@ -322,4 +322,5 @@ fi
 # 7–13. The same config served through DRA (issue 21).
 . "$repo/tests/e2e/cluster-dra.sh"
 . "$repo/tests/e2e/cluster-migrate.sh"
+. "$repo/tests/e2e/cluster-helm.sh"
 echo "e2e-cluster: $pass passed"

@@ -25,6 +25,7 @@ if ! "$py" -c 'import celpy, yaml' 2>/dev/null; then
 fi
 bin=$("$here/build.sh")
 cbin=$("$here/build-cluster.sh")
+helm=$("$here/../gotool.sh" helm)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/hp-cluster.XXXXXX")
 . "$here/lib.sh"
@@ -37,6 +38,7 @@ cleanup() {
   # exited (the usual reason a run fails) is simply skipped.
   set +e
   stop_everything "$work"/mntns.*
+  remove_mount_points
   for kv in $saved; do sysctl -q -w "$kv"; done
   if [ $rc -ne 0 ]; then
     for f in "$work"/*.log; do
@@ -50,5 +52,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 mkdir -p "$work/pids"
+# The chart's scenarios move both nodes to k0s's kubelet root: its mount point.
+make_mount_points /var/lib/k0s/kubelet
 "$here/images.sh" "$work" "$image"
-unshare --mount --propagation private "$here/cluster-scenarios.sh" "$work" "$bin" "$cbin" "$gen" "$py"
+unshare --mount --propagation private "$here/cluster-scenarios.sh" "$work" "$bin" "$cbin" "$gen" "$py" "$helm"

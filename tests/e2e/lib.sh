@@ -93,3 +93,22 @@ import_plugin_cmd() {
     && '$1' -n k8s.io images tag --force '$2:$v' '$2:plugin' >/dev/null \
     && '$1' -n k8s.io images tag --force '$2:$v' '$2:plugin-next' >/dev/null"
 }
+
+# make_mount_points DIR...: makes each DIR where it is missing on the
+# machine: a mount point a namespace of the run binds one of the run's
+# directories on (the k0s kubelet root). remove_mount_points removes what
+# it made, deepest first, and only while empty.
+made_mount_points=""
+make_mount_points() {
+  local d p
+  for d in "$@"; do
+    p=$d
+    while [ ! -e "$p" ]; do made_mount_points="$made_mount_points $p"; p=$(dirname "$p"); done
+    mkdir -p "$d"
+  done
+}
+remove_mount_points() {
+  local p
+  for p in $made_mount_points; do rmdir "$p" 2>/dev/null; done
+  return 0
+}

@@ -29,15 +29,9 @@ helm=$("$here/../gotool.sh" helm)
 
 # Mount points for scenario 13's kubelet roots (k0s's, MicroK8s's): made on
 # the machine where missing, left empty (the namespace binds the run's
-# directories there), and removed after the run, deepest first.
-made=""
-for d in /var/lib/k0s/kubelet /var/snap/microk8s/common/var/lib/kubelet; do
-  p=$d
-  while [ ! -e "$p" ]; do made="$made $p"; p=$(dirname "$p"); done
-  mkdir -p "$d"
-done
-remove_made() { for p in $made; do rmdir "$p" 2>/dev/null; done; return 0; }
-trap remove_made EXIT
+# directories there), and removed after the run.
+make_mount_points /var/lib/k0s/kubelet /var/snap/microk8s/common/var/lib/kubelet
+trap remove_mount_points EXIT
 
 # One full pass per kubelet: the newest release, then the oldest minor
 # still supported upstream. Each pass has its own directory and cleanup.

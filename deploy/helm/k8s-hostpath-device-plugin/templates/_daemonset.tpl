@@ -140,6 +140,9 @@ spec:
               valueFrom:
                 fieldRef:
                   fieldPath: metadata.uid
+            {{- with $v.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
           {{- if $v.metrics.enabled }}
           ports:
             - name: metrics

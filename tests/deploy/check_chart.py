@@ -137,7 +137,13 @@ def check_layout(name, objs, root, cdi="/var/run/cdi"):
         for f, v in flags.items():
             if flag(c["args"], f) != v:
                 problems.append(f"{ds['metadata']['name']}: {f} is {flag(c['args'], f)}, not {v}")
-    report(not problems, f"chart {name}: kubelet directories at their host paths, named by flag", "\n".join(problems))
+        # The probe finds the sockets the way the daemon made them.
+        for probe in ("livenessProbe", "readinessProbe"):
+            command = c[probe]["exec"]["command"]
+            for f in (*flags, "--device-plugin-dir", "--registration", "--api"):
+                if flag(command, f) != flag(c["args"], f):
+                    problems.append(f"{ds['metadata']['name']}: {probe} has {f}={flag(command, f)}, the daemon {flag(c['args'], f)}")
+    report(not problems, f"chart {name}: kubelet directories at their host paths, named by flag to the daemon and its probes", "\n".join(problems))
 
 
 def render():

@@ -89,9 +89,9 @@ plugin_version() {
 # run yet).
 import_plugin_cmd() {
   local v; v=$(plugin_version)
-  echo "'$1' -n k8s.io images import --base-name '$2' '$work/plugin.oci.tar' >/dev/null \
-    && '$1' -n k8s.io images tag --force '$2:$v' '$2:plugin' >/dev/null \
-    && '$1' -n k8s.io images tag --force '$2:$v' '$2:plugin-next' >/dev/null"
+  echo "'$1' -n k8s.io images import --base-name '$2' '$work/plugin.oci.tar' >/dev/null 2>&1 \
+    && '$1' -n k8s.io images tag --force '$2:$v' '$2:plugin' >/dev/null 2>&1 \
+    && '$1' -n k8s.io images tag --force '$2:$v' '$2:plugin-next' >/dev/null 2>&1"
 }
 
 # make_mount_points DIR...: makes each DIR where it is missing on the

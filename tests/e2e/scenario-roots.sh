@@ -91,6 +91,17 @@ PY
 t0=$(now_ms)
 podres_root -resource "$R" -want 100 -timeout 60s >/dev/null || fail "$preset: the chart's DaemonSet pod did not register"
 ok "$preset: the chart's DaemonSet pod (our image, plugin watcher) registered: manifest → 100 allocatable in $(( $(now_ms) - t0 )) ms"
+# Ready: its exec probe, with the preset's flags, finds the sockets.
+roots_ready() {
+  curl -sf http://127.0.0.1:21255/pods | python3 -c '
+import json, sys
+for p in json.load(sys.stdin).get("items") or []:
+    if p["metadata"]["name"] == "plugin-roots-e2e-node":
+        sys.exit(0 if all(c.get("ready") for c in p["status"].get("containerStatuses") or [{}]) else 1)
+sys.exit(1)'
+}
+wait_for "the chart's DaemonSet pod to be Ready (its exec probe)" roots_ready
+ok "$preset: the chart's DaemonSet pod is Ready: its probe, given the preset's flags, reaches the registration socket"
 pod roots-chart
 wait_for "pod roots-chart to read the file through the mount" reads roots-chart
 ok "$preset: a pod got its mount from the chart's DaemonSet pod"

@@ -10,8 +10,14 @@ deploy/daemonset.yaml and deploy/dra/daemonset.yaml are the same objects
 {{- $v := $.Values -}}
 {{- $root := include "hp.root" $ -}}
 {{- $component := ternary "dra-driver" "device-plugin" $dra -}}
-{{- $probe := list "/usr/local/bin/k8s-hostpath-device-plugin" "probe" "--config=/k8s-hostpath-device-plugin/config.yaml" -}}
-{{- if $dra -}}{{- $probe = append $probe "--api=dra" -}}{{- end -}}
+{{- /* What the daemon and its probe both need to find the sockets. */ -}}
+{{- $where := list -}}
+{{- if $dra -}}{{- $where = append $where "--api=dra" -}}{{- end -}}
+{{- if and (not $dra) (ne $v.registration "kubelet-socket") -}}
+{{- $where = append $where (printf "--registration=%s" $v.registration) -}}
+{{- end -}}
+{{- $where = concat $where (include "hp.kubeletArgs" $ | fromJsonArray) -}}
+{{- $probe := concat (list "/usr/local/bin/k8s-hostpath-device-plugin" "probe" "--config=/k8s-hostpath-device-plugin/config.yaml") $where -}}
 apiVersion: apps/v1
 kind: DaemonSet
 metadata:
@@ -107,14 +113,8 @@ spec:
             - deviceplugin
             - --config=/k8s-hostpath-device-plugin/config.yaml
             - --host-root=/host
-            {{- if $dra }}
-            - --api=dra
-            {{- end }}
-            {{- if and (not $dra) (ne $v.registration "kubelet-socket") }}
-            - --registration={{ $v.registration }}
-            {{- end }}
-            {{- with include "hp.kubeletArgs" $ | trim }}
-            {{- . | nindent 12 }}
+            {{- range $where }}
+            - {{ . }}
             {{- end }}
             {{- if ne $v.logFormat "text" }}
             - --log-format={{ $v.logFormat }}

@@ -31,20 +31,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- trimSuffix "/" $root | default "/" -}}
 {{- end }}
 
-{{/* The daemon's flags for the kubelet's directories, where they are not its defaults. */}}
+{{/*
+The daemon's flags for the kubelet's directories, where they are not its
+defaults, as a JSON list: the daemon and its probe take the same.
+*/}}
 {{- define "hp.kubeletArgs" -}}
 {{- $root := include "hp.root" . -}}
-{{- if ne .Values.kubelet.devicePluginDir "/var/lib/kubelet/device-plugins" }}
-- --device-plugin-dir={{ .Values.kubelet.devicePluginDir }}
-{{- end }}
-{{- if ne $root "/var/lib/kubelet" }}
-- --plugins-registry-dir={{ $root }}/plugins_registry
-- --plugins-dir={{ $root }}/plugins
-- --pod-resources-socket={{ $root }}/pod-resources/kubelet.sock
-{{- end }}
-{{- if ne .Values.kubelet.cdiDir "/var/run/cdi" }}
-- --cdi-dir={{ .Values.kubelet.cdiDir }}
-{{- end }}
+{{- $args := list -}}
+{{- if ne .Values.kubelet.devicePluginDir "/var/lib/kubelet/device-plugins" -}}
+{{- $args = append $args (printf "--device-plugin-dir=%s" .Values.kubelet.devicePluginDir) -}}
+{{- end -}}
+{{- if ne $root "/var/lib/kubelet" -}}
+{{- $args = concat $args (list (printf "--plugins-registry-dir=%s/plugins_registry" $root) (printf "--plugins-dir=%s/plugins" $root) (printf "--pod-resources-socket=%s/pod-resources/kubelet.sock" $root)) -}}
+{{- end -}}
+{{- if ne .Values.kubelet.cdiDir "/var/run/cdi" -}}
+{{- $args = append $args (printf "--cdi-dir=%s" .Values.kubelet.cdiDir) -}}
+{{- end -}}
+{{- toJson $args -}}
 {{- end }}
 
 {{/* The config file's text, whichever way the values give it. */}}

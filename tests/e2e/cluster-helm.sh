@@ -79,6 +79,9 @@ k label node node-a "$D/api=dra" >/dev/null
 wait_for 120 "the chart's DRA pod Ready on node-a" dra_ready_on node-a || fail "$(pods -n "$NS")"
 wait_for 60 "node-a's slices to offer 100 $R devices" offers node-a "$R" 100
 on node-a "ls $ROOT/plugins_registry" | grep -q "$D" || fail "no registration socket in $ROOT/plugins_registry"
+# The device plugin's devices leave node-a's status (the kubelet's grace
+# after its plugin went): only then does the scheduler use DRA there.
+wait_for 120 "node-a's allocatable $R to drop to 0 without its device plugin" alloc_is node-a 0
 ok "DRA on k0s's layout: the chart's DRA pod registered through $ROOT/plugins_registry, node-a's slices offer 100 $R ($(since "$t0") after kubectl label)"
 limits_deployment viadra 1 "$R" 'cat /sample/hello && exec sleep 3600'
 wait_for 120 "the DRA pod Running on node-a" running_on 1 node-a -l app=viadra || fail "$(why_not_running -l app=viadra)"

@@ -372,14 +372,15 @@ impl Supervisor {
             let state = ResourceState::new(resource);
             self.control.board.track(self.next_id, state.clone());
             self.handover.add(self.next_id, Api::Dra, &state);
-            self.monitor.add(self.next_id, state.clone());
+            // The front watches the state before the monitor first checks it.
             self.dra.add(
                 self.next_id,
-                state,
+                state.clone(),
                 &self.settings.dra,
                 &self.env,
                 &self.control.board,
             );
+            self.monitor.add(self.next_id, state);
             return;
         }
         let mut owner = Owner::new(self.next_id, resource);

@@ -295,6 +295,8 @@ impl Front {
             st.socket = Some(self.settings.registration_socket());
             st.serves += 1;
         });
+        // A state already checked sends no change the publisher would hear.
+        self.shared.poker.pools_changed();
         self.shared.wake_health();
     }
 

@@ -495,6 +495,40 @@ fn a_resource_retired_by_a_reload_takes_its_slices_along() {
         .contains("pool node-a/example.com/data is no longer served here"));
 }
 
+/// A resource that a reload adds to a running DRA daemon is published at
+/// once, whether the config says `api: dra` or `--api dra` (the DRA
+/// DaemonSet's flag) says it for every resource: the config's other
+/// resource changes nothing that would wake the publisher (its health is
+/// checked hourly), only the addition does.
+#[test]
+fn a_resource_added_by_a_reload_is_published() {
+    for (api, flags) in [("  api: dra\n", &[][..]), ("", &["--api", "dra"][..])] {
+        let node = Node::new();
+        let data = node.dir.host("data");
+        fs::create_dir_all(&data).unwrap();
+        let first = format!(
+            "resources:\n- resourceName: example.com/data\n{api}  numDevices: 2\n  \
+             hostPath: {{path: {}, type: Directory}}\n  healthCheckInterval: 1h\n",
+            data.display()
+        );
+        let d = node.start(&first, flags);
+        node.register(&d);
+        node.wait_devices(&d, POOL, &["0", "1"]);
+        node.dir.replace_config(&format!(
+            "{first}- resourceName: example.com/more\n{api}  numDevices: 3\n  \
+             hostPath: {{path: {}, type: Directory}}\n  healthCheckInterval: 1h\n",
+            data.display()
+        ));
+        d.wait_log("reload applied: 1 added, 0 updated, 0 retired, 1 unchanged");
+        node.wait_devices(&d, "node-a/example.com/more", &["0", "1", "2"]);
+        assert!(
+            !node.dir.sockets().iter().any(|s| s.contains("more")),
+            "{flags:?}: the added resource got a device-plugin socket: {:?}",
+            node.dir.sockets()
+        );
+    }
+}
+
 /// Numbered container paths under DRA count across one claim (B20): two
 /// matches of a pattern in one claim are `/dev/serial0` and `/dev/serial1`.
 #[test]

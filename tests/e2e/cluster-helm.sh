@@ -111,6 +111,8 @@ after=$(pods -n "$NS" | sort)
 [ "$before" = "$after" ] || fail "our pods changed across helm upgrade: before $before, after $after"
 ok "helm upgrade (a resource added): node-b advertises 10 $X, node-a's slices offer 10, $(since "$t0") after helm upgrade; the same pods, no restart"
 k get deviceclass "extra.$D" >/dev/null || fail "no DeviceClass for $X after the upgrade"
+k get validatingadmissionpolicy hostpath-device-plugin-served-paths -o jsonpath='{.spec.variables[0].expression}' | grep -q '"/extra"' \
+  || fail "the admission policy does not name /extra after the upgrade"
 ok "helm upgrade rendered $X's DeviceClass and admission policy entry"
 
 # 25. helm uninstall: nothing of ours left in the API or on the nodes.

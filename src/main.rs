@@ -1,8 +1,10 @@
 //! Entry point: parse arguments, set up logging, run, map errors to exit codes.
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use k8s_hostpath_device_plugin::{cli, logging, run_command, Failure};
+use k8s_hostpath_device_plugin::cli::{self, Command};
+use k8s_hostpath_device_plugin::{logging, run_command, Failure};
 
 fn main() -> ExitCode {
     let mut opts = match cli::parse(std::env::args().skip(1)) {
@@ -14,10 +16,30 @@ fn main() -> ExitCode {
         return report(&Failure::Usage(e));
     }
     logging::init(opts.log_format, opts.log_filter());
-    match run_command(&opts) {
+    let result = run_command(&opts);
+    let code = match &result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report(&e),
+        Err(e) => report(e),
+    };
+    if opts.command == Command::Run {
+        exit_now(result.as_ref().map_or_else(Failure::exit_code, |()| 0));
     }
+    code
+}
+
+/// The daemon's end (B9, issue 26): by now its sockets are gone and its
+/// streams ended, and the log says so; all the kubelet can see is done.
+/// What a normal exit would still do (gRPC's runtime torn down, its threads
+/// joined, C++ static destructors, atexit handlers) only makes the node
+/// wait: the kernel reclaims all of it. So the process ends here.
+fn exit_now(code: i32) -> ! {
+    log::logger().flush();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit ends the process without running destructors or atexit
+    // handlers; nothing left in this process holds state another process
+    // needs (files written are written, sockets removed, streams ended).
+    unsafe { libc::_exit(code) }
 }
 
 fn report(e: &Failure) -> ExitCode {

@@ -73,34 +73,12 @@ done
 # pod: the kubelet directories at their host paths under the root.
 mkdir -p "$work/cfg-roots"
 cp "$work/roots.yaml" "$work/cfg-roots/config.yaml"
-python3 - "$work" "$IMAGES:plugin" "$work/chart-$preset-plugin-watcher.yaml" <<'PY'
-import sys, yaml
-work, image, chart = sys.argv[1:4]
-ds = next(d for d in yaml.safe_load_all(open(chart)) if d and d["kind"] == "DaemonSet")
-spec = ds["spec"]["template"]["spec"]
-for c in spec["containers"]:
-    c["image"], c["imagePullPolicy"] = image, "Never"
-for v in spec["volumes"]:
-    if "configMap" in v:
-        v.pop("configMap")
-        v["hostPath"] = {"path": f"{work}/cfg-roots", "type": "Directory"}
-pod = {"apiVersion": "v1", "kind": "Pod",
-       "metadata": {"name": "plugin-roots", "namespace": "hostpath-device-plugin"}, "spec": spec}
-yaml.safe_dump(pod, open(f"{work}/manifests/plugin-roots.yaml", "w"))
-PY
+static_daemonset_pod "$work/chart-$preset-plugin-watcher.yaml" plugin-roots "$work/cfg-roots"
 t0=$(now_ms)
 podres_root -resource "$R" -want 100 -timeout 60s >/dev/null || fail "$preset: the chart's DaemonSet pod did not register"
 ok "$preset: the chart's DaemonSet pod (our image, plugin watcher) registered: manifest → 100 allocatable in $(( $(now_ms) - t0 )) ms"
 # Ready: its exec probe, with the preset's flags, finds the sockets.
-roots_ready() {
-  curl -sf http://127.0.0.1:21255/pods | python3 -c '
-import json, sys
-for p in json.load(sys.stdin).get("items") or []:
-    if p["metadata"]["name"] == "plugin-roots-e2e-node":
-        sys.exit(0 if all(c.get("ready") for c in p["status"].get("containerStatuses") or [{}]) else 1)
-sys.exit(1)'
-}
-wait_for "the chart's DaemonSet pod to be Ready (its exec probe)" roots_ready
+wait_for "the chart's DaemonSet pod to be Ready (its exec probe)" static_pod_ready plugin-roots
 ok "$preset: the chart's DaemonSet pod is Ready: its probe, given the preset's flags, reaches the registration socket"
 pod roots-chart
 wait_for "pod roots-chart to read the file through the mount" reads roots-chart

@@ -426,6 +426,36 @@ fault_point registered kubelet
   stop daemon
 done
 
+# static_daemonset_pod RENDERED NAME CONFIG_DIR: the first DaemonSet of
+# the rendered manifests as static pod NAME with our image, its ConfigMap
+# volume swapped for the hostPath directory CONFIG_DIR (no API server here).
+static_daemonset_pod() {
+  python3 - "$1" "$2" "$3" "$IMAGES:plugin" "$work/manifests" <<'PY'
+import sys, yaml
+rendered, name, cfg, image, manifests = sys.argv[1:6]
+ds = next(d for d in yaml.safe_load_all(open(rendered)) if d and d["kind"] == "DaemonSet")
+spec = ds["spec"]["template"]["spec"]
+for c in spec["containers"]:
+    c["image"], c["imagePullPolicy"] = image, "Never"
+for v in spec["volumes"]:
+    if "configMap" in v:
+        v.pop("configMap")
+        v["hostPath"] = {"path": cfg, "type": "Directory"}
+pod = {"apiVersion": "v1", "kind": "Pod",
+       "metadata": {"name": name, "namespace": ds["metadata"]["namespace"]}, "spec": spec}
+yaml.safe_dump(pod, open(f"{manifests}/{name}.yaml", "w"))
+PY
+}
+# static_pod_ready NAME: every container of static pod NAME is Ready.
+static_pod_ready() {
+  curl -sf http://127.0.0.1:21255/pods | python3 -c '
+import json, sys
+for p in json.load(sys.stdin).get("items") or []:
+    if p["metadata"]["name"] == sys.argv[1] + "-e2e-node":
+        sys.exit(0 if all(c.get("ready") for c in p["status"].get("containerStatuses") or [{}]) else 1)
+sys.exit(1)' "$1"
+}
+
 # 7. The DaemonSet's own pod template, run as a static pod with our image:
 #    host root read-only at /host, capabilities dropped, read-only root
 #    filesystem, the exec probes. Only the ConfigMap volume is swapped for a
@@ -435,32 +465,9 @@ cp "$(dirname "$0")/../../deploy/config.yaml" "$work/cfg/config.yaml"
 kubelet_registrations() { grep -c "Got registration request from device plugin with resource\" resourceName=\"$R\"" "$work/kubelet.log" || true; }
 more_registrations() { [ "$(kubelet_registrations)" -gt "$regs_before" ]; }
 regs_before=$(kubelet_registrations)
-python3 - "$work" "$IMAGES:plugin" <<'PY'
-import sys, yaml
-work, image = sys.argv[1], sys.argv[2]
-docs = list(yaml.safe_load_all(open(f"{work}/deploy.yaml")))
-ds = next(d for d in docs if d and d["kind"] == "DaemonSet")
-spec = ds["spec"]["template"]["spec"]
-for c in spec["containers"]:
-    c["image"], c["imagePullPolicy"] = image, "Never"
-for v in spec["volumes"]:
-    if "configMap" in v:
-        v.pop("configMap")
-        v["hostPath"] = {"path": f"{work}/cfg", "type": "Directory"}
-pod = {"apiVersion": "v1", "kind": "Pod",
-       "metadata": {"name": "plugin", "namespace": ds["metadata"]["namespace"]}, "spec": spec}
-yaml.safe_dump(pod, open(f"{work}/manifests/plugin.yaml", "w"))
-PY
+static_daemonset_pod "$work/deploy.yaml" plugin "$work/cfg"
 t0=$(now_ms)
-plugin_ready() {
-  curl -sf http://127.0.0.1:21255/pods | python3 -c '
-import json, sys
-for p in json.load(sys.stdin).get("items") or []:
-    if p["metadata"]["name"] == "plugin-e2e-node":
-        sys.exit(0 if all(c.get("ready") for c in p["status"].get("containerStatuses") or [{}]) else 1)
-sys.exit(1)'
-}
-wait_for "the DaemonSet pod to be Ready (its exec readiness probe)" plugin_ready
+wait_for "the DaemonSet pod to be Ready (its exec readiness probe)" static_pod_ready plugin
 ok "the DaemonSet's pod template as a static pod: Ready (exec probe passed) $(( $(now_ms) - t0 )) ms after its manifest"
 # /sample (deploy/config.yaml's path) is absent on this machine, and
 # creating it would touch the machine's root: the devices are Unhealthy, so

@@ -78,7 +78,7 @@ static-arm64: deps-arm64
 	@ls -l target/$(ARM_TARGET)/release/k8s-hostpath-device-plugin
 
 # The README's test command: format, lints, unit and integration tests,
-# and the deployment checks.
+# the deployment and chart checks, the arm64 smoke test, the OCI image checks.
 test: lint unit-test soak-short deploy-test arm64-test image-test
 
 # The metrics test runs Prometheus's `promtool check metrics` on live

@@ -372,15 +372,14 @@ impl Supervisor {
             let state = ResourceState::new(resource);
             self.control.board.track(self.next_id, state.clone());
             self.handover.add(self.next_id, Api::Dra, &state);
-            // The front watches the state before the monitor first checks it.
+            self.monitor.add(self.next_id, state.clone());
             self.dra.add(
                 self.next_id,
-                state.clone(),
+                state,
                 &self.settings.dra,
                 &self.env,
                 &self.control.board,
             );
-            self.monitor.add(self.next_id, state);
             return;
         }
         let mut owner = Owner::new(self.next_id, resource);

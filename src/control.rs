@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -166,29 +166,52 @@ impl Board {
     }
 }
 
+/// What has been asked of the daemon since it last looked.
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    stop: AtomicBool,
+    reload: AtomicBool,
+}
+
+impl Requests {
+    /// Whether a stop was asked (it stays asked).
+    pub(crate) fn stop(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Whether a reload was asked since the last call.
+    pub(crate) fn take_reload(&self) -> bool {
+        self.reload.swap(false, Ordering::SeqCst)
+    }
+}
+
 /// The daemon's inputs: termination and reload requests, from signals or
-/// from a [`Handle`]; and the board it reports on.
+/// from a [`Handle`], each a flag plus a wake-up of the daemon's one wake
+/// counter (which its registration results share); and the board it
+/// reports on.
 pub struct Control {
-    pub(crate) term: WakePipe,
-    pub(crate) hup: WakePipe,
+    pub(crate) wake: WakePipe,
+    pub(crate) requests: Arc<Requests>,
     pub(crate) board: Arc<Board>,
 }
 
 impl Control {
     /// # Errors
     ///
-    /// When the pipes cannot be created.
+    /// When the wake counter cannot be created.
     pub fn new() -> io::Result<Control> {
         Ok(Control {
-            term: WakePipe::new()?,
-            hup: WakePipe::new()?,
+            wake: WakePipe::new()?,
+            requests: Arc::default(),
             board: Arc::default(),
         })
     }
 
     /// SIGTERM/SIGINT/SIGQUIT request a clean stop; a second one exits at
     /// once with status 1. SIGHUP requests a reload. Process-wide: the
-    /// binary's caller installs them, in-process tests do not.
+    /// binary's caller installs them, in-process tests do not. No
+    /// descriptor is added: the handlers set a flag and wake the daemon
+    /// through its wake counter.
     ///
     /// # Errors
     ///
@@ -201,44 +224,57 @@ impl Control {
             // so only a second signal exits.
             signal_hook::flag::register_conditional_shutdown(sig, 1, armed.clone())?;
             signal_hook::flag::register(sig, armed.clone())?;
-            signal_hook::low_level::pipe::register(sig, self.term.writer()?)?;
+            let (requests, wake) = (self.requests.clone(), self.wake.notifier());
+            // SAFETY: the action stores to an atomic and makes one write(2):
+            // both async-signal-safe; it allocates and locks nothing.
+            unsafe {
+                signal_hook::low_level::register(sig, move || {
+                    requests.stop.store(true, Ordering::SeqCst);
+                    wake.notify();
+                })?;
+            }
         }
-        signal_hook::low_level::pipe::register(SIGHUP, self.hup.writer()?)?;
+        let (requests, wake) = (self.requests.clone(), self.wake.notifier());
+        // SAFETY: as above.
+        unsafe {
+            signal_hook::low_level::register(SIGHUP, move || {
+                requests.reload.store(true, Ordering::SeqCst);
+                wake.notify();
+            })?;
+        }
         Ok(())
     }
 
     /// A handle that asks the daemon to stop or reload and reads its state
     /// from another thread.
-    ///
-    /// # Errors
-    ///
-    /// When the pipe descriptors cannot be duplicated.
-    pub fn handle(&self) -> io::Result<Handle> {
-        Ok(Handle {
-            term: self.term.notifier()?,
-            hup: self.hup.notifier()?,
+    pub fn handle(&self) -> Handle {
+        Handle {
+            wake: self.wake.notifier(),
+            requests: self.requests.clone(),
             board: self.board.clone(),
-        })
+        }
     }
 }
 
 /// Asks a running daemon to stop or reload, and waits on what it reports.
 #[derive(Clone)]
 pub struct Handle {
-    term: Notifier,
-    hup: Notifier,
+    wake: Notifier,
+    requests: Arc<Requests>,
     board: Arc<Board>,
 }
 
 impl Handle {
     /// What SIGTERM does: a clean stop.
     pub fn stop(&self) {
-        self.term.notify();
+        self.requests.stop.store(true, Ordering::SeqCst);
+        self.wake.notify();
     }
 
     /// What SIGHUP does: read the config again, even if unchanged.
     pub fn reload(&self) {
-        self.hup.notify();
+        self.requests.reload.store(true, Ordering::SeqCst);
+        self.wake.notify();
     }
 
     pub fn status(&self) -> Status {

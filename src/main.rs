@@ -7,6 +7,7 @@ use k8s_hostpath_device_plugin::cli::{self, Command};
 use k8s_hostpath_device_plugin::{logging, run_command, Failure};
 
 fn main() -> ExitCode {
+    prefer_poll();
     let mut opts = match cli::parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => return report(&Failure::Usage(e)),
@@ -25,6 +26,18 @@ fn main() -> ExitCode {
         exit_now(result.as_ref().map_or_else(Failure::exit_code, |()| 0));
     }
     code
+}
+
+/// gRPC's poller is `poll(2)` unless `GRPC_POLL_STRATEGY` says otherwise.
+/// Its default, `epoll1`, holds an epoll instance for the completion queue
+/// and another for its event engine: two descriptors more, for a daemon
+/// whose gRPC waits on a listening socket and a connection per resource
+/// (README, Performance; issue 26).
+fn prefer_poll() {
+    if std::env::var_os("GRPC_POLL_STRATEGY").is_none() {
+        // Before any thread exists: nothing reads the environment meanwhile.
+        std::env::set_var("GRPC_POLL_STRATEGY", "poll");
+    }
 }
 
 /// The daemon's end (B9, issue 26): by now its sockets are gone and its

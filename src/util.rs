@@ -1,9 +1,8 @@
 //! Small synchronous helpers shared by the daemon, the simulated kubelet and tests.
 
 use std::future::Future;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -103,75 +102,79 @@ pub fn block_on_timeout<F: Future>(fut: F, timeout: Duration) -> Option<F::Outpu
     }
 }
 
-/// A self-pipe: any thread (or a signal handler) writes a byte to wake the
-/// thread that polls the read end.
+/// A wake-up counter (`eventfd(2)`): any thread, or a signal handler, adds
+/// to it to wake the thread that polls it. One descriptor, however many
+/// [`Notifier`]s share it (a socket pair took two, and signal-hook's pipe
+/// registration a duplicate per signal).
 #[derive(Debug)]
 pub struct WakePipe {
-    read: UnixStream,
-    /// Shared by every [`Notifier`]: one descriptor, however many wake it.
-    write: Arc<UnixStream>,
+    fd: Arc<OwnedFd>,
 }
 
 impl WakePipe {
     /// # Errors
     ///
-    /// When the socket pair cannot be created.
+    /// When the eventfd cannot be created.
     pub fn new() -> io::Result<WakePipe> {
-        let (read, write) = UnixStream::pair()?;
-        read.set_nonblocking(true)?;
-        write.set_nonblocking(true)?;
-        Ok(WakePipe {
-            read,
-            write: Arc::new(write),
-        })
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new
+        // descriptor that nothing else owns.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: see above: `fd` is open and ours alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(WakePipe { fd: Arc::new(fd) })
     }
 
-    /// A handle that can wake the reader from anywhere (the write end
-    /// itself, shared: no descriptor is duplicated).
-    ///
-    /// # Errors
-    ///
-    /// None today; kept so that a waker that needs a resource can fail.
-    pub fn notifier(&self) -> io::Result<Notifier> {
-        Ok(Notifier(self.write.clone()))
+    /// A handle that can wake the reader from anywhere (the same
+    /// descriptor, shared: nothing is duplicated).
+    pub fn notifier(&self) -> Notifier {
+        Notifier(self.fd.clone())
     }
 
-    /// A clone of the write end (for signal-hook's pipe registration).
-    ///
-    /// # Errors
-    ///
-    /// When the descriptor cannot be duplicated.
-    pub fn writer(&self) -> io::Result<UnixStream> {
-        self.write.try_clone()
-    }
-
-    /// Empties the pipe; returns whether anything was in it.
+    /// Resets the counter; returns whether anything had woken it.
     pub fn drain(&self) -> bool {
-        let mut buf = [0u8; 64];
-        let mut any = false;
+        let mut count = 0u64;
         loop {
-            match (&self.read).read(&mut buf) {
-                Ok(0) => return any,
-                Ok(_) => any = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return any,
+            // SAFETY: reads 8 bytes into `count`, which is 8 bytes long.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    std::ptr::addr_of_mut!(count).cast(),
+                    std::mem::size_of::<u64>(),
+                )
+            };
+            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return n > 0 && count > 0;
             }
         }
     }
 
     pub fn fd(&self) -> RawFd {
-        self.read.as_raw_fd()
+        self.fd.as_raw_fd()
     }
 }
 
 /// Wakes a [`WakePipe`] reader. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Notifier(Arc<UnixStream>);
+pub struct Notifier(Arc<OwnedFd>);
 
 impl Notifier {
-    /// Writes one byte; a full pipe already means "wake up".
+    /// Adds one to the counter. Async-signal-safe (one `write(2)`, no
+    /// allocation), so a signal handler may call it (signal-hook keeps
+    /// errno around handlers); a counter at its maximum already means
+    /// "wake up".
     pub fn notify(&self) {
-        let _ = (&*self.0).write(&[1]);
+        let one = 1u64;
+        // SAFETY: `write` reads 8 bytes from `one`, which is 8 bytes long.
+        unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                std::ptr::addr_of!(one).cast(),
+                std::mem::size_of::<u64>(),
+            );
+        }
     }
 }
 
@@ -340,7 +343,7 @@ mod tests {
             poll_readable(&[pipe.fd()], Some(Duration::ZERO)).unwrap(),
             vec![false]
         );
-        pipe.notifier().unwrap().notify();
+        pipe.notifier().notify();
         assert_eq!(
             poll_readable(&[pipe.fd()], Some(Duration::from_secs(5))).unwrap(),
             vec![true]

@@ -12,15 +12,15 @@
 //! list is already right), then every [`POLL`] while any device is held
 //! elsewhere or within [`SETTLE`] of the start or of a resource added (the
 //! other daemon may still be answering its last calls), and not at all
-//! once the node has settled: an idle node costs no wake-ups. A missing or
-//! silent socket holds nothing back: it is logged once, and the node is
-//! served as before.
+//! once the node has settled: then the thread ends, closing its channel to
+//! the kubelet, and a resource added later starts it again. An idle node
+//! costs no thread, descriptor or wake-up. A missing or silent socket
+//! holds nothing back: it is logged once, and the node is served as before.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use grpcio::{CallOption, ChannelBuilder, Environment};
@@ -201,15 +201,29 @@ enum Msg {
 /// The resources served here, by id, with the API each is served through.
 type Entries = Arc<Mutex<BTreeMap<u64, (Api, Arc<ResourceState>)>>>;
 
+/// What the thread works with, kept here while it does not run.
+struct Parts {
+    lister: Lister,
+    rx: Receiver<Msg>,
+    /// [`SETTLE`], shorter in tests.
+    settle: Duration,
+    /// Whether the last call was answered (a change is logged once).
+    reachable: bool,
+}
+
+/// Where a settled thread leaves its [`Parts`]. Its check for a message
+/// and a sender's check for a settled thread happen under this one lock,
+/// so a message is never left with no thread to read it.
+type Parked = Arc<Mutex<Option<Parts>>>;
+
 /// The thread that keeps every resource's held-elsewhere set current.
 pub struct Handover {
     entries: Entries,
     first: Option<Holdings>,
     /// DRA claims were on the node at start (pod-resources or CDI specs).
     dra_on_node: bool,
-    lister: Option<Lister>,
+    parked: Parked,
     tx: Option<Sender<Msg>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Handover {
@@ -229,33 +243,53 @@ impl Handover {
             .as_ref()
             .is_some_and(|h| !h.dra.is_empty() || !h.prepared.is_empty())
             || !lister.cdi.prepared().is_empty();
+        let (tx, rx) = mpsc::channel();
+        let reachable = first.is_some();
         Handover {
             entries: Arc::default(),
             dra_on_node,
             first,
-            lister: Some(lister),
-            tx: None,
-            thread: None,
+            parked: Arc::new(Mutex::new(Some(Parts {
+                lister,
+                rx,
+                settle: SETTLE,
+                reachable,
+            }))),
+            tx: Some(tx),
         }
     }
 
+    /// The same, settling after `settle` instead of [`SETTLE`].
+    #[cfg(test)]
+    fn settling_after(self, settle: Duration) -> Handover {
+        if let Some(p) = lock(&self.parked).as_mut() {
+            p.settle = settle;
+        }
+        self
+    }
+
     /// Starts the polling thread.
-    pub fn start(&mut self) {
-        let Some(mut lister) = self.lister.take() else {
+    pub fn start(&self) {
+        if let Some(tx) = &self.tx {
+            self.send(tx, Msg::Changed);
+        }
+    }
+
+    /// Sends `msg`, starting the thread again if it has settled and ended.
+    fn send(&self, tx: &Sender<Msg>, msg: Msg) {
+        let mut parked = lock(&self.parked);
+        let _ = tx.send(msg);
+        let Some(parts) = parked.take() else {
             return;
         };
-        let (tx, rx) = mpsc::channel();
-        let entries = self.entries.clone();
-        let reachable = self.first.is_some();
+        let (entries, slot) = (self.entries.clone(), self.parked.clone());
         let spawned = std::thread::Builder::new()
             .name("handover".into())
-            .spawn(move || run(&mut lister, &entries, &rx, reachable));
-        match spawned {
-            Ok(t) => {
-                self.tx = Some(tx);
-                self.thread = Some(t);
-            }
-            Err(e) => log::error!("cannot start the handover thread: {e}"),
+            .spawn(move || run(parts, &entries, &slot));
+        if let Err(e) = spawned {
+            // Its parts went with the closure: no handover polling from
+            // now on, which the first list at start already covered.
+            log::error!("cannot start the handover thread: {e}");
         }
     }
 
@@ -274,7 +308,7 @@ impl Handover {
         apply(api, state, held);
         lock(&self.entries).insert(id, (api, state.clone()));
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::Changed);
+            self.send(tx, Msg::Changed);
         }
     }
 
@@ -282,13 +316,18 @@ impl Handover {
         lock(&self.entries).remove(&id);
     }
 
+    /// Whether the thread runs now (it ends once the node has settled).
+    pub fn running(&self) -> bool {
+        self.tx.is_some() && lock(&self.parked).is_none()
+    }
+
     pub fn stop(&mut self) {
         if let Some(tx) = self.tx.take() {
+            // Not started again for it, and not joined: a List in flight
+            // ends within its timeout, and an exiting process need not
+            // wait for it.
             let _ = tx.send(Msg::Stop);
         }
-        // Not joined: a List in flight ends within its timeout, and an
-        // exiting process need not wait for it.
-        self.thread.take();
     }
 }
 
@@ -313,33 +352,38 @@ fn apply(api: Api, state: &ResourceState, held: BTreeSet<String>) {
     }
 }
 
-fn run(lister: &mut Lister, entries: &Entries, rx: &Receiver<Msg>, mut reachable: bool) {
-    let mut settle_until = Instant::now() + SETTLE;
+fn run(mut p: Parts, entries: &Entries, parked: &Parked) {
+    let mut settle_until = Instant::now() + p.settle;
     loop {
         let any_held = lock(entries).values().any(|(_, s)| s.held_elsewhere() > 0);
-        let now = Instant::now();
-        let wait = if any_held || now < settle_until {
-            Some(POLL)
+        let msg = if any_held || Instant::now() < settle_until {
+            p.rx.recv_timeout(POLL)
         } else {
-            None
-        };
-        let msg = match wait {
-            Some(d) => rx.recv_timeout(d),
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            let mut slot = lock(parked);
+            match p.rx.try_recv() {
+                Ok(m) => Ok(m),
+                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => {
+                    // Settled: the next sender starts a thread again.
+                    p.lister.client = None;
+                    *slot = Some(p);
+                    return;
+                }
+            }
         };
         match msg {
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             Ok(Msg::Changed) => {
-                settle_until = Instant::now() + SETTLE;
+                settle_until = Instant::now() + p.settle;
                 continue;
             }
             Err(RecvTimeoutError::Timeout) => {}
         }
-        match lister.list() {
+        match p.lister.list() {
             Ok(h) => {
-                if !reachable {
+                if !p.reachable {
                     log::info!("pod-resources: the kubelet answers");
-                    reachable = true;
+                    p.reachable = true;
                 }
                 let current: Vec<(Api, Arc<ResourceState>)> =
                     lock(entries).values().cloned().collect();
@@ -349,13 +393,55 @@ fn run(lister: &mut Lister, entries: &Entries, rx: &Receiver<Msg>, mut reachable
             }
             Err(e) => {
                 // Kept as they were: a kubelet restarting says nothing new.
-                if reachable {
+                if p.reachable {
                     log::warn!("pod-resources: {e}; asking again");
-                    reachable = false;
+                    p.reachable = false;
                 } else {
                     log::debug!("pod-resources: {e}");
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn wait_until(mut f: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        f()
+    }
+
+    #[test]
+    fn the_thread_ends_once_settled_and_a_resource_added_starts_it_again() {
+        let dir = std::env::temp_dir().join(format!("hpdp-handover-{}", std::process::id()));
+        let env = Arc::new(grpcio::EnvBuilder::new().cq_count(1).build());
+        // No pod-resources socket: every List fails fast, nothing is held.
+        let lister = Lister::new(&env, &dir.join("none.sock"), "d", None, &dir);
+        let h = Handover::new(lister).settling_after(Duration::from_millis(100));
+        assert!(!h.running(), "not started yet");
+        h.start();
+        assert!(h.running());
+        assert!(wait_until(|| !h.running()), "still running once settled");
+
+        let text = "resources:\n- resourceName: example.com/a\n  hostPath: {path: /srv/a}\n";
+        let r = crate::core::config::parse(text, "c", Path::new("/d"))
+            .unwrap()
+            .config
+            .resources
+            .remove(0);
+        let state = ResourceState::new(Arc::new(r));
+        h.add(1, Api::DevicePlugin, &state);
+        assert!(h.running(), "a resource added starts it again");
+        assert!(wait_until(|| !h.running()), "and it settles again");
     }
 }

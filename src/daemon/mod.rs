@@ -3,8 +3,8 @@
 //!
 //! Threads:
 //! - the caller's thread is the *supervisor*: one `poll(2)` loop over the
-//!   stop and reload pipes, an internal wake pipe (registration results)
-//!   and the inotify descriptor (socket directory, config directory). It
+//!   control's wake counter (stop and reload requests, registration
+//!   results) and the inotify descriptor (socket directory, config directory). It
 //!   dispatches: an event names a resource, that resource's [`Owner`] acts.
 //!   Owners hold their server, socket and registration, so their lifecycle
 //!   has one place and no locks. It never inspects a host path.
@@ -25,6 +25,7 @@ use grpcio::{EnvBuilder, Environment};
 pub mod dra;
 pub mod fs_events;
 pub mod handover;
+pub mod release;
 pub mod reload;
 pub mod watch;
 
@@ -39,7 +40,7 @@ use crate::deviceplugin::server::{self, Late};
 use crate::kubelet::KUBELET_SOCKET;
 use crate::observe;
 use crate::socket::{self, FileId};
-use crate::util::{poll_events, WakePipe};
+use crate::util::poll_events;
 use dra::{DraOptions, DraSide};
 use fs_events::Meaning;
 use handover::{Handover, Lister};
@@ -152,7 +153,6 @@ struct Supervisor {
     handover: Handover,
     next_id: u64,
     results: Arc<Results>,
-    wake: WakePipe,
     watcher: Option<Watcher>,
     monitor: Monitor,
     control: Control,
@@ -188,10 +188,7 @@ pub fn run(settings: Settings, mut loaded: Loaded, control: Control) -> Result<(
         );
     }
     let setup = |what| move |source| DaemonError::Setup { what, source };
-    let wake = WakePipe::new().map_err(setup("the wake pipe"))?;
-    let results = Arc::new(Results::new(
-        wake.notifier().map_err(setup("the wake pipe"))?,
-    ));
+    let results = Arc::new(Results::new(control.wake.notifier()));
     let watcher = match Watcher::new() {
         Ok(w) => Some(w),
         Err(e) => {
@@ -204,7 +201,7 @@ pub fn run(settings: Settings, mut loaded: Loaded, control: Control) -> Result<(
         .map_err(setup("the health monitor"))?;
     let http = observe::Server::start_if(&settings.listen, &control.board)
         .map_err(setup("the metrics endpoint (--listen)"))?;
-    let mut handover = Handover::new(Lister::new(
+    let handover = Handover::new(Lister::new(
         &env,
         &settings.pod_resources_socket,
         &settings.dra.driver,
@@ -222,7 +219,6 @@ pub fn run(settings: Settings, mut loaded: Loaded, control: Control) -> Result<(
         handover,
         next_id: 0,
         results,
-        wake,
         watcher,
         monitor,
         control,
@@ -257,34 +253,6 @@ pub fn run(settings: Settings, mut loaded: Loaded, control: Control) -> Result<(
     result
 }
 
-/// Releases the inotify instances `fds` now, each on a thread of its own,
-/// while the rest of the shutdown goes on: the kernel's teardown of an
-/// instance with watches waits for a grace period (closing one took 3 ms
-/// median and up to 24 ms here), and at exit those waits would come one
-/// after the other, between the last socket removed and the process
-/// reaped. Each descriptor is replaced by /dev/null (`dup2`), so its number
-/// stays valid for its owner, whose later close is then harmless; it is
-/// never closed under another owner's feet.
-fn release_early(fds: &[std::os::fd::RawFd]) {
-    use std::os::fd::AsRawFd;
-    for &fd in fds.iter().filter(|fd| **fd >= 0) {
-        let spawned = std::thread::Builder::new()
-            .name("release".into())
-            .spawn(move || {
-                let Ok(null) = std::fs::File::open("/dev/null") else {
-                    return;
-                };
-                // SAFETY: `fd` is an inotify descriptor its owner keeps open
-                // until the process exits; dup2 swaps what it refers to
-                // atomically and leaves it open.
-                unsafe { libc::dup2(null.as_raw_fd(), fd) };
-            });
-        if let Err(e) = spawned {
-            log::debug!("inotify instance released at exit instead: {e}");
-        }
-    }
-}
-
 fn ensure_dir(dir: &Path) -> Result<(), DaemonError> {
     if dir.is_dir() {
         return Ok(());
@@ -298,15 +266,6 @@ fn ensure_dir(dir: &Path) -> Result<(), DaemonError> {
             source,
         })
 }
-
-/// The descriptors the supervisor's loop waits on, in `poll` order.
-enum Ready {
-    Stop,
-    Reload,
-    Results,
-    Inotify,
-}
-const READY: [Ready; 4] = [Ready::Stop, Ready::Reload, Ready::Results, Ready::Inotify];
 
 impl Supervisor {
     /// Splits the supervisor into the context owners serve with and the
@@ -417,9 +376,7 @@ impl Supervisor {
                 self.socket_dir_back();
             }
             let fds = [
-                (self.control.term.fd(), libc::POLLIN),
-                (self.control.hup.fd(), libc::POLLIN),
-                (self.wake.fd(), libc::POLLIN),
+                (self.control.wake.fd(), libc::POLLIN),
                 (self.watcher.as_ref().map_or(-1, Watcher::fd), libc::POLLIN),
             ];
             let timeout = self
@@ -429,31 +386,27 @@ impl Supervisor {
                 what: "poll",
                 source,
             })?;
-            for (ready, _) in READY.iter().zip(&revents).filter(|(_, r)| **r != 0) {
-                match ready {
-                    Ready::Stop => {
-                        if self.control.term.drain() {
-                            log::info!("stop requested: shutting down");
-                            return Ok(());
-                        }
-                    }
-                    Ready::Reload => {
-                        if self.control.hup.drain() {
-                            log::info!("SIGHUP: reloading {}", self.settings.config.display());
-                            self.reload(true);
-                        }
-                    }
-                    Ready::Results => {
-                        self.wake.drain();
-                        let (cx, owners) = self.parts();
-                        for done in cx.results.take() {
-                            if let Some(o) = owners.iter_mut().find(|o| o.id() == done.id) {
-                                o.registered(done, &cx);
-                            }
-                        }
-                    }
-                    Ready::Inotify => self.read_fs_events(),
+            if revents[0] != 0 {
+                // Reset first, then read the flags: a request made after
+                // the reset wakes the next poll.
+                self.control.wake.drain();
+                if self.control.requests.stop() {
+                    log::info!("stop requested: shutting down");
+                    return Ok(());
                 }
+                if self.control.requests.take_reload() {
+                    log::info!("SIGHUP: reloading {}", self.settings.config.display());
+                    self.reload(true);
+                }
+                let (cx, owners) = self.parts();
+                for done in cx.results.take() {
+                    if let Some(o) = owners.iter_mut().find(|o| o.id() == done.id) {
+                        o.registered(done, &cx);
+                    }
+                }
+            }
+            if revents[1] != 0 {
+                self.read_fs_events();
             }
         }
     }
@@ -675,12 +628,11 @@ impl Supervisor {
     /// B9: end the streams, remove our sockets, stop the servers, stop the
     /// health monitor. Bounded even with a hung filesystem or a stuck call.
     fn stop(&mut self) {
-        // Health checks first: a change seen now would reach no kubelet,
-        // and the checks' CPU is better spent on the exit.
-        self.monitor.shutdown();
+        // Health checks end first (not waited for: the monitor is joined
+        // when dropped): a change seen now would reach no kubelet, and
+        // the checks' CPU is better spent on the exit.
+        self.monitor.stop();
         self.handover.stop();
-        let watcher_fd = self.watcher.as_ref().map_or(-1, Watcher::fd);
-        release_early(&[self.monitor.inotify_fd(), watcher_fd]);
         // Our public names go first: no new connection can reach a server
         // that is stopping, and gRPC's own unlink concerns only the private
         // bind name, so the order is free.
@@ -694,6 +646,10 @@ impl Supervisor {
             .collect();
         servers.extend(self.dra.stop());
         server::stop_all(servers, Late::Abandon);
+        // Every inotify watch goes last, just before the exit, which then
+        // closes both instances without two grace periods (release.rs).
+        let watcher_fd = self.watcher.as_ref().map_or(-1, Watcher::fd);
+        release::forget_watches(&[self.monitor.inotify_fd(), watcher_fd]);
         self.control.board.set_stopped();
     }
 }

@@ -126,7 +126,7 @@ impl Server {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let pipe = Arc::new(WakePipe::new()?);
-        let stop = pipe.notifier()?;
+        let stop = pipe.notifier();
         let thread_pipe = pipe.clone();
         let thread = std::thread::Builder::new()
             .name("http".into())

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_hostpath_device_plugin::sim::SimKubelet;
 
-use crate::harness::{wait_counts, Daemon, TestDir, WAIT};
+use crate::harness::{wait_counts, wait_until, Daemon, TestDir, WAIT};
 
 /// A resource entry with a long interval: any flip seen quickly came from inotify.
 fn entry(name: &str, path: &Path, ty: &str, extra: &str) -> String {
@@ -368,4 +368,46 @@ fn fifty_resources_in_one_daemon() {
         wait_counts(&k, &d, &format!("example.com/r{i}"), (0, 2));
     }
     assert!(k.allocate("example.com/r49", &[&["1"]]).is_ok());
+}
+
+/// The names of the daemon's threads now.
+fn thread_names(pid: u32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|n| n.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_idle_health_worker_ends_and_the_next_change_is_still_checked() {
+    let dir = TestDir::new();
+    let path = dir.host("d");
+    fs::create_dir_all(&path).unwrap();
+    let k = SimKubelet::start(&dir.dp()).unwrap();
+    let config = format!("resources:\n{}", entry("d", &path, "Directory", ""));
+    let d = Daemon::start(&dir, &config, &[]);
+    let name = "example.com/d";
+    wait_counts(&k, &d, name, (2, 2));
+    let pid = d.child.id();
+    let workers = || {
+        thread_names(pid)
+            .iter()
+            .filter(|n| *n == "health-check")
+            .count()
+    };
+    // The first check ran on a worker; with nothing due for 10 s it ends
+    // after its linger (1 s).
+    assert!(
+        wait_until(Duration::from_secs(10), || workers() == 0),
+        "a health-check worker is still there: {:?}",
+        thread_names(pid)
+    );
+    fs::remove_dir(&path).unwrap();
+    wait_counts(&k, &d, name, (0, 2));
+    fs::create_dir(&path).unwrap();
+    wait_counts(&k, &d, name, (2, 2));
 }

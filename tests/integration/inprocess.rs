@@ -41,7 +41,7 @@ impl InProcess {
         };
         let loaded = config::load(&config, &settings.socket_dir).expect("valid config");
         let control = Control::new().unwrap();
-        let handle = control.handle().unwrap();
+        let handle = control.handle();
         let thread = thread::spawn(move || daemon::run(settings, loaded, control));
         InProcess {
             handle,

@@ -587,6 +587,13 @@ fn a_fixed_path_and_a_pattern_name_what_they_gave() {
             ("/dev/ttyE2", "Healthy"),
         ],
     );
+    // Registered on its own: the other's list says nothing of it.
+    wait_list(
+        &k,
+        &d,
+        "example.com/data",
+        &[("0", "Healthy"), ("1", "Healthy"), ("2", "Healthy")],
+    );
     let resp = k.allocate("example.com/data", &[&["2", "0"]]).unwrap();
     let envs = &resp.container_responses[0].envs;
     assert_eq!(envs["EXAMPLE_COM_DATA_IDS"], "0 2");

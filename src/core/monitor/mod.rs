@@ -13,7 +13,9 @@
 //!   beside it (at most [`MAX_WORKERS`]), so one hung path holds one thread.
 //!   A check still running after [`HUNG_AFTER`] makes the resource
 //!   Unhealthy with that reason. Workers are never joined: one may be stuck
-//!   in the kernel until the process exits.
+//!   in the kernel until the process exits. The last one idle ends after
+//!   [`WORKER_LINGER`] without work, and the dispatcher starts one again
+//!   when a check is due.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
@@ -50,6 +52,10 @@ pub const SPARE_AFTER: Duration = Duration::from_millis(20);
 pub const HUNG_AFTER: Duration = Duration::from_secs(1);
 /// Most worker threads at once (each hung path can hold one).
 pub const MAX_WORKERS: usize = 32;
+/// How long the last worker waits for more work before it ends too: long
+/// enough that a burst of events or a storm reuses it, short enough that
+/// a node checked every 10 s holds no worker most of the time.
+pub const WORKER_LINGER: Duration = Duration::from_secs(1);
 /// How long a resource's changes gather, per entry of its list, before the
 /// next merge (each merge sends the whole list): 100 ms at 100,000
 /// entries, nothing to speak of at a few hundred.
@@ -194,7 +200,7 @@ impl Monitor {
                 stop: false,
             }),
             work: Condvar::new(),
-            wake: wake.notifier()?,
+            wake: wake.notifier(),
             watches: inotify.as_ref().map(Inotify::watches),
             watch_budget,
         });
@@ -253,18 +259,24 @@ impl Monitor {
         inner.queue.retain(|q| *q != id);
     }
 
-    /// Stops the dispatcher and tells the workers to end. Returns at once
-    /// even when a worker is stuck in a hung filesystem.
     /// The host-path inotify instance's descriptor, -1 without one; open
     /// as long as the monitor is.
     pub fn inotify_fd(&self) -> std::os::fd::RawFd {
         self.inotify_fd
     }
 
-    pub fn shutdown(&mut self) {
+    /// Tells the dispatcher and the workers to end, without waiting: a
+    /// process about to exit has no use for their ending.
+    pub fn stop(&self) {
         self.shared.lock().stop = true;
         self.shared.work.notify_all();
         self.shared.wake.notify();
+    }
+
+    /// Stops the dispatcher and tells the workers to end. Returns at once
+    /// even when a worker is stuck in a hung filesystem.
+    pub fn shutdown(&mut self) {
+        self.stop();
         if let Some(d) = self.dispatcher.take() {
             // The dispatcher never blocks on a host path: this join is
             // bounded by one poll wake-up.
@@ -511,7 +523,8 @@ fn read_events(shared: &Shared, inotify: &mut Inotify, buf: &mut [u8]) {
 }
 
 /// A worker: take a queued check, run it without any lock, record the
-/// result. At most one worker waits idle; the others end.
+/// result. At most one worker waits idle, for [`WORKER_LINGER`]; the
+/// others end at once.
 fn work(shared: &Shared) {
     let mut inner = shared.lock();
     loop {
@@ -525,8 +538,18 @@ fn work(shared: &Shared) {
                 return;
             }
             inner.idle += 1;
-            inner = shared.work.wait(inner).unwrap_or_else(|p| p.into_inner());
+            let (guard, waited) = shared
+                .work
+                .wait_timeout(inner, WORKER_LINGER)
+                .unwrap_or_else(|p| p.into_inner());
+            inner = guard;
             inner.idle -= 1;
+            if waited.timed_out() && inner.queue.is_empty() && !inner.stop {
+                // Nothing for a while: the dispatcher starts one when
+                // something is due (both under this lock).
+                inner.workers -= 1;
+                return;
+            }
             continue;
         };
         let now = Instant::now();

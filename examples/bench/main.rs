@@ -10,13 +10,16 @@
 //! `BENCH_ONLY=dra` only the DRA front's (issue 21); `BENCH_ONLY=peer`
 //! only the side-by-side table with generic-device-plugin (issue 26, see
 //! `peer.rs`), which the full run ends with; `BENCH_ONLY=cost` only the
-//! per-resource cost model (`cost.rs`), which the full run has too.
+//! per-resource cost model (`cost.rs`), which the full run has too. The
+//! bench runs itself as a bare gRPC server (`floor.rs`) to measure what
+//! gRPC's C core holds on its own.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod cost;
 mod devices;
 mod dra;
+mod floor;
 mod peer;
 
 use std::fmt::Write as _;
@@ -279,6 +282,10 @@ fn binary_size(t: &mut Table, bin: &Path) {
 }
 
 fn main() {
+    if let Ok(what) = std::env::var(floor::ALONE) {
+        floor::hold(&what);
+    }
+    floor::keep_inherited_to_ourselves();
     let bin = common::daemon_binary().expect("daemon binary");
     let mut t = Table::default();
     if std::env::var("BENCH_ONLY").as_deref() == Ok("devices") {

@@ -205,8 +205,11 @@ pub fn side_by_side(ours: &Path) {
     let mut big = Pair::new("1,000 nodes: start → list", "ms");
     let mut idle = Pair::new("idle CPU per 30 s (from 35 s after start)", " ms");
     let mut woken = Pair::new("idle wake-ups per 30 s (context switches)", "");
-    let mut threads = Pair::new("threads, idle", "");
-    let mut fds = Pair::new("open fds, idle", "");
+    let mut threads = Pair::new("threads, 1 s after start", "");
+    let mut fds = Pair::new("open fds, 1 s after start", "");
+    let mut idle_threads = Pair::new("threads, idle (35 s after start)", "");
+    let mut idle_fds = Pair::new("open fds, idle (35 s after start)", "");
+    let mut closes = Vec::new();
     let rounds = env_num("BENCH_PEER_ROUNDS", 5) as usize;
     for round in 0..rounds {
         for who in [Who::Ours, Who::Peer] {
@@ -225,6 +228,7 @@ pub fn side_by_side(ours: &Path) {
                     cpu: &mut cpu,
                     threads: &mut threads,
                     fds: &mut fds,
+                    closes: &mut closes,
                 },
             );
             let s = with_nodes("pb", 1000);
@@ -261,6 +265,8 @@ pub fn side_by_side(ours: &Path) {
     thread::sleep(Duration::from_secs(secs));
     for (i, (c0, w0)) in idlers.iter().zip(before) {
         let pid = i.3 .0.id();
+        idle_threads.push(i.0, proc_status(pid, "Threads:") as f64);
+        idle_fds.push(i.0, open_fds(pid) as f64);
         let ms = (cpu_ticks(pid) - c0) as f64 * 1000.0 / clock_ticks() as f64;
         idle.push(i.0, ms * 30.0 / secs as f64);
         let w = wakeups(pid).saturating_sub(w0) as f64;
@@ -274,7 +280,21 @@ pub fn side_by_side(ours: &Path) {
     }
     drop(idlers);
     rows.extend([
-        plug, unplug, restart, start, rss, alloc, cpu, big, exit, idle, woken, threads, fds,
+        plug,
+        unplug,
+        restart,
+        start,
+        rss,
+        alloc,
+        cpu,
+        big,
+        exit,
+        idle,
+        woken,
+        threads,
+        idle_threads,
+        fds,
+        idle_fds,
     ]);
     println!(
         "\n### Side by side with generic-device-plugin ({} rounds, interleaved; medians)\n",
@@ -296,6 +316,7 @@ pub fn side_by_side(ours: &Path) {
             shown(o, r.unit)
         );
     }
+    floors(&closes, secs);
     for (name, bin) in [("generic-device-plugin", &d.peer), ("ours", &d.ours)] {
         let size = fs::metadata(bin).map_or(0, |m| m.len());
         println!(
@@ -317,6 +338,38 @@ struct RoundRows<'a> {
     cpu: &'a mut Pair,
     threads: &'a mut Pair,
     fds: &'a mut Pair,
+    /// SIGTERM → reaped of a process holding only an inotify instance,
+    /// and of one holding nothing, after each daemon's exit (ms).
+    closes: &'a mut Vec<(f64, f64)>,
+}
+
+/// What neither daemon's code decides: gRPC's C core on its own, and the
+/// kernel's price for an inotify instance at exit (the peer holds none:
+/// it looks for devices every 5 s instead).
+fn floors(closes: &[(f64, f64)], secs: u64) {
+    let s = Scratch::new("floor");
+    match super::floor::grpc_alone(&s.0, Duration::from_secs(secs)) {
+        Some(a) => println!(
+            "\ngRPC alone (grpcio's environment with one completion queue, one server on a Unix \
+             socket, nothing else): {} threads ({}), {} open fds, {} wake-ups per 30 s",
+            a.threads, a.names, a.fds, a.wakeups
+        ),
+        None => println!("\ngRPC alone: could not be measured"),
+    }
+    let col = |f: fn(&(f64, f64)) -> f64| {
+        let mut v: Vec<f64> = closes.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        (median(&v), v.last().copied())
+    };
+    if let ((Some(im), Some(iw)), (Some(nm), Some(nw))) = (col(|c| c.0), col(|c| c.1)) {
+        println!(
+            "SIGTERM → reaped, a process that holds only an inotify instance watching 2 \
+             directories (the kernel's default action, none of its code runs): median \
+             {im:.2} ms, worst {iw:.2} ms; one that holds nothing: median {nm:.2} ms, worst \
+             {nw:.2} ms (n = {}, each right after a daemon's exit)",
+            closes.len()
+        );
+    }
 }
 
 /// One daemon's round: start, idle figures, Allocate, plug, unplug, a
@@ -388,4 +441,11 @@ fn one_round(d: &Daemons, who: Who, first: bool, rows: &mut RoundRows<'_>) {
     sigterm(pid);
     let _ = child.wait();
     rows.exit.push_d(who, t.elapsed());
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    if let (Some(i), Some(n)) = (
+        super::floor::bare_exit(&s.dp(), true),
+        super::floor::bare_exit(&s.dp(), false),
+    ) {
+        rows.closes.push((ms(i), ms(n)));
+    }
 }

@@ -65,8 +65,28 @@ fn proc_count(pid: u32, what: &str) -> u64 {
     }
 }
 
+/// User and system CPU of `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which ends with the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 here.
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf takes an integer and reads nothing of ours.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).unwrap_or(100).max(1)
+}
+
 /// Threads other than gRPC's event-engine pool (which grows under load and
-/// shrinks when idle, by its own policy), and the pool's size.
+/// shrinks when idle, by its own policy) and the daemon's threads that
+/// exist only while they have work (health-check workers, which end 1 s
+/// after their last check, and the handover thread, which ends once the
+/// node has settled), and the pool's size.
 fn threads(pid: u32) -> (u64, u64) {
     let (mut own, mut pool) = (0, 0);
     for t in fs::read_dir(format!("/proc/{pid}/task"))
@@ -75,10 +95,10 @@ fn threads(pid: u32) -> (u64, u64) {
         .flatten()
     {
         let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.trim() == "event_engine" {
-            pool += 1;
-        } else {
-            own += 1;
+        match comm.trim() {
+            "event_engine" => pool += 1,
+            "health-check" | "handover" => {}
+            _ => own += 1,
         }
     }
     (own, pool)
@@ -379,6 +399,12 @@ fn main() {
     while threads(pid).1 > 4 && Instant::now() < pool_until {
         thread::sleep(Duration::from_millis(100));
     }
+    // With the load stopped, the daemon sleeps: a poller spinning on a
+    // closed connection (all the kubelet's restarts left some) would take
+    // a whole core.
+    let c0 = cpu_ticks(pid);
+    thread::sleep(Duration::from_secs(2));
+    let idle_share = (cpu_ticks(pid) - c0) as f64 / (2.0 * clock_ticks() as f64);
 
     // The kubelet sees a reload's new list a moment before the daemon logs
     // "reload applied": give the log up to a second to catch up.
@@ -403,6 +429,12 @@ fn main() {
     if pool > 4 {
         failures.push(format!(
             "gRPC's event-engine pool still holds {pool} threads when idle"
+        ));
+    }
+    if idle_share > 0.25 {
+        failures.push(format!(
+            "{:.0} % of a core while idle after the load",
+            idle_share * 100.0
         ));
     }
     if end.1 > th0 {
@@ -446,6 +478,10 @@ fn main() {
         "  Allocate: {} ok, {} unknown-ID refusals, {errs} other errors",
         ok.load(Ordering::Relaxed),
         unknown.load(Ordering::Relaxed)
+    );
+    println!(
+        "  CPU while idle after the load: {:.1} % of a core",
+        idle_share * 100.0
     );
     println!(
         "  fds {fd0} -> {}, threads (besides gRPC's event-engine pool) {th0} -> {}, RSS {rss0} kB -> {} kB",

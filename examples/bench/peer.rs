@@ -132,6 +132,38 @@ fn per_thread(pid: u32) -> String {
         .join(", ")
 }
 
+/// What a process's descriptors point at, counted by kind (sockets and
+/// pipes without their inode numbers).
+fn fd_kinds(pid: u32) -> String {
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for f in fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+    {
+        let Ok(target) = f.and_then(|f| fs::read_link(f.path())) else {
+            continue;
+        };
+        let t = target.to_string_lossy();
+        let kind = match t.split_once(":[") {
+            Some((k, rest))
+                if rest
+                    .trim_end_matches(']')
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()) =>
+            {
+                k.to_string()
+            }
+            _ => t.to_string(),
+        };
+        *kinds.entry(kind).or_default() += 1;
+    }
+    kinds
+        .iter()
+        .map(|(k, n)| format!("{k} ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn open_fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
@@ -267,6 +299,15 @@ pub fn side_by_side(ours: &Path) {
         let pid = i.3 .0.id();
         idle_threads.push(i.0, proc_status(pid, "Threads:") as f64);
         idle_fds.push(i.0, open_fds(pid) as f64);
+        println!(
+            "{}, idle, what its descriptors are: {}",
+            if i.0 == Who::Ours {
+                "ours"
+            } else {
+                "generic-device-plugin"
+            },
+            fd_kinds(pid)
+        );
         let ms = (cpu_ticks(pid) - c0) as f64 * 1000.0 / clock_ticks() as f64;
         idle.push(i.0, ms * 30.0 / secs as f64);
         let w = wakeups(pid).saturating_sub(w0) as f64;

@@ -411,3 +411,59 @@ fn an_idle_health_worker_ends_and_the_next_change_is_still_checked() {
     fs::create_dir(&path).unwrap();
     wait_counts(&k, &d, name, (2, 2));
 }
+
+/// How many of the daemon's descriptors are its mount table.
+fn mount_tables_held(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| {
+        fds.filter_map(|f| fs::read_link(f.ok()?.path()).ok())
+            .filter(|t| t.ends_with("mountinfo"))
+            .count()
+    })
+}
+
+#[test]
+fn the_mount_table_is_followed_only_while_a_resource_asks_for_a_mount_point() {
+    let dir = TestDir::new();
+    let data = dir.host("data");
+    let mnt = dir.host("mnt");
+    fs::create_dir_all(&data).unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    match mount_tmpfs(&mnt) {
+        Ok(m) => drop(m),
+        Err(e) => {
+            println!("SKIPPED: cannot mount tmpfs here ({e})");
+            return;
+        }
+    }
+    let k = SimKubelet::start(&dir.dp()).unwrap();
+    let plain = format!("resources:\n{}", entry("data", &data, "Directory", ""));
+    let d = Daemon::start(&dir, &plain, &[]);
+    wait_counts(&k, &d, "example.com/data", (2, 2));
+    let pid = d.child.id();
+    assert_eq!(
+        mount_tables_held(pid),
+        0,
+        "no resource asks for a mount point"
+    );
+
+    dir.replace_config(&format!(
+        "{plain}{}",
+        entry("disk", &mnt, "Directory", "    requireMountPoint: true\n")
+    ));
+    wait_counts(&k, &d, "example.com/disk", (0, 2));
+    assert!(
+        wait_until(WAIT, || mount_tables_held(pid) == 1),
+        "the mount table is not followed"
+    );
+    // A 1 h interval: only the mount table can tell.
+    let m = mount_tmpfs(&mnt).unwrap();
+    wait_counts(&k, &d, "example.com/disk", (2, 2));
+    drop(m);
+    wait_counts(&k, &d, "example.com/disk", (0, 2));
+
+    dir.replace_config(&plain);
+    assert!(
+        wait_until(WAIT, || mount_tables_held(pid) == 0),
+        "the mount table is still held"
+    );
+}

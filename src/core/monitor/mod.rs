@@ -26,7 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 
 use crate::core::discovery::Leaf;
 use crate::core::health::{self, Health};
@@ -35,9 +35,11 @@ use crate::core::stats::Stats;
 use crate::util::path_and_ancestors;
 use crate::util::{lock, poll_events, Notifier, WakePipe};
 
+mod events;
 mod mounts;
 mod report;
 mod scan;
+use events::read_events;
 use mounts::Mounts;
 pub use report::publish;
 use scan::{look_again, names_to_look_at, nanos_since, scan, NeedsFullScan};
@@ -187,7 +189,6 @@ impl Monitor {
                 None
             }
         };
-        let mountinfo = std::fs::File::open("/proc/self/mountinfo").ok();
         let shared = Arc::new(Shared {
             host_root: host_root.to_path_buf(),
             epoch: Instant::now(),
@@ -208,7 +209,7 @@ impl Monitor {
         let s = shared.clone();
         let dispatcher = thread::Builder::new()
             .name("health".into())
-            .spawn(move || dispatch(&s, &wake, inotify, mountinfo))?;
+            .spawn(move || dispatch(&s, &wake, inotify))?;
         Ok(Monitor {
             shared,
             dispatcher: Some(dispatcher),
@@ -333,14 +334,10 @@ fn release(shared: &Shared, inner: &mut Inner, id: u64, wds: &[WatchDescriptor])
 
 /// The dispatcher: queue what is due, spawn spare workers, report hung
 /// checks, and turn inotify and mount-table events into pokes.
-fn dispatch(
-    shared: &Arc<Shared>,
-    wake: &WakePipe,
-    mut inotify: Option<Inotify>,
-    mut mountinfo: Option<std::fs::File>,
-) {
+fn dispatch(shared: &Arc<Shared>, wake: &WakePipe, mut inotify: Option<Inotify>) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut mounts = Mounts::new(&shared.host_root);
+    let mut mountinfo: Option<std::fs::File> = None;
     loop {
         let now = Instant::now();
         let mut inner = shared.lock();
@@ -407,18 +404,34 @@ fn dispatch(
             // needs a spare (and the hung check its Unhealthy) all the same.
             soonest(now + SPARE_AFTER);
         }
-        let mount_fd = match &mountinfo {
-            Some(f)
-                if inner
-                    .entries
-                    .values()
-                    .any(|e| e.state.resource().require_mount_point) =>
-            {
-                f.as_raw_fd()
-            }
-            _ => -1,
-        };
+        let wants_mounts = inner
+            .entries
+            .values()
+            .any(|e| e.state.resource().require_mount_point);
         drop(inner);
+        // The mount table is followed only while a resource asks for a
+        // mount point: no descriptor held for it otherwise.
+        match (&mountinfo, wants_mounts) {
+            (None, true) => {
+                mountinfo = std::fs::File::open("/proc/self/mountinfo").ok();
+                mounts.refresh();
+                // A mount that came before the table was followed: one
+                // more look at each resource that asks for one.
+                let mut inner = shared.lock();
+                let ids: Vec<u64> = inner
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| e.state.resource().require_mount_point)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    poke_locked(&mut inner, id);
+                }
+            }
+            (Some(_), false) => mountinfo = None,
+            _ => {}
+        }
+        let mount_fd = mountinfo.as_ref().map_or(-1, AsRawFd::as_raw_fd);
 
         let fds = [
             (wake.fd(), libc::POLLIN),
@@ -447,78 +460,6 @@ fn dispatch(
                 mounts.changed(shared, f);
             }
         }
-    }
-}
-
-/// Drains the host-path inotify queue and pokes the resources concerned;
-/// an overflow pokes every resource (events were lost, so look again).
-fn read_events(shared: &Shared, inotify: &mut Inotify, buf: &mut [u8]) {
-    let mut poked: BTreeSet<u64> = BTreeSet::new();
-    // (resource, watch, entry name) of events that name an entry.
-    let mut named: Vec<(u64, WatchDescriptor, String)> = Vec::new();
-    let mut overflow = false;
-    let mut gone: Vec<WatchDescriptor> = Vec::new();
-    {
-        let inner = shared.lock();
-        loop {
-            let events = match inotify.read_events(buf) {
-                Ok(events) => events,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    log::warn!("host-path inotify read failed: {e}");
-                    break;
-                }
-            };
-            let mut any = false;
-            for e in events {
-                any = true;
-                if e.mask.contains(EventMask::Q_OVERFLOW) {
-                    overflow = true;
-                    continue;
-                }
-                if let Some(ids) = inner.by_wd.get(&e.wd) {
-                    let name = e.name.and_then(|n| n.to_str()).map(str::to_string);
-                    for id in ids {
-                        match &name {
-                            Some(n) => named.push((*id, e.wd.clone(), n.clone())),
-                            None => {
-                                poked.insert(*id);
-                            }
-                        }
-                    }
-                }
-                if e.mask.contains(EventMask::IGNORED) {
-                    gone.push(e.wd.clone());
-                }
-            }
-            if !any {
-                break;
-            }
-        }
-    }
-    let mut inner = shared.lock();
-    for wd in gone {
-        inner.by_wd.remove(&wd);
-    }
-    // An entry of a leaf is looked at alone; anything else, a full scan.
-    for (id, wd, name) in named {
-        let Some(e) = inner.entries.get_mut(&id) else {
-            continue;
-        };
-        if e.leaves.contains_key(&wd) && e.names.len() < MAX_NAMES {
-            e.names.push((wd, name));
-            wake_locked(&mut inner, id);
-        } else {
-            e.names.clear();
-            poked.insert(id);
-        }
-    }
-    if overflow {
-        log::debug!("host-path inotify queue overflowed: checking every resource");
-        poked.extend(inner.entries.keys().copied());
-    }
-    for id in poked {
-        poke_locked(&mut inner, id);
     }
 }
 

@@ -25,6 +25,11 @@ impl Mounts {
         }
     }
 
+    /// Reads the table again (following it starts now).
+    pub(super) fn refresh(&mut self) {
+        self.last = health::MountTable::read();
+    }
+
     /// A mount point of the table as a host path, if it is under the host
     /// root.
     fn host_path(&self, mount_point: &[u8]) -> Option<String> {

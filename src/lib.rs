@@ -13,7 +13,7 @@
 //! | [`deviceplugin`] | the device-plugin front: services, Allocate answers, per-resource servers and owners | grpcio threads, supervisor |
 //! | [`dra`] | the DRA front (`api: dra`): names, slices and their publisher, claim preparation with CDI specs, the services and sockets | `dra-publish`, `dra-prepare-*`, grpcio threads |
 //! | [`kube`] | the API-server client: synchronous HTTPS (ureq, rustls), JSON, in-cluster or kubeconfig; `events`, Events on the daemon's Node (fed by the logger's event records) | `events` |
-//! | [`daemon`] | the supervisor: `run(settings, loaded, control)`, a poll loop that dispatches each event to an owner; `reload` (pure: running + new config → retire / update / add), `fs_events`, `watch` (its inotify) | main thread |
+//! | [`daemon`] | the supervisor: `run(settings, loaded, control)`, a poll loop that dispatches each event to an owner; `reload` (pure: running + new config → retire / update / add), `fs_events`, `watch` (its inotify), `handover` (pod-resources, its own thread until the node settles), `release` (inotify watches removed before the exit) | main thread, `handover` |
 //! | [`cli`] | command line (DESIGN.md §2) | main thread |
 //! | `control` | the stop / reload handle and the status board that in-process tests wait on (re-exported by [`daemon`]) | any |
 //! | [`kubelet`] | the kubelet protocol's names and constants, once | — |

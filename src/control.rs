@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::core::state::ResourceState;
-use crate::util::{lock, wait_on, Notifier, WakePipe};
+use crate::util::{lock, wait_on, Notifier, WakeFd};
 
 /// What the daemon reports about one resource.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -185,12 +185,33 @@ impl Requests {
     }
 }
 
+/// Asks the daemon for a stop or a reload: the flag, then a wake-up.
+/// Async-signal-safe (an atomic store and one `write(2)`; nothing
+/// allocated or locked), so the signal handlers use it too.
+#[derive(Clone, Debug)]
+struct Asker {
+    requests: Arc<Requests>,
+    wake: Notifier,
+}
+
+impl Asker {
+    fn stop(&self) {
+        self.requests.stop.store(true, Ordering::SeqCst);
+        self.wake.notify();
+    }
+
+    fn reload(&self) {
+        self.requests.reload.store(true, Ordering::SeqCst);
+        self.wake.notify();
+    }
+}
+
 /// The daemon's inputs: termination and reload requests, from signals or
 /// from a [`Handle`], each a flag plus a wake-up of the daemon's one wake
 /// counter (which its registration results share); and the board it
 /// reports on.
 pub struct Control {
-    pub(crate) wake: WakePipe,
+    pub(crate) wake: WakeFd,
     pub(crate) requests: Arc<Requests>,
     pub(crate) board: Arc<Board>,
 }
@@ -201,7 +222,7 @@ impl Control {
     /// When the wake counter cannot be created.
     pub fn new() -> io::Result<Control> {
         Ok(Control {
-            wake: WakePipe::new()?,
+            wake: WakeFd::new()?,
             requests: Arc::default(),
             board: Arc::default(),
         })
@@ -224,24 +245,13 @@ impl Control {
             // so only a second signal exits.
             signal_hook::flag::register_conditional_shutdown(sig, 1, armed.clone())?;
             signal_hook::flag::register(sig, armed.clone())?;
-            let (requests, wake) = (self.requests.clone(), self.wake.notifier());
-            // SAFETY: the action stores to an atomic and makes one write(2):
-            // both async-signal-safe; it allocates and locks nothing.
-            unsafe {
-                signal_hook::low_level::register(sig, move || {
-                    requests.stop.store(true, Ordering::SeqCst);
-                    wake.notify();
-                })?;
-            }
+            let ask = self.asker();
+            // SAFETY: the action is async-signal-safe (see `Asker`).
+            unsafe { signal_hook::low_level::register(sig, move || ask.stop())? };
         }
-        let (requests, wake) = (self.requests.clone(), self.wake.notifier());
+        let ask = self.asker();
         // SAFETY: as above.
-        unsafe {
-            signal_hook::low_level::register(SIGHUP, move || {
-                requests.reload.store(true, Ordering::SeqCst);
-                wake.notify();
-            })?;
-        }
+        unsafe { signal_hook::low_level::register(SIGHUP, move || ask.reload())? };
         Ok(())
     }
 
@@ -249,9 +259,15 @@ impl Control {
     /// from another thread.
     pub fn handle(&self) -> Handle {
         Handle {
-            wake: self.wake.notifier(),
-            requests: self.requests.clone(),
+            ask: self.asker(),
             board: self.board.clone(),
+        }
+    }
+
+    fn asker(&self) -> Asker {
+        Asker {
+            requests: self.requests.clone(),
+            wake: self.wake.notifier(),
         }
     }
 }
@@ -259,22 +275,19 @@ impl Control {
 /// Asks a running daemon to stop or reload, and waits on what it reports.
 #[derive(Clone)]
 pub struct Handle {
-    wake: Notifier,
-    requests: Arc<Requests>,
+    ask: Asker,
     board: Arc<Board>,
 }
 
 impl Handle {
     /// What SIGTERM does: a clean stop.
     pub fn stop(&self) {
-        self.requests.stop.store(true, Ordering::SeqCst);
-        self.wake.notify();
+        self.ask.stop();
     }
 
     /// What SIGHUP does: read the config again, even if unchanged.
     pub fn reload(&self) {
-        self.requests.reload.store(true, Ordering::SeqCst);
-        self.wake.notify();
+        self.ask.reload();
     }
 
     pub fn status(&self) -> Status {

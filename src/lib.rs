@@ -28,7 +28,7 @@
 //! | [`fuzzing`] | invariant checks shared by the fuzz targets and corpus replay (feature `fuzzing`) | — |
 //! | [`api`] | generated protobuf messages (and grpcio stubs with `daemon`) | — |
 //! | [`text`] | host text (file names, serials) escaped for logs and `check` | any |
-//! | [`util`] | self-pipes, `poll`, bounded `block_on`, poison-tolerant `lock`, Unix-socket channels and percent-encoded gRPC targets | — |
+//! | [`util`] | wake-up eventfds, `poll`, bounded `block_on`, poison-tolerant `lock`, Unix-socket channels and percent-encoded gRPC targets | — |
 //!
 //! `run_command` (module `app`) is the whole program behind `main`. The
 //! `daemon` feature (default) brings everything that needs gRPC, inotify

@@ -107,15 +107,15 @@ pub fn block_on_timeout<F: Future>(fut: F, timeout: Duration) -> Option<F::Outpu
 /// [`Notifier`]s share it (a socket pair took two, and signal-hook's pipe
 /// registration a duplicate per signal).
 #[derive(Debug)]
-pub struct WakePipe {
+pub struct WakeFd {
     fd: Arc<OwnedFd>,
 }
 
-impl WakePipe {
+impl WakeFd {
     /// # Errors
     ///
     /// When the eventfd cannot be created.
-    pub fn new() -> io::Result<WakePipe> {
+    pub fn new() -> io::Result<WakeFd> {
         // SAFETY: eventfd takes no pointers; a non-negative result is a new
         // descriptor that nothing else owns.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -124,7 +124,7 @@ impl WakePipe {
         }
         // SAFETY: see above: `fd` is open and ours alone.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(WakePipe { fd: Arc::new(fd) })
+        Ok(WakeFd { fd: Arc::new(fd) })
     }
 
     /// A handle that can wake the reader from anywhere (the same
@@ -156,7 +156,7 @@ impl WakePipe {
     }
 }
 
-/// Wakes a [`WakePipe`] reader. Cheap to clone.
+/// Wakes a [`WakeFd`] reader. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Notifier(Arc<OwnedFd>);
 
@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn wake_pipe_wakes_poll() {
-        let pipe = WakePipe::new().unwrap();
+        let pipe = WakeFd::new().unwrap();
         assert_eq!(
             poll_readable(&[pipe.fd()], Some(Duration::ZERO)).unwrap(),
             vec![false]

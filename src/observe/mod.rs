@@ -1,7 +1,7 @@
 //! The metrics and health endpoint (`--listen`, DESIGN.md B17): a small
 //! synchronous HTTP/1.1 server on one thread of its own, `http`.
 //!
-//! One `poll(2)` loop over the listener, a stop pipe and every open
+//! One `poll(2)` loop over the listener, a stop eventfd and every open
 //! connection, all non-blocking: no client can hold the thread. Each
 //! connection gets one request and one answer, then is closed. Bounds:
 //! [`MAX_CONNECTIONS`] open at once (a new one pushes out the oldest, so a
@@ -28,7 +28,7 @@ pub mod metrics;
 pub mod process;
 
 use crate::control::{Board, Status};
-use crate::util::{poll_events, Notifier, WakePipe};
+use crate::util::{poll_events, Notifier, WakeFd};
 
 /// Connections open at once; past it, the oldest is closed.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -46,7 +46,7 @@ pub struct Server {
     stop: Notifier,
     thread: Option<JoinHandle<()>>,
     /// Held for its descriptor's sake: the thread polls it.
-    _pipe: Arc<WakePipe>,
+    _pipe: Arc<WakeFd>,
 }
 
 /// The addresses `--listen` names, to bind in order: generic-device-plugin's
@@ -125,7 +125,7 @@ impl Server {
         let listener = bound.ok_or(last)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let pipe = Arc::new(WakePipe::new()?);
+        let pipe = Arc::new(WakeFd::new()?);
         let stop = pipe.notifier();
         let thread_pipe = pipe.clone();
         let thread = std::thread::Builder::new()
@@ -257,7 +257,7 @@ fn head_end(buf: &[u8]) -> Option<usize> {
 /// long: it stays readable, and polling it at once would spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
-fn serve(listener: &TcpListener, stop: &WakePipe, board: &Board) {
+fn serve(listener: &TcpListener, stop: &WakeFd, board: &Board) {
     let mut conns: Vec<Conn> = Vec::new();
     let mut paused: Option<Instant> = None;
     loop {

@@ -33,7 +33,7 @@ use crate::core::health::{self, Health};
 use crate::core::state::ResourceState;
 use crate::core::stats::Stats;
 use crate::util::path_and_ancestors;
-use crate::util::{lock, poll_events, Notifier, WakePipe};
+use crate::util::{lock, poll_events, Notifier, WakeFd};
 
 mod events;
 mod mounts;
@@ -178,10 +178,10 @@ impl Monitor {
     ///
     /// # Errors
     ///
-    /// When the wake pipe or the thread cannot be created. Without
+    /// When the wake-up eventfd or the thread cannot be created. Without
     /// inotify the monitor still polls at each resource's interval.
     pub fn start(host_root: &Path, watch_budget: usize) -> io::Result<Monitor> {
-        let wake = WakePipe::new()?;
+        let wake = WakeFd::new()?;
         let inotify = match Inotify::init() {
             Ok(i) => Some(i),
             Err(e) => {
@@ -334,7 +334,7 @@ fn release(shared: &Shared, inner: &mut Inner, id: u64, wds: &[WatchDescriptor])
 
 /// The dispatcher: queue what is due, spawn spare workers, report hung
 /// checks, and turn inotify and mount-table events into pokes.
-fn dispatch(shared: &Arc<Shared>, wake: &WakePipe, mut inotify: Option<Inotify>) {
+fn dispatch(shared: &Arc<Shared>, wake: &WakeFd, mut inotify: Option<Inotify>) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut mounts = Mounts::new(&shared.host_root);
     let mut mountinfo: Option<std::fs::File> = None;

@@ -65,23 +65,6 @@ fn proc_count(pid: u32, what: &str) -> u64 {
     }
 }
 
-/// User and system CPU of `pid` so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which ends with the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 here.
-    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-}
-
-fn clock_ticks() -> u64 {
-    // SAFETY: sysconf takes an integer and reads nothing of ours.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(t).unwrap_or(100).max(1)
-}
-
 /// Threads other than gRPC's event-engine pool (which grows under load and
 /// shrinks when idle, by its own policy) and the daemon's threads that
 /// exist only while they have work (health-check workers, which end 1 s
@@ -402,9 +385,9 @@ fn main() {
     // With the load stopped, the daemon sleeps: a poller spinning on a
     // closed connection (all the kubelet's restarts left some) would take
     // a whole core.
-    let c0 = cpu_ticks(pid);
+    let c0 = common::cpu_ticks(pid);
     thread::sleep(Duration::from_secs(2));
-    let idle_share = (cpu_ticks(pid) - c0) as f64 / (2.0 * clock_ticks() as f64);
+    let idle_share = (common::cpu_ticks(pid) - c0) as f64 / (2.0 * common::clock_ticks() as f64);
 
     // The kubelet sees a reload's new list a moment before the daemon logs
     // "reload applied": give the log up to a second to catch up.

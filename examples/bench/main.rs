@@ -39,6 +39,8 @@ use k8s_hostpath_device_plugin::api::v1beta1_grpc::DevicePluginClient;
 use k8s_hostpath_device_plugin::sim::SimKubelet;
 use protobuf::Message;
 
+use common::{clock_ticks, cpu_ticks};
+
 const WAIT: Duration = Duration::from_secs(10);
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -222,15 +224,6 @@ fn proc_status(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// utime + stime in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
 /// Context switches per thread name.
 fn switches(pid: u32) -> Vec<(String, u64)> {
     let mut out = Vec::new();
@@ -262,12 +255,6 @@ fn client(socket: &Path) -> DevicePluginClient {
             .default_authority("localhost")
             .connect(&format!("unix:{}", socket.display())),
     )
-}
-
-fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(t).unwrap_or(100)
 }
 
 /// The size of the binary driven (the shipped one is `make static`'s).

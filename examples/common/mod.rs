@@ -19,3 +19,24 @@ pub fn daemon_binary() -> Result<PathBuf, String> {
         .map(|d| d.join("k8s-hostpath-device-plugin"))
         .ok_or_else(|| "cannot locate the daemon binary; set DAEMON_BIN".to_string())
 }
+
+/// User and system CPU of process `pid` so far, in clock ticks (0 when it
+/// cannot be read).
+#[allow(dead_code)] // bench and soak, not demo
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which ends at the last ')':
+    // utime and stime, fields 14 and 15 of proc(5), are 12th and 13th here.
+    let after = stat.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Clock ticks per second.
+#[allow(dead_code)] // bench and soak, not demo
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).unwrap_or(100).max(1)
+}

@@ -157,3 +157,41 @@ fn foreign_file_is_never_removed() {
         b"not ours"
     );
 }
+
+/// How many epoll instances the daemon holds.
+fn epoll_instances(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| {
+        fds.filter_map(|f| fs::read_link(f.ok()?.path()).ok())
+            .filter(|t| t.to_string_lossy().contains("eventpoll"))
+            .count()
+    })
+}
+
+#[test]
+fn grpc_polls_with_poll_unless_the_environment_says_otherwise() {
+    // Each daemon on a node of its own; `env` adds to the daemon's.
+    let served = |env: &[(&str, &str)]| {
+        let dir = TestDir::new();
+        fs::create_dir_all(dir.host("data")).unwrap();
+        let cfg = dir.write_config(&dir_config(R, &dir.host("data"), ""));
+        let k = SimKubelet::start(&dir.dp()).unwrap();
+        let d = Daemon::spawn_env(
+            &dir,
+            &["--config", cfg.to_str().unwrap()],
+            env,
+            "daemon.log",
+        );
+        k.wait_for(WAIT, |r| r.counts(R)).expect("served");
+        epoll_instances(d.child.id())
+    };
+    // Asked for: gRPC's epoll1 holds an epoll instance per poller.
+    assert!(
+        served(&[("GRPC_POLL_STRATEGY", "epoll1")]) > 0,
+        "GRPC_POLL_STRATEGY=epoll1 was not respected"
+    );
+    if std::env::var_os("GRPC_POLL_STRATEGY").is_some() {
+        println!("SKIPPED the default: GRPC_POLL_STRATEGY is set for this test run");
+        return;
+    }
+    assert_eq!(served(&[]), 0, "the default poller is not poll(2)");
+}

@@ -317,7 +317,8 @@ impl Handover {
     }
 
     /// Whether the thread runs now (it ends once the node has settled).
-    pub fn running(&self) -> bool {
+    #[cfg(test)]
+    fn running(&self) -> bool {
         self.tx.is_some() && lock(&self.parked).is_none()
     }
 
